@@ -1,0 +1,128 @@
+"""Seconds per epoch of monalisa's engines beside plain PyTorch loops, timed in one run.
+
+    python benchmarks/epoch_time.py                 # the reference image, the `original` 4x300 recipe
+    python benchmarks/epoch_time.py --repeats 5 --batch-size 1024
+
+Two pairs, each timed alternately (A B A B ...) so machine noise hits both alike,
+reported as medians and the ratio of medians:
+
+1. online engine (compiled, exact) against the textbook per-pixel loop
+   (zero_grad, forward, backward, step for every pixel) of the same recipe. The
+   plain loop needs ~a millisecond a pixel, so it is timed on a slice of the
+   epoch's permutation and scaled to the full epoch; the online engine trains
+   whole epochs.
+2. batched engine against the textbook minibatch loop (index a batch from the
+   permutation, zero_grad, forward, backward, step), same batch size, full epochs.
+
+Both pairs start from the same initial weights and see the same pixel orders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monalisa.engines.batched import BatchedEngine
+from monalisa.engines.online import OnlineEngine
+from monalisa.images import load_target
+from monalisa.models import build_model, linear_layers
+from monalisa.recipes import get_preset
+
+REFERENCE_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mona_lisa.jpg"
+
+
+def plain_optimizer(model, recipe):
+    groups = [{"params": list(l.parameters()), "lr": lr}
+              for l, lr in zip(linear_layers(model), recipe.layer_learning_rates())]
+    return torch.optim.SGD(groups, lr=recipe.learning_rate)
+
+
+def plain_per_pixel(model, optimizer, coords, colours, order):
+    for p in order:
+        optimizer.zero_grad()
+        loss = 0.5 * ((model(coords[p:p + 1]) - colours[p:p + 1]) ** 2).sum()
+        loss.backward()
+        optimizer.step()
+
+
+def plain_minibatch(model, optimizer, coords, colours, order, batch_size):
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        optimizer.zero_grad()
+        loss = 0.5 * ((model(coords[index]) - colours[index]) ** 2).sum(dim=1).mean()
+        loss.backward()
+        optimizer.step()
+
+
+def timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def report(name: str, ours: list[float], baseline: list[float], baseline_name: str) -> None:
+    a, b = statistics.median(ours), statistics.median(baseline)
+    print(f"  {name:28s} {a:9.2f} s/epoch   (runs: {', '.join(f'{t:.2f}' for t in ours)})")
+    print(f"  {baseline_name:28s} {b:9.2f} s/epoch   (runs: {', '.join(f'{t:.2f}' for t in baseline)})")
+    print(f"  ratio: {name} is {b / a:.1f}x faster\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default=str(REFERENCE_IMAGE))
+    parser.add_argument("--preset", default="original")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine (median reported)")
+    parser.add_argument("--plain-pixels", type=int, default=2000, help="pixels per timed slice of the plain loop")
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+
+    target = load_target(args.image)
+    recipe = get_preset(args.preset)
+    coords, colours = target.coords, target.colours
+    n = len(coords)
+    rng = np.random.default_rng(0)
+    print(f"{target.name} {target.width}x{target.height} ({n:,} pixels), {recipe.describe()}, "
+          f"{recipe.parameter_count():,} parameters, torch {torch.__version__} with {torch.get_num_threads()} threads\n")
+
+    # -- 1. online engine against the plain per-pixel loop ------------------------------
+    online = OnlineEngine(build_model(recipe), recipe, coords, colours)
+    online.train_epoch(rng.permutation(n)[:2000], epoch=0)  # compile (cached after the first run)
+    plain_model = build_model(recipe)
+    plain_opt = plain_optimizer(plain_model, recipe)
+    coords_t, colours_t = torch.from_numpy(coords), torch.from_numpy(colours)
+    plain_per_pixel(plain_model, plain_opt, coords_t, colours_t, torch.arange(200))  # warm up allocator
+    ours, baseline = [], []
+    for _ in range(args.repeats):
+        order = rng.permutation(n)
+        ours.append(timed(lambda: online.train_epoch(order, epoch=1)))
+        piece = torch.from_numpy(order[:args.plain_pixels])
+        baseline.append(timed(lambda: plain_per_pixel(plain_model, plain_opt, coords_t, colours_t, piece))
+                        * n / args.plain_pixels)
+    print("online SGD, batch size 1 (plain loop timed on "
+          f"{args.plain_pixels:,} pixels a run, scaled to {n:,}):")
+    report("online engine (monalisa)", ours, baseline, "plain PyTorch per-pixel loop")
+    print(f"  online engine: {statistics.median(ours) / n * 1e6:.1f} us a pixel\n")
+
+    # -- 2. batched engine against the plain minibatch loop -----------------------------
+    batched_recipe = recipe.replace(batch_size=args.batch_size)
+    batched = BatchedEngine(build_model(batched_recipe), batched_recipe, coords, colours, torch.device("cpu"))
+    plain_model = build_model(batched_recipe)
+    plain_opt = plain_optimizer(plain_model, batched_recipe)
+    ours, baseline = [], []
+    for _ in range(args.repeats):
+        order = rng.permutation(n)
+        ours.append(timed(lambda: batched.train_epoch(order, epoch=1)))
+        order_t = torch.from_numpy(order)
+        baseline.append(timed(lambda: plain_minibatch(plain_model, plain_opt, coords_t, colours_t, order_t,
+                                                      args.batch_size)))
+    print(f"minibatch SGD, batch size {args.batch_size}, CPU:")
+    report("batched engine (monalisa)", ours, baseline, "plain PyTorch minibatch loop")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Training engines, and the one place where a device and an engine are chosen.
+
+Two engines train the same model and share one interface:
+``train_epoch(order, epoch, on_progress)``, ``sync()`` (weights back into the
+torch model), ``state_dict()`` / ``load_state_dict()`` (optimiser state).
+
+- ``online``: the original per-pixel SGD, compiled (numba), exact; CPU only.
+- ``batched``: PyTorch minibatches, every recipe, CPU or CUDA.
+
+``auto`` picks ``online`` wherever it can run the recipe exactly on the CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..recipes import Recipe
+
+ENGINES = ("auto", "online", "batched")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if present, else cpu."""
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def choose_engine(name: str, recipe: Recipe, device: torch.device) -> str:
+    from .online import supports
+
+    if name not in ENGINES:
+        raise UserError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+    reason = supports(recipe)
+    if name == "auto":
+        return "online" if reason is None and device.type == "cpu" else "batched"
+    if name == "online" and reason:
+        raise UserError(f"--engine online cannot run this recipe: {reason}; use --engine batched")
+    if name == "online" and device.type != "cpu":
+        raise UserError("--engine online runs on the CPU only; use --device cpu or --engine batched")
+    return name
+
+
+def make_engine(name: str, model: torch.nn.Sequential, recipe: Recipe, coords: np.ndarray, colours: np.ndarray,
+                device: torch.device):
+    if name == "online":
+        from .online import OnlineEngine  # numba compiles on first use: import only when needed
+
+        return OnlineEngine(model, recipe, coords, colours)
+    from .batched import BatchedEngine
+
+    return BatchedEngine(model, recipe, coords, colours, device)

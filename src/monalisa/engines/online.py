@@ -1,0 +1,99 @@
+"""The online engine: the original per-pixel backprop, exact, in compiled code.
+
+It trains the same ``torch.nn.Sequential`` the batched engine does, by copying
+its weights into one flat float32 array, running ``online_kernel.train_pixels``
+over the epoch's pixel order, and copying them back when asked (``sync``).
+Plain SGD carries no optimiser state, so the weights are the whole state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import Diverged
+from ..models import linear_layers
+from ..recipes import Recipe
+from . import online_kernel as kernel
+
+_ACTIVATION_CODES = {
+    "leaky_relu": kernel.LEAKY_RELU,
+    "relu": kernel.RELU,
+    "tanh": kernel.TANH,
+    "sigmoid": kernel.SIGMOID,
+    "linear": kernel.IDENTITY,
+}
+
+# RECIPE.md: "a delta above 1000 in magnitude stopped the run".
+MAX_DELTA = 1000.0
+
+# Pixels per kernel call: small enough for progress several times an epoch,
+# large enough that the Python round trip (~10 us) is lost in ~40 ms of work.
+CHUNK = 1024
+
+
+def supports(recipe: Recipe) -> str | None:
+    """None if this engine can run the recipe exactly, else the reason it cannot."""
+    if recipe.batch_size != 1:
+        return "the online engine trains one pixel at a time (batch_size 1)"
+    if recipe.optimizer != "sgd":
+        return "the online engine implements plain SGD only"
+    return None
+
+
+class OnlineEngine:
+    name = "online"
+
+    def __init__(self, model: torch.nn.Sequential, recipe: Recipe, coords: np.ndarray, colours: np.ndarray):
+        reason = supports(recipe)
+        if reason:
+            raise ValueError(reason)
+        self.model = model
+        self.layers = linear_layers(model)
+        self.widths, self.w_off, self.b_off, self.a_off, size = kernel.layout(recipe.widths)
+        self.params = np.empty(size, dtype=np.float32)
+        self.layer_lr = np.array(recipe.layer_learning_rates(), dtype=np.float32)
+        self.coords = np.ascontiguousarray(coords, dtype=np.float32)
+        self.colours = np.ascontiguousarray(colours, dtype=np.float32)
+        self.hidden_code = _ACTIVATION_CODES[recipe.activation]
+        self.output_code = _ACTIVATION_CODES[recipe.output]
+        self.slope = np.float32(recipe.slope)
+        self.load_from_model()
+
+    def load_from_model(self) -> None:
+        """Copy the torch model's weights into the flat array (after init or a resume)."""
+        for layer, linear in enumerate(self.layers):
+            n_out, n_in = linear.weight.shape
+            w, b = self.w_off[layer], self.b_off[layer]
+            self.params[w:w + n_out * n_in] = linear.weight.detach().cpu().numpy().ravel()
+            self.params[b:b + n_out] = linear.bias.detach().cpu().numpy()
+
+    def sync(self) -> None:
+        """Copy the trained weights back into the torch model."""
+        with torch.no_grad():
+            for layer, linear in enumerate(self.layers):
+                n_out, n_in = linear.weight.shape
+                w, b = self.w_off[layer], self.b_off[layer]
+                linear.weight.copy_(torch.from_numpy(self.params[w:w + n_out * n_in].reshape(n_out, n_in)))
+                linear.bias.copy_(torch.from_numpy(self.params[b:b + n_out]))
+
+    def train_epoch(self, order: np.ndarray, epoch: int, on_progress: Callable[[float], None] | None = None) -> None:
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        for start in range(0, len(order), CHUNK):
+            status, done = kernel.train_pixels(
+                self.params, self.widths, self.w_off, self.b_off, self.a_off, self.layer_lr,
+                self.coords, self.colours, order[start:start + CHUNK],
+                self.hidden_code, self.output_code, self.slope, np.float32(MAX_DELTA),
+            )
+            if status == kernel.DIVERGED:
+                raise Diverged(epoch, f"error signal above {MAX_DELTA:g} or not finite at pixel {start + done:,}")
+            if on_progress is not None:
+                on_progress(min(start + CHUNK, len(order)) / len(order))
+
+    def state_dict(self) -> dict:
+        return {}  # plain SGD: the model's weights are the whole state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_from_model()

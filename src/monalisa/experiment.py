@@ -1,0 +1,61 @@
+"""Train into a run directory, or resume one: the Python API behind `monalisa train`.
+
+    from monalisa import load_target, get_preset, train_run
+    result = train_run(load_target("astronaut", scale=0.5), get_preset("quick"), out="runs/astro")
+    print(result.final["psnr"])
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .errors import UserError
+from .images import Target
+from .progress import Progress
+from .recipes import Recipe
+from .record import FRAME_SCHEDULES, Recorder, RunDirectory
+from .train import FitResult, Trainer
+
+
+def default_run_path(image_name: str, label: str, runs: str | Path = "runs") -> Path:
+    """runs/<image>-<preset>-<time>, the time to the second so names sort and rarely collide."""
+    return Path(runs) / f"{image_name}-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_run(target: Target, recipe: Recipe, out: str | Path, *, device: str = "auto", engine: str = "auto",
+              frames: str = "all", quiet: bool = False, preset: str | None = None) -> FitResult:
+    """Train from scratch, writing the run directory ``out`` as it goes."""
+    if frames not in FRAME_SCHEDULES:
+        raise UserError(f"unknown --frames {frames!r}; choose one of: {', '.join(FRAME_SCHEDULES)}")
+    trainer = Trainer(target, recipe, device=device, engine=engine)  # validates before anything is written
+    run = RunDirectory.create(out, recipe, target, {"preset": preset, "frames": frames})
+    callbacks = [Recorder(run, frames=frames)] + ([] if quiet else [Progress()])
+    return trainer.fit(callbacks)
+
+
+def resume_run(path: str | Path, *, epochs: int | None = None, device: str | None = None,
+               quiet: bool = False) -> FitResult:
+    """Continue a stopped or killed run from its last checkpoint to its epoch count (or ``epochs``)."""
+    run = RunDirectory.open(path)
+    info = run.info()
+    recipe = run.recipe()
+    checkpoint = run.checkpoint()
+    done = checkpoint["epoch"] if checkpoint else 0
+    if epochs is not None:
+        if epochs < done:
+            raise UserError(f"--epochs {epochs} is fewer than the {done} epochs {str(path)!r} has already trained")
+        if epochs != recipe.epochs:
+            recipe = recipe.replace(epochs=epochs)
+            run.write_recipe(recipe)
+    if done >= recipe.epochs:
+        raise UserError(
+            f"{str(path)!r} has already trained all {done} epochs; extend it with --resume {path} --epochs N"
+        )
+    # The recorded engine and device, so the resumed run computes what the uninterrupted one would.
+    trainer = Trainer(run.target(), recipe, device=device or info.get("device", "auto"),
+                      engine=info.get("engine", "auto"))
+    if checkpoint:
+        trainer.load_state_dict(checkpoint)
+    callbacks = [Recorder(run, frames=info.get("frames", "all"))] + ([] if quiet else [Progress()])
+    return trainer.fit(callbacks)

@@ -1,0 +1,177 @@
+"""fit(): epochs of training, a frame and figures after each, callbacks for the rest.
+
+The loop knows nothing about files or terminals (minGPT's trainer): frames,
+metrics, checkpoints and progress hang off it as callbacks (record.py,
+progress.py). Each epoch:
+
+1. train on a fresh permutation of all pixels (or scan order), timed alone;
+2. render: a forward-only pass over all pixels in scan order, in eval mode;
+3. figures on the raw network output against the target (never clamped;
+   clamping is for the frame only): ``mae`` (the original's printed figure),
+   ``mse``, and ``psnr`` = 10 log10(1 / mse) in dB for [0, 1] values;
+4. the frame: each channel x 255, clamped to [0, 255], truncated (RECIPE.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .engines import choose_engine, make_engine, resolve_device
+from .errors import Diverged
+from .images import Target
+from .models import build_model
+from .recipes import Recipe
+
+METRIC_COLUMNS = ("epoch", "train_seconds", "seconds", "mae", "mse", "psnr")
+
+# Pixels per forward pass when rendering: bounds memory (4x300: ~1.2 KB of
+# activations a pixel, so ~80 MB) while keeping the matmuls large.
+RENDER_CHUNK = 65536
+
+
+class Callback:
+    """Override what you need; every hook receives the trainer."""
+
+    def on_start(self, trainer: Trainer) -> None: ...
+    def on_progress(self, trainer: Trainer, epoch: int, fraction: float) -> None: ...
+    def on_epoch(self, trainer: Trainer, row: dict, frame: np.ndarray) -> None: ...
+    def on_end(self, trainer: Trainer, stopped_by: str) -> None: ...
+
+
+@torch.no_grad()
+def render(model: torch.nn.Module, coords: np.ndarray, device: torch.device) -> np.ndarray:
+    """The network's raw output for every coordinate, (N, 3) float32, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = np.empty((len(coords), 3), dtype=np.float32)
+    for start in range(0, len(coords), RENDER_CHUNK):
+        x = torch.from_numpy(coords[start:start + RENDER_CHUNK]).to(device)
+        out[start:start + RENDER_CHUNK] = model(x).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def to_frame(output: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N, 3) raw output -> (H, W, 3) uint8: x 255, clamped, truncated, as the original."""
+    return np.clip(output * 255.0, 0, 255).astype(np.uint8).reshape(height, width, 3)
+
+
+def image_metrics(output: np.ndarray, colours: np.ndarray) -> dict:
+    error = output.astype(np.float64) - colours
+    mse = float(np.mean(error**2))
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "mse": mse,
+        "psnr": 10 * math.log10(1 / mse) if mse > 0 else float("inf"),
+    }
+
+
+@dataclass
+class FitResult:
+    history: list[dict]  # one row per epoch, keys METRIC_COLUMNS
+    stopped_by: str  # "epochs"; on_end also sees "diverged", "interrupted" or "error"
+    model: torch.nn.Module = field(repr=False)
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+class Trainer:
+    """Holds everything a run needs to continue: model, engine, RNG and history."""
+
+    def __init__(self, target: Target, recipe: Recipe, device: str = "auto", engine: str = "auto"):
+        self.target = target
+        self.recipe = recipe
+        self.device = resolve_device(device)
+        self.engine_name = choose_engine(engine, recipe, self.device)
+        self.model = build_model(recipe).to(self.device)
+        self.coords = target.coords  # (N, 2) scan order
+        self.colours = target.colours  # (N, 3)
+        self.engine = make_engine(self.engine_name, self.model, recipe, self.coords, self.colours, self.device)
+        self.rng = np.random.default_rng(recipe.seed)  # pixel order; the model has its own seed stream
+        self.history: list[dict] = []
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return len(self.history)
+
+    def state_dict(self) -> dict:
+        self.engine.sync()
+        return {
+            "epoch": self.epoch,
+            "recipe": self.recipe.to_dict(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "engine": self.engine.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "history": [dict(row) for row in self.history],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.engine.load_state_dict(state["engine"])
+        self.rng.bit_generator.state = state["rng"]
+        self.history = [dict(row) for row in state["history"]]
+
+    def pixel_order(self) -> np.ndarray:
+        n = len(self.coords)
+        if self.recipe.order == "scan":
+            return np.arange(n, dtype=np.int64)
+        return self.rng.permutation(n)
+
+    def fit(self, callbacks: list[Callback] = (), epochs: int | None = None) -> FitResult:
+        """Train until ``epochs`` (default: the recipe's) have been completed in total."""
+        epochs = self.recipe.epochs if epochs is None else epochs
+        wall_before = self.history[-1]["seconds"] if self.history else 0.0
+        session_start = time.perf_counter()
+        for callback in callbacks:
+            callback.on_start(self)
+        stopped_by = "error"  # until the loop says otherwise
+        try:
+            while self.epoch < epochs:
+                epoch = self.epoch + 1
+                order = self.pixel_order()
+
+                def progress(fraction: float, epoch=epoch) -> None:
+                    for callback in callbacks:
+                        callback.on_progress(self, epoch, fraction)
+
+                started = time.perf_counter()
+                self.engine.train_epoch(order, epoch, progress)
+                train_seconds = time.perf_counter() - started
+
+                self.engine.sync()
+                output = render(self.model, self.coords, self.device)
+                row = {
+                    "epoch": epoch,
+                    "train_seconds": train_seconds,
+                    "seconds": wall_before + time.perf_counter() - session_start,
+                    **image_metrics(output, self.colours),
+                }
+                self.history.append(row)
+                frame = to_frame(output, self.target.height, self.target.width)
+                for callback in callbacks:
+                    callback.on_epoch(self, row, frame)
+            stopped_by = "epochs"
+        except Diverged:
+            stopped_by = "diverged"
+            raise
+        except KeyboardInterrupt:
+            stopped_by = "interrupted"
+            raise
+        finally:
+            for callback in callbacks:
+                callback.on_end(self, stopped_by)
+        return FitResult(history=self.history, stopped_by=stopped_by, model=self.model)
+
+
+def fit(target: Target, recipe: Recipe, *, device: str = "auto", engine: str = "auto",
+        callbacks: list[Callback] = ()) -> FitResult:
+    """Train ``recipe`` on ``target`` from scratch; see Trainer for resuming."""
+    return Trainer(target, recipe, device=device, engine=engine).fit(callbacks)

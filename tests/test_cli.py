@@ -1,0 +1,338 @@
+"""The `monalisa` command: every user mistake is one line and exit status 2, and a tiny run writes a full run directory.
+
+Runs the CLI in-process (``monalisa.cli.main``) except once, where the console
+script proves that nothing but that one line reaches stderr. The figures in
+metrics.csv are checked against a plain numpy computation over the saved
+weights, not against the code's own metric function.
+"""
+
+import contextlib
+import csv
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from monalisa.cli import main
+from monalisa.images import BUILTIN_IMAGES
+from monalisa.models import build_model
+from monalisa.recipes import Recipe
+from monalisa.record import frame_wanted
+
+WIDTH, HEIGHT = 12, 10
+
+
+def write_png(path: Path, width: int, height: int, seed: int = 0) -> np.ndarray:
+    pixels = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under root with its bytes, to show that nothing changed."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("monalisa: error: ")
+    return lines[0]
+
+
+# -- user mistakes ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """tmp_path holding a small PNG and the odd files users pass by mistake; the cwd an empty folder."""
+    write_png(tmp_path / "tiny.png", 8, 6)
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not a picture\n")
+    (tmp_path / "typo.toml").write_text("epoch = 3\n")
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "not-a-run" / "something.txt").write_text("mine\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a default runs/ folder would appear here
+    return tmp_path
+
+
+MISTAKES = {
+    # name: (arguments with {d} for the workspace, a word the message must contain)
+    "missing image": (["train", "{d}/nothere.png"], "does not exist"),
+    "directory": (["train", "{d}/a-folder"], "is a directory"),
+    "empty file": (["train", "{d}/empty.png"], "is empty"),
+    "not an image": (["train", "{d}/notes.png"], "not an image"),
+    "unknown preset": (["train", "{d}/tiny.png", "--preset", "orignal"], "orignal"),
+    "unknown activation": (["train", "{d}/tiny.png", "--activation", "gelu"], "gelu"),
+    "arch 4x": (["train", "{d}/tiny.png", "--arch", "4x"], "--arch"),
+    "arch abc": (["train", "{d}/tiny.png", "--arch", "abc"], "--arch"),
+    "arch 0x300": (["train", "{d}/tiny.png", "--arch", "0x300"], "--arch"),
+    "epochs 0": (["train", "{d}/tiny.png", "--epochs", "0"], "--epochs"),
+    "epochs -3": (["train", "{d}/tiny.png", "--epochs", "-3"], "--epochs"),
+    "epochs 2.5": (["train", "{d}/tiny.png", "--epochs", "2.5"], "--epochs"),
+    "size 10": (["train", "{d}/tiny.png", "--size", "10"], "--size"),
+    "scale 0": (["train", "{d}/tiny.png", "--scale", "0"], "--scale"),
+    "unknown built-in": (["train", "astronot"], "astronot"),
+    "recipe unknown key": (["train", "{d}/tiny.png", "--recipe", "{d}/typo.toml"], "unknown recipe key 'epoch'"),
+    "recipe missing": (["train", "{d}/tiny.png", "--recipe", "{d}/nothere.toml"], "does not exist"),
+    "preset and recipe": (["train", "{d}/tiny.png", "--preset", "quick", "--recipe", "{d}/typo.toml"], "not both"),
+    "size and scale": (["train", "{d}/tiny.png", "--size", "4x3", "--scale", "0.5"], "not both"),
+    "lr 0": (["train", "{d}/tiny.png", "--lr", "0"], "--lr"),
+    "negative momentum": (["train", "{d}/tiny.png", "--momentum", "-1"], "momentum"),
+    "unknown device": (["train", "{d}/tiny.png", "--device", "tpu"], "tpu"),
+    "unknown frames": (["train", "{d}/tiny.png", "--frames", "some"], "some"),
+    "online engine with adam": (["train", "{d}/tiny.png", "--engine", "online", "--optimizer", "adam"], "online"),
+    "negative seed": (["train", "{d}/tiny.png", "--seed", "-1"], "seed"),
+    "no command": ([], "required"),
+    "unknown command": (["fly"], "fly"),
+}
+
+
+@pytest.mark.parametrize("name", MISTAKES)
+def test_user_mistake_is_one_line_and_writes_nothing(name, workspace, capsys):
+    argv, word = MISTAKES[name]
+    out = workspace / "run"
+    argv = [a.format(d=workspace) for a in argv]
+    if argv[:1] == ["train"]:
+        argv += ["--out", str(out), "--quiet"]
+    before = snapshot(workspace)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    line = assert_one_line_error(captured.err)
+    assert word in line
+    assert captured.out == ""
+    assert not out.exists()
+    assert snapshot(workspace) == before  # no runs/ in the cwd, nothing touched
+
+
+def test_resume_on_a_folder_that_is_not_a_run(workspace, capsys):
+    before = snapshot(workspace)
+    assert main(["train", "--resume", str(workspace / "not-a-run"), "--quiet"]) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "is not a monalisa run directory" in line
+    assert snapshot(workspace) == before
+
+
+def test_resume_on_a_missing_folder(workspace, capsys):
+    assert main(["train", "--resume", str(workspace / "gone"), "--quiet"]) == 2
+    assert "is not a monalisa run directory" in assert_one_line_error(capsys.readouterr().err)
+    assert not (workspace / "gone").exists()
+
+
+def test_resume_with_a_recipe_flag(workspace, capsys):
+    before = snapshot(workspace)
+    assert main(["train", "--resume", str(workspace / "not-a-run"), "--arch", "2x8"]) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "drop --arch" in line
+    assert snapshot(workspace) == before
+
+
+def test_out_that_already_holds_files_is_left_alone(workspace, capsys):
+    out = workspace / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious\n")
+    (out / "frames").mkdir()
+    (out / "frames" / "epoch-00001.png").write_bytes(b"old frame")
+    before = snapshot(out)
+    argv = ["train", str(workspace / "tiny.png"), "--arch", "2x8", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "already exists" in line and str(out) in line
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["frames", "keep.txt"]
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    """The one out-of-process check: the installed entry point, a file that only fails once Pillow reads it."""
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture\n")
+    out = tmp_path / "run"
+    script = Path(sys.executable).parent / "monalisa"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "monalisa.cli"]
+    done = subprocess.run(
+        [*command, "train", str(notes), "--arch", "2x8", "--epochs", "1", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+    )
+    assert done.returncode == 2
+    line = assert_one_line_error(done.stderr)
+    assert line == (
+        f"monalisa: error: {str(notes)!r} is not an image Pillow can read; give a PNG, JPEG or other image file"
+    )
+    assert done.stdout == ""
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+# -- the images command -------------------------------------------------------------------------
+
+
+def test_images_lists_the_builtin_images(capsys):
+    assert main(["images"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(BUILTIN_IMAGES)
+    astronaut = next(line for line in lines if line.split()[0] == "astronaut")
+    assert astronaut.split()[1:] == ["512x512", "RGB"]
+
+
+# -- a tiny successful run ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One 2-epoch run of a 2x8 network on a 12x10 PNG, shared by the tests below (read-only)."""
+    root = tmp_path_factory.mktemp("tiny-run")
+    pixels = write_png(root / "tiny.png", WIDTH, HEIGHT, seed=1)
+    out = root / "out"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(["train", str(root / "tiny.png"), "--arch", "2x8", "--epochs", "2", "--out", str(out), "--quiet"])
+    assert status == 0
+    return out, pixels, stdout.getvalue()
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def test_run_directory_holds_every_file(tiny_run):
+    out, _, printed = tiny_run
+    for name in ("recipe.json", "run.json", "metrics.csv", "final.png", "learning.gif", "learning.mp4",
+                 "curves.png", "checkpoint.pt", "target.npy", "target.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in (out / "frames").iterdir()) == ["epoch-00001.png", "epoch-00002.png"]
+    for frame in (out / "frames").iterdir():
+        with Image.open(frame) as image:
+            assert image.format == "PNG" and image.size == (WIDTH, HEIGHT)
+    assert (out / "final.png").read_bytes() == (out / "frames" / "epoch-00002.png").read_bytes()
+    with Image.open(out / "learning.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 2
+    assert (out / "learning.mp4").read_bytes()[4:8] == b"ftyp"
+    with Image.open(out / "curves.png") as curves:
+        assert curves.format == "PNG"
+    assert not [p for p in out.rglob(".*")]  # no temporary files left behind
+    assert printed.startswith(f"{out}: 2 epochs, PSNR ")
+
+
+def test_run_records_the_recipe_and_the_target(tiny_run):
+    import json
+
+    out, pixels, _ = tiny_run
+    recipe = Recipe.from_dict(json.loads((out / "recipe.json").read_text()))
+    assert recipe == Recipe(arch=(8, 8), epochs=2)  # the quick preset (the original, 30 epochs) with the flags
+    info = json.loads((out / "run.json").read_text())
+    assert (info["width"], info["height"], info["image"]) == (WIDTH, HEIGHT, "tiny")
+    assert (info["status"], info["epochs_done"]) == ("complete", 2)
+    np.testing.assert_array_equal(np.load(out / "target.npy"), pixels.astype(np.float32) / 255)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "target.png")), pixels)
+
+
+def test_metrics_csv_layout(tiny_run):
+    out, _, _ = tiny_run
+    columns, rows = read_rows(out / "metrics.csv")
+    assert columns == ["epoch", "train_seconds", "seconds", "mae", "mse", "psnr"]
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    for row in rows:
+        values = {k: float(v) for k, v in row.items()}
+        assert 0 < values["train_seconds"] <= values["seconds"]
+        assert values["psnr"] == pytest.approx(10 * math.log10(1 / values["mse"]), rel=1e-5)
+    assert float(rows[0]["seconds"]) < float(rows[1]["seconds"])
+
+
+def test_metrics_and_frame_match_a_reference_computation(tiny_run):
+    out, pixels, _ = tiny_run
+    checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert checkpoint["epoch"] == 2
+    model = build_model(Recipe(arch=(8, 8), epochs=2))
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    # The coordinate convention written out by hand: (r / (H - 1), c / (W - 1)), scan order.
+    coords = np.array([(r / (HEIGHT - 1), c / (WIDTH - 1)) for r in range(HEIGHT) for c in range(WIDTH)], np.float32)
+    with torch.no_grad():
+        output = model(torch.from_numpy(coords)).numpy().astype(np.float64)  # (H * W, 3), unclamped
+    target = pixels.reshape(-1, 3).astype(np.float64) / 255
+    mse = np.mean((output - target) ** 2)
+    mae = np.mean(np.abs(output - target))
+    _, rows = read_rows(out / "metrics.csv")
+    last = rows[-1]
+    assert float(last["mse"]) == pytest.approx(mse, rel=1e-4)
+    assert float(last["mae"]) == pytest.approx(mae, rel=1e-4)
+    assert float(last["psnr"]) == pytest.approx(10 * np.log10(1 / mse), rel=1e-4)
+    # The frame: x 255, clamped, truncated (RECIPE.md); one level of slack for float rounding at a boundary.
+    expected = np.clip(output * 255, 0, 255).astype(np.uint8).reshape(HEIGHT, WIDTH, 3)
+    frame = np.asarray(Image.open(out / "frames" / "epoch-00002.png").convert("RGB"))
+    assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_figures_are_of_the_raw_output_and_only_the_frame_is_clamped(tmp_path):
+    """Large initial weights and a tiny rate: outputs well outside [0, 1], so clamping would show."""
+    from monalisa import fit, load_target
+
+    pixels = write_png(tmp_path / "t.png", 6, 5, seed=2)
+    recipe = Recipe(arch=(8, 8), init_scale=3.0, lr=1e-6, epochs=1)
+    result = fit(load_target(tmp_path / "t.png"), recipe, device="cpu")
+    coords = np.array([(r / 4, c / 5) for r in range(5) for c in range(6)], np.float32)
+    with torch.no_grad():
+        output = result.model.eval()(torch.from_numpy(coords)).numpy().astype(np.float64)
+    assert output.min() < -0.2 and output.max() > 1.2  # the premise: clamping would change the figures
+    error = output - pixels.reshape(-1, 3) / 255
+    row = result.final
+    assert row["mse"] == pytest.approx(np.mean(error**2), rel=1e-5)
+    assert row["mae"] == pytest.approx(np.mean(np.abs(error)), rel=1e-5)
+    assert row["psnr"] == pytest.approx(10 * np.log10(1 / np.mean(error**2)), rel=1e-5)
+
+
+def test_resume_of_a_finished_run_is_refused_untouched(tiny_run, tmp_path, capsys):
+    out, _, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = snapshot(copy)
+    assert main(["train", "--resume", str(copy), "--quiet"]) == 2
+    assert "already trained all 2 epochs" in assert_one_line_error(capsys.readouterr().err)
+    assert snapshot(copy) == before
+
+
+# -- log-spaced frames --------------------------------------------------------------------------
+
+
+def reference_log_schedule(last_epoch: int) -> list[int]:
+    """Every epoch to 10; then the first whole epoch at or past each mark 10**(k/20); and the last."""
+    marks = {math.ceil(10 ** (k / 20) - 1e-9) for k in range(20, 20 * 6)}
+    return sorted(e for e in range(1, last_epoch + 1) if e <= 10 or e in marks or e == last_epoch)
+
+
+def test_frame_wanted_log_schedule():
+    assert [e for e in range(1, 16) if frame_wanted(e, 15, "log")] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15]
+    for last in (15, 100, 1000, 2500):
+        assert [e for e in range(1, last + 1) if frame_wanted(e, last, "log")] == reference_log_schedule(last)
+    wanted = [e for e in range(1, 5000) if frame_wanted(e, 5000, "log")]
+    assert sum(100 <= e < 1000 for e in wanted) == 20  # ~20 a decade
+    assert sum(1000 <= e < 5000 for e in wanted) == 14  # marks 10**(60/20) = 1000 ... 10**(73/20) ~ 4467
+    assert all(frame_wanted(e, 7, "all") for e in range(1, 8))
+
+
+def test_log_frames_run_writes_only_the_scheduled_frames(tmp_path):
+    write_png(tmp_path / "tiny.png", 4, 3)
+    out = tmp_path / "out"
+    argv = ["train", str(tmp_path / "tiny.png"), "--arch", "2x8", "--epochs", "15", "--frames", "log",
+            "--out", str(out), "--quiet"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    frames = sorted(p.name for p in (out / "frames").iterdir())
+    assert frames == [f"epoch-{e:05d}.png" for e in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15)]
+    _, rows = read_rows(out / "metrics.csv")
+    assert len(rows) == 15  # metrics every epoch, frames on the schedule
+    assert (out / "final.png").read_bytes() == (out / "frames" / "epoch-00015.png").read_bytes()

@@ -1,0 +1,138 @@
+"""The online engine against the reference answer: a plain PyTorch autograd loop.
+
+Same recipe, same initial weights, same pixel order; after a few hundred
+single-pixel steps the weights must agree. float64 runs the kernel with the
+same arithmetic as the reference up to summation order, so the tolerance is
+tight; float32 (what training uses) is checked too, looser.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from monalisa.engines import online_kernel as kernel
+from monalisa.engines.batched import make_optimizer
+from monalisa.engines.online import OnlineEngine
+from monalisa.images import coordinate_grid
+from monalisa.models import build_model, linear_layers
+from monalisa.recipes import Recipe
+
+
+def reference_steps(model, recipe, coords, colours, order):
+    """The textbook loop: zero_grad, forward, backward, step, one pixel at a time."""
+    optimizer = make_optimizer(model, recipe)
+    for p in order:
+        optimizer.zero_grad()
+        out = model(torch.from_numpy(coords[p:p + 1]))
+        loss = 0.5 * (out - torch.from_numpy(colours[p:p + 1])).square().sum()
+        loss.backward()
+        optimizer.step()
+
+
+def kernel_steps(model, recipe, coords, colours, order, dtype):
+    """Run the kernel directly in ``dtype`` and return the flat parameters."""
+    widths, w_off, b_off, a_off, size = kernel.layout(recipe.widths)
+    params = np.empty(size, dtype=dtype)
+    for layer, linear in enumerate(linear_layers(model)):
+        n_out, n_in = linear.weight.shape
+        params[w_off[layer]:w_off[layer] + n_out * n_in] = linear.weight.detach().double().numpy().ravel()
+        params[b_off[layer]:b_off[layer] + n_out] = linear.bias.detach().double().numpy()
+    codes = {"leaky_relu": kernel.LEAKY_RELU, "relu": kernel.RELU, "tanh": kernel.TANH, "sigmoid": kernel.SIGMOID,
+             "linear": kernel.IDENTITY}
+    status, done = kernel.train_pixels(
+        params, widths, w_off, b_off, a_off, np.array(recipe.layer_learning_rates(), dtype=dtype),
+        coords.astype(dtype), colours.astype(dtype), order, codes[recipe.activation], codes[recipe.output],
+        dtype(recipe.slope), dtype(1000.0))
+    assert status == kernel.OK and done == len(order)
+    return params
+
+
+def flat(model):
+    return np.concatenate([np.concatenate([l.weight.detach().double().numpy().ravel(), l.bias.detach().double().numpy()])
+                           for l in linear_layers(model)])
+
+
+def problem(recipe, n_pixels=400, seed=1):
+    rng = np.random.default_rng(seed)
+    coords = coordinate_grid(20, 20)
+    # A smooth colour field with an edge, so gradients are varied and non-trivial.
+    colours = np.stack([coords[:, 0], coords[:, 1], (coords.sum(1) > 1).astype(np.float64)], 1).astype(np.float32)
+    order = rng.integers(0, len(coords), size=n_pixels)
+    return coords, colours, order
+
+
+@pytest.mark.parametrize("recipe", [
+    Recipe(arch=(37, 29, 41)),  # the original's activation, odd widths exercise the 4-row blocking tails
+    Recipe(arch=(16, 16), activation="tanh", output="sigmoid"),
+    Recipe(arch=(24, 12), activation="relu"),
+    Recipe(arch=(20,), activation="sigmoid", lr=0.5),
+], ids=["leaky", "tanh-sigmoid-out", "relu", "sigmoid"])
+def test_kernel_matches_autograd_float64(recipe):
+    coords, colours, order = problem(recipe)
+    model = build_model(recipe).double()
+    start = [p.detach().clone() for p in model.parameters()]
+    params = kernel_steps(model, recipe, coords, colours, order, np.float64)
+    reference_steps(model, recipe, coords.astype(np.float64), colours.astype(np.float64), order)
+    expected = flat(model)
+    moved = np.abs(expected - np.concatenate([p.numpy().ravel() for p in start])).max()
+    assert moved > 1e-3, "the reference did not train: the comparison would prove nothing"
+    np.testing.assert_allclose(params, expected, rtol=0, atol=1e-10)
+
+
+def test_online_engine_matches_autograd_float32_original_recipe():
+    """The engine as training uses it: float32, the 4x300 original, 300 steps."""
+    recipe = Recipe()
+    coords, colours, order = problem(recipe, n_pixels=300)
+    model = build_model(recipe)
+    reference = build_model(recipe)  # same seed -> same initial weights
+    assert torch.equal(flat_t(model), flat_t(reference))
+    engine = OnlineEngine(model, recipe, coords, colours)
+    engine.train_epoch(order, epoch=1)
+    engine.sync()
+    reference_steps(reference, recipe, coords, colours, order)
+    np.testing.assert_allclose(flat(model), flat(reference), rtol=0, atol=2e-5)
+    assert np.abs(flat(model) - flat(build_model(recipe))).max() > 1e-3
+
+
+def flat_t(model):
+    return torch.cat([p.detach().ravel() for p in model.parameters()])
+
+
+def test_divergence_is_caught_not_propagated():
+    recipe = Recipe(arch=(8, 8), init_scale=30.0, lr=50.0)
+    coords, colours, order = problem(recipe, n_pixels=2000)
+    from monalisa.errors import Diverged
+    engine = OnlineEngine(build_model(recipe), recipe, coords, colours)
+    with pytest.raises(Diverged, match="epoch 3") as caught:
+        engine.train_epoch(order, epoch=3)
+    assert "--init-scale" in str(caught.value)  # the original's advice: shrink the initial weights
+
+
+@pytest.mark.parametrize("recipe", [
+    Recipe(arch=(37, 29), batch_size=16),
+    Recipe(arch=(16, 16), activation="tanh", output="sigmoid", batch_size=7),
+    Recipe(arch=(24, 12), activation="relu", batch_size=32),
+    Recipe(arch=(24, 12), optimizer="momentum", batch_size=32),
+    Recipe(arch=(24, 12), optimizer="adam", batch_size=32),
+], ids=["leaky", "tanh-sigmoid-out", "relu", "momentum", "adam"])
+def test_batched_engine_matches_plain_minibatch_loop(recipe):
+    """The batched engine (hand-written SGD path or torch.optim) against the textbook loop."""
+    from monalisa.engines.batched import BatchedEngine
+
+    coords, colours, _ = problem(recipe)
+    order = np.random.default_rng(3).permutation(len(coords))
+    model = build_model(recipe).double()
+    reference = build_model(recipe).double()
+    engine = BatchedEngine(model, recipe, coords.astype(np.float64), colours.astype(np.float64),
+                           torch.device("cpu"))
+    engine.train_epoch(order, epoch=1)
+    optimizer = make_optimizer(reference, recipe)
+    x_all, t_all = torch.from_numpy(coords.astype(np.float64)), torch.from_numpy(colours.astype(np.float64))
+    for start in range(0, len(order), recipe.batch_size):
+        index = torch.from_numpy(order[start:start + recipe.batch_size])
+        optimizer.zero_grad()
+        loss = 0.5 * (reference(x_all[index]) - t_all[index]).square().sum(dim=1).mean()
+        loss.backward()
+        optimizer.step()
+    assert np.abs(flat(reference) - flat(build_model(recipe).double())).max() > 1e-3
+    np.testing.assert_allclose(flat(model), flat(reference), rtol=0, atol=1e-9)
