@@ -15,7 +15,7 @@ from .errors import Diverged, UserError
 from .experiment import default_run_path, resume_run, train_run
 from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
 from .recipes import CHOICES, PRESETS, Recipe, get_preset, load_recipe, parse_arch
-from .record import FRAME_SCHEDULES
+from .record import FRAME_SCHEDULES, RunDirectory
 
 # The default run (`monalisa train` alone) halves the built-in image: 256x256
 # trains in ~2.5 s an epoch with the original network, so a recognisable
@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN", help="continue a stopped run directory")
 
     commands.add_parser("images", help="list the built-in images")
+
+    anim = commands.add_parser("animate", help="write a run's animation again: smaller, log-spaced, or after a stop")
+    anim.add_argument("run", help="run directory")
+    anim.add_argument("--out", required=True, metavar="FILE", help="output .gif or .mp4")
+    anim.add_argument("--width", type=positive_int, help="resize frames to this width (default: as trained)")
+    anim.add_argument("--max-frames", type=positive_int, default=120, help="keep at most this many frames")
+    anim.add_argument("--spacing", choices=["even", "log"], default="even",
+                      help="which frames to keep: evenly spaced epochs, or log-spaced (more early ones)")
+    anim.add_argument("--fps", type=positive_float, default=12)
     return parser
 
 
@@ -164,10 +173,18 @@ def command_images(args: argparse.Namespace) -> None:
             print(f"{name:22s} {image.width}x{image.height} {image.mode}")
 
 
+def command_animate(args: argparse.Namespace) -> None:
+    if args.max_frames < 2:
+        raise UserError("--max-frames must be at least 2")
+    out = RunDirectory.open(args.run).export_animation(args.out, width=args.width, max_frames=args.max_frames,
+                                                        spacing=args.spacing, fps=args.fps)
+    print(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        {"train": command_train, "images": command_images}[args.command](args)
+        {"train": command_train, "images": command_images, "animate": command_animate}[args.command](args)
     except UserError as exc:
         print(f"monalisa: error: {exc}", file=sys.stderr)
         return 2

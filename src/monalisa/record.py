@@ -155,18 +155,50 @@ class RunDirectory:
 
     def write_animations(self, history: list[dict]) -> None:
         """learning.gif, learning.mp4 and curves.png from the frames and metrics on disk."""
-        by_epoch = {row["epoch"]: row for row in history}
-        captioned = []
-        for epoch in sorted(by_epoch):
-            path = self.frame_path(epoch)
-            if path.exists():
-                frame = np.asarray(Image.open(path).convert("RGB"))
-                captioned.append(animate.caption_frame(frame, f"epoch {epoch}   PSNR {by_epoch[epoch]['psnr']:.2f} dB"))
-        if captioned:
-            animate.write_gif(captioned, self.path / "learning.gif")
-            animate.write_mp4(captioned, self.path / "learning.mp4")
+        frames = self.captioned_frames(history)
+        if frames:
+            animate.write_gif(frames, self.path / "learning.gif")
+            animate.write_mp4(frames, self.path / "learning.mp4")
         if history:
             animate.plot_curves(history, self.path / "curves.png", title=self.path.name)
+
+    def captioned_frames(self, history: list[dict], width: int | None = None, min_height: int = 256,
+                         max_frames: int | None = None, spacing: str = "even") -> list[np.ndarray]:
+        """The frames on disk, captioned with epoch and PSNR, optionally resized to ``width`` pixels.
+
+        ``max_frames`` with ``spacing="log"`` keeps more of the early epochs, where most of the
+        learning happens; "even" keeps the animation's clock linear in epochs.
+        """
+        rows = [row for row in history if self.frame_path(row["epoch"]).exists()]
+        if max_frames is not None and len(rows) > max_frames:
+            if spacing == "log":
+                picks = np.unique(np.geomspace(1, len(rows), max_frames).round().astype(int) - 1)
+            else:
+                picks = animate.subsample_indices(len(rows), max_frames)
+            rows = [rows[i] for i in picks]
+        captioned = []
+        for row in rows:
+            image = Image.open(self.frame_path(row["epoch"])).convert("RGB")
+            if width is not None and width != image.width:
+                height = max(1, round(image.height * width / image.width))
+                image = image.resize((width, height), Image.Resampling.LANCZOS)
+            captioned.append(animate.caption_frame(np.asarray(image), f"epoch {row['epoch']}   PSNR {row['psnr']:.2f} dB",
+                                                   min_height=min_height))
+        return captioned
+
+    def export_animation(self, out: str | Path, width: int | None = None, max_frames: int = 120,
+                         spacing: str = "even", fps: float = 12) -> Path:
+        """A GIF or MP4 (by ``out``'s suffix) of this run's frames: for sharing, or after an interrupted run."""
+        out = Path(out)
+        if out.suffix.lower() not in (".gif", ".mp4"):
+            raise UserError(f"--out {str(out)!r} must end in .gif or .mp4")
+        frames = self.captioned_frames(self.metrics(), width=width, min_height=0, max_frames=max_frames,
+                                       spacing=spacing)
+        if not frames:
+            raise UserError(f"{str(self.path)!r} has no frames yet")
+        writer = animate.write_gif if out.suffix.lower() == ".gif" else animate.write_mp4
+        writer(frames, out, fps=fps)
+        return out
 
 
 class Recorder(Callback):

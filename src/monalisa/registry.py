@@ -1,0 +1,148 @@
+"""Components by name: activations, encodings, initialisers, optimisers, schedules.
+
+Every component of a recipe is written as a *spec*, a string naming a
+registered component and, optionally, its options:
+
+    "leaky_relu"                         defaults
+    "sine:omega=30"                      one option changed
+    "hashgrid:levels=16,finest=512"      several
+
+Each registered component declares its options as a frozen dataclass; a spec's
+options are checked against it (an unknown option or a value of the wrong type
+is a ``UserError`` naming the valid ones), so a misspelt option is never
+silently ignored. A user's own component registers the same way:
+
+    from dataclasses import dataclass
+    from torch import nn
+    from monalisa.registry import ENCODINGS
+
+    @dataclass(frozen=True)
+    class MyOptions:
+        width: int = 8  # why this default
+
+    @ENCODINGS.register("mine", MyOptions)
+    def build_mine(options: MyOptions, in_features: int, generator):
+        module = nn.Linear(in_features, options.width)  # anything with .out_features
+        return module
+
+and is then usable as ``--encoding mine:width=16`` or ``encoding = "mine"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    options: type  # a frozen dataclass of the component's options and their defaults
+    build: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed spec: a registered name and its options (a dataclass instance)."""
+
+    name: str
+    options: Any
+
+    def __str__(self) -> str:
+        return format_spec(self)
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind  # "activation", "encoding", ...: used in error messages
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, options: type = NoOptions):
+        """Decorator: register ``build(options, ...)`` under ``name``."""
+        if not dataclasses.is_dataclass(options):
+            raise TypeError(f"options of {self.kind} {name!r} must be a dataclass")
+
+        def decorate(build):
+            self._entries[name] = Entry(name, options, build)
+            return build
+
+        return decorate
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    def parse(self, spec: str) -> Spec:
+        """'name:key=value,...' -> Spec, every option checked against the component's dataclass."""
+        if not isinstance(spec, str) or not spec.strip():
+            raise UserError(f"{self.kind} must be a name such as {next(iter(self._entries))!r}, got {spec!r}")
+        name, _, rest = spec.strip().partition(":")
+        entry = self.entry(name.strip())
+        fields = {f.name: f for f in dataclasses.fields(entry.options)}
+        values = {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep:
+                raise UserError(f"{self.kind} option {item!r} in {spec!r} needs a value: write {key}=VALUE")
+            if key not in fields:
+                valid = ", ".join(fields) or "none"
+                raise UserError(f"unknown option {key!r} for {self.kind} {entry.name!r}; valid options: {valid}")
+            values[key] = _parse_value(text.strip(), entry.options().__getattribute__(key), key, spec)
+        return Spec(entry.name, entry.options(**values))
+
+    def build(self, spec: str | Spec, *args, **kwargs):
+        spec = self.parse(spec) if isinstance(spec, str) else spec
+        return self._entries[spec.name].build(spec.options, *args, **kwargs)
+
+
+def format_spec(spec: Spec) -> str:
+    """The canonical spec string: the name, then only the options that differ from the defaults."""
+    defaults = type(spec.options)()
+    changed = [f"{f.name}={getattr(spec.options, f.name)}" for f in dataclasses.fields(spec.options)
+               if getattr(spec.options, f.name) != getattr(defaults, f.name)]
+    return spec.name + (":" + ",".join(changed) if changed else "")
+
+
+def _parse_value(text: str, default, key: str, spec: str):
+    """Parse an option value to the type of its default: bool, int, float or str."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            if "**" in text:  # table sizes read best as powers of two: table_size=2**14
+                base, _, exponent = text.partition("**")
+                return int(base) ** int(exponent)
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        return text
+    except ValueError:
+        raise UserError(
+            f"option {key}={text!r} in {spec!r} must be a {type(default).__name__}"
+        ) from None
+
+
+ACTIVATIONS = Registry("activation")
+ENCODINGS = Registry("encoding")
+INITS = Registry("init")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+OUTPUTS = Registry("output")
