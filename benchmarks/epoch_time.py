@@ -37,8 +37,9 @@ REFERENCE_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mon
 
 
 def plain_optimizer(model, recipe):
+    layers = linear_layers(model)
     groups = [{"params": list(l.parameters()), "lr": lr}
-              for l, lr in zip(linear_layers(model), recipe.layer_learning_rates())]
+              for l, lr in zip(layers, recipe.layer_learning_rates([l.in_features for l in layers]))]
     return torch.optim.SGD(groups, lr=recipe.learning_rate)
 
 

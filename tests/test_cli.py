@@ -21,11 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-from monalisa.cli import main
+from monalisa.cli import build_parser, main, recipe_from_args
 from monalisa.images import BUILTIN_IMAGES
 from monalisa.models import build_model
-from monalisa.recipes import Recipe
+from monalisa.recipes import PRESETS, Recipe
 from monalisa.record import frame_wanted
+from monalisa.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 
 WIDTH, HEIGHT = 12, 10
 
@@ -75,7 +76,29 @@ MISTAKES = {
     "empty file": (["train", "{d}/empty.png"], "is empty"),
     "not an image": (["train", "{d}/notes.png"], "not an image"),
     "unknown preset": (["train", "{d}/tiny.png", "--preset", "orignal"], "orignal"),
-    "unknown activation": (["train", "{d}/tiny.png", "--activation", "gelu"], "gelu"),
+    "unknown activation": (["train", "{d}/tiny.png", "--activation", "swish"],
+                           f"unknown activation 'swish'; choose one of: {', '.join(ACTIVATIONS.names())}"),
+    "unknown per-layer activation": (["train", "{d}/tiny.png", "--arch", "2x8", "--activation", "tanh", "--activation",
+                                      "swish"], "unknown activation 'swish'"),
+    "unknown encoding": (["train", "{d}/tiny.png", "--encoding", "fourrier"],
+                         f"unknown encoding 'fourrier'; choose one of: {', '.join(ENCODINGS.names())}"),
+    "unknown init": (["train", "{d}/tiny.png", "--init", "xavier"],
+                     f"unknown init 'xavier'; choose one of: {', '.join(INITS.names())}"),
+    "unknown optimizer": (["train", "{d}/tiny.png", "--optimizer", "adamw"],
+                          f"unknown optimizer 'adamw'; choose one of: {', '.join(OPTIMIZERS.names())}"),
+    "unknown schedule": (["train", "{d}/tiny.png", "--schedule", "linear"],
+                         f"unknown schedule 'linear'; choose one of: {', '.join(SCHEDULES.names())}"),
+    "unknown output": (["train", "{d}/tiny.png", "--output", "tanh"],
+                       f"unknown output 'tanh'; choose one of: {', '.join(OUTPUTS.names())}"),
+    "unknown option": (["train", "{d}/tiny.png", "--activation", "sine:omegaa=3"],
+                       "unknown option 'omegaa' for activation 'sine'; valid options: omega, first_omega"),
+    "option without a value": (["train", "{d}/tiny.png", "--activation", "leaky_relu:slope"], "slope"),
+    "option of the wrong type": (["train", "{d}/tiny.png", "--encoding", "hashgrid:levels=abc"], "levels"),
+    "too few activations": (["train", "{d}/tiny.png", "--arch", "3x8", "--activation", "tanh", "--activation", "relu"],
+                            "2 activations given for 3 hidden layers"),
+    "old flag --slope": (["train", "{d}/tiny.png", "--slope", "0.02"], "--slope"),
+    "old flag --init-scale": (["train", "{d}/tiny.png", "--init-scale", "0.6"], "--init-scale"),
+    "old flag --momentum": (["train", "{d}/tiny.png", "--momentum", "0.5"], "--momentum"),
     "arch 4x": (["train", "{d}/tiny.png", "--arch", "4x"], "--arch"),
     "arch abc": (["train", "{d}/tiny.png", "--arch", "abc"], "--arch"),
     "arch 0x300": (["train", "{d}/tiny.png", "--arch", "0x300"], "--arch"),
@@ -90,10 +113,16 @@ MISTAKES = {
     "preset and recipe": (["train", "{d}/tiny.png", "--preset", "quick", "--recipe", "{d}/typo.toml"], "not both"),
     "size and scale": (["train", "{d}/tiny.png", "--size", "4x3", "--scale", "0.5"], "not both"),
     "lr 0": (["train", "{d}/tiny.png", "--lr", "0"], "--lr"),
-    "negative momentum": (["train", "{d}/tiny.png", "--momentum", "-1"], "momentum"),
+    "encoding-lr 0": (["train", "{d}/tiny.png", "--encoding-lr", "0"], "--encoding-lr"),
+    "until-psnr -1": (["train", "{d}/tiny.png", "--until-psnr", "-1"], "--until-psnr"),
+    "time-limit abc": (["train", "{d}/tiny.png", "--time-limit", "abc"], "--time-limit"),
+    # Fails today with a ValueError traceback from torch.optim.SGD: option values are not range-checked.
+    "negative momentum": (["train", "{d}/tiny.png", "--optimizer", "momentum:momentum=-1"], "momentum"),
     "unknown device": (["train", "{d}/tiny.png", "--device", "tpu"], "tpu"),
     "unknown frames": (["train", "{d}/tiny.png", "--frames", "some"], "some"),
     "online engine with adam": (["train", "{d}/tiny.png", "--engine", "online", "--optimizer", "adam"], "online"),
+    "online engine with an encoding": (["train", "{d}/tiny.png", "--engine", "online", "--encoding", "fourier"],
+                                       "--engine online cannot run this recipe"),
     "negative seed": (["train", "{d}/tiny.png", "--seed", "-1"], "seed"),
     "no command": ([], "required"),
     "unknown command": (["fly"], "fly"),
@@ -115,6 +144,54 @@ def test_user_mistake_is_one_line_and_writes_nothing(name, workspace, capsys):
     assert captured.out == ""
     assert not out.exists()
     assert snapshot(workspace) == before  # no runs/ in the cwd, nothing touched
+
+
+# -- flags -> recipe ----------------------------------------------------------------------------
+
+
+def recipe_of(argv: list[str]) -> Recipe:
+    return recipe_from_args(build_parser().parse_args(["train", "x.png", *argv]))[0]
+
+
+def test_every_recipe_flag_reaches_its_field():
+    argv = ["--arch", "2x8", "--activation", "tanh", "--activation", "sine:omega=3", "--output", "sigmoid",
+            "--encoding", "positional:octaves=2", "--residual", "--init", "torch", "--optimizer", "adam:beta2=0.99",
+            "--lr", "0.01", "--encoding-lr", "0.5", "--schedule", "cosine:warmup=0.1", "--batch-size", "4",
+            "--order", "scan", "--epochs", "1", "--until-psnr", "90", "--time-limit", "100", "--seed", "3"]
+    expected = Recipe(arch=(8, 8), activation=("tanh", "sine:omega=3"), output="sigmoid",
+                      encoding="positional:octaves=2", residual=True, init="torch", optimizer="adam:beta2=0.99",
+                      lr=0.01, encoding_lr=0.5, schedule="cosine:warmup=0.1", batch_size=4, order="scan", epochs=1,
+                      until_psnr=90.0, time_limit=100.0, seed=3)
+    recipe = recipe_of(argv)
+    assert recipe == expected
+    quick = recipe_of([])
+    assert quick == Recipe(epochs=30)  # the default preset
+    changed = {name for name in expected.to_dict() if getattr(expected, name) != getattr(quick, name)}
+    assert changed == set(expected.to_dict())  # the flags above set every field
+
+
+def test_activation_flag_once_sets_every_layer_and_specs_keep_their_options():
+    recipe = recipe_of(["--arch", "3x8", "--activation", "leaky_relu:slope=0.02"])
+    assert recipe.activation == "leaky_relu:slope=0.02"
+    assert recipe.layer_activations() == ("leaky_relu:slope=0.02",) * 3
+    assert recipe_of(["--activation", "tanh", "--activation", "tanh", "--arch", "2x8"]).activation == "tanh"
+    assert recipe_of(["--init", "original:scale=0.6"]).init == "original:scale=0.6"
+    assert recipe_of(["--optimizer", "momentum:momentum=0.5"]).optimizer == "momentum:momentum=0.5"
+
+
+def test_flags_override_a_recipe_file(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('residual = true\nactivation = ["tanh", "relu"]\narch = "2x8"\nschedule = "step"\n')
+    from_file = recipe_of(["--recipe", str(path)])
+    assert (from_file.residual, from_file.activation, from_file.schedule) == (True, ("tanh", "relu"), "step")
+    overridden = recipe_of(["--recipe", str(path), "--no-residual", "--activation", "sine", "--schedule", "constant"])
+    assert (overridden.residual, overridden.activation, overridden.schedule) == (False, "sine", "constant")
+    assert overridden.arch == (8, 8)  # the file's, untouched
+
+
+@pytest.mark.parametrize("preset", ["siren", "fourier", "hashgrid", "fast", "rprop-sigmoid"])
+def test_new_presets_are_offered(preset):
+    assert recipe_of(["--preset", preset]) == PRESETS[preset]
 
 
 def test_resume_on_a_folder_that_is_not_a_run(workspace, capsys):
@@ -235,7 +312,9 @@ def test_run_records_the_recipe_and_the_target(tiny_run):
     assert recipe == Recipe(arch=(8, 8), epochs=2)  # the quick preset (the original, 30 epochs) with the flags
     info = json.loads((out / "run.json").read_text())
     assert (info["width"], info["height"], info["image"]) == (WIDTH, HEIGHT, "tiny")
-    assert (info["status"], info["epochs_done"]) == ("complete", 2)
+    assert (info["status"], info["epochs_done"], info["stopped_by"]) == ("complete", 2, "epochs")
+    # auto: the original's family runs on the exact online engine on the CPU, batched elsewhere
+    assert info["engine"] == ("online" if info["device"] == "cpu" else "batched")
     np.testing.assert_array_equal(np.load(out / "target.npy"), pixels.astype(np.float32) / 255)
     np.testing.assert_array_equal(np.asarray(Image.open(out / "target.png")), pixels)
 
@@ -282,7 +361,7 @@ def test_figures_are_of_the_raw_output_and_only_the_frame_is_clamped(tmp_path):
     from monalisa import fit, load_target
 
     pixels = write_png(tmp_path / "t.png", 6, 5, seed=2)
-    recipe = Recipe(arch=(8, 8), init_scale=3.0, lr=1e-6, epochs=1)
+    recipe = Recipe(arch=(8, 8), init="original:scale=3.0", lr=1e-6, epochs=1)
     result = fit(load_target(tmp_path / "t.png"), recipe, device="cpu")
     coords = np.array([(r / 4, c / 5) for r in range(5) for c in range(6)], np.float32)
     with torch.no_grad():
@@ -301,7 +380,7 @@ def test_resume_of_a_finished_run_is_refused_untouched(tiny_run, tmp_path, capsy
     shutil.copytree(out, copy)
     before = snapshot(copy)
     assert main(["train", "--resume", str(copy), "--quiet"]) == 2
-    assert "already trained all 2 epochs" in assert_one_line_error(capsys.readouterr().err)
+    assert "is complete (2 epochs, stopped by epochs)" in assert_one_line_error(capsys.readouterr().err)
     assert snapshot(copy) == before
 
 

@@ -16,6 +16,7 @@ from monalisa.engines.online import OnlineEngine
 from monalisa.images import coordinate_grid
 from monalisa.models import build_model, linear_layers
 from monalisa.recipes import Recipe
+from monalisa.registry import ACTIVATIONS
 
 
 def reference_steps(model, recipe, coords, colours, order):
@@ -31,7 +32,7 @@ def reference_steps(model, recipe, coords, colours, order):
 
 def kernel_steps(model, recipe, coords, colours, order, dtype):
     """Run the kernel directly in ``dtype`` and return the flat parameters."""
-    widths, w_off, b_off, a_off, size = kernel.layout(recipe.widths)
+    widths, w_off, b_off, a_off, size = kernel.layout(recipe_widths(recipe))
     params = np.empty(size, dtype=dtype)
     for layer, linear in enumerate(linear_layers(model)):
         n_out, n_in = linear.weight.shape
@@ -39,12 +40,18 @@ def kernel_steps(model, recipe, coords, colours, order, dtype):
         params[b_off[layer]:b_off[layer] + n_out] = linear.bias.detach().double().numpy()
     codes = {"leaky_relu": kernel.LEAKY_RELU, "relu": kernel.RELU, "tanh": kernel.TANH, "sigmoid": kernel.SIGMOID,
              "linear": kernel.IDENTITY}
+    activation = ACTIVATIONS.parse(recipe.activation)
     status, done = kernel.train_pixels(
-        params, widths, w_off, b_off, a_off, np.array(recipe.layer_learning_rates(), dtype=dtype),
-        coords.astype(dtype), colours.astype(dtype), order, codes[recipe.activation], codes[recipe.output],
-        dtype(recipe.slope), dtype(1000.0))
+        params, widths, w_off, b_off, a_off,
+        np.array(recipe.layer_learning_rates(list(recipe_widths(recipe)[:-1])), dtype=dtype),
+        coords.astype(dtype), colours.astype(dtype), order, codes[activation.name], codes[recipe.output],
+        dtype(getattr(activation.options, "slope", 0.0)), dtype(1000.0))
     assert status == kernel.OK and done == len(order)
     return params
+
+
+def recipe_widths(recipe):
+    return (2, *recipe.arch, 3)
 
 
 def flat(model):
@@ -99,13 +106,13 @@ def flat_t(model):
 
 
 def test_divergence_is_caught_not_propagated():
-    recipe = Recipe(arch=(8, 8), init_scale=30.0, lr=50.0)
+    recipe = Recipe(arch=(8, 8), init="original:scale=30", lr=50.0)
     coords, colours, order = problem(recipe, n_pixels=2000)
     from monalisa.errors import Diverged
     engine = OnlineEngine(build_model(recipe), recipe, coords, colours)
     with pytest.raises(Diverged, match="epoch 3") as caught:
         engine.train_epoch(order, epoch=3)
-    assert "--init-scale" in str(caught.value)  # the original's advice: shrink the initial weights
+    assert "--init original:scale=" in str(caught.value)  # the original's advice: shrink the initial weights
 
 
 @pytest.mark.parametrize("recipe", [

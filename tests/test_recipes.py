@@ -1,4 +1,4 @@
-"""Recipes as data: the presets against RECIPE.md's figures, parsing, round trips, validation, initialisation."""
+"""Recipes as data: the presets against RECIPE.md's figures, specs, parsing, round trips, validation, initialisation."""
 
 import dataclasses
 import json
@@ -10,9 +10,18 @@ import torch
 
 from monalisa.errors import UserError
 from monalisa.models import build_model, linear_layers
-from monalisa.recipes import CHOICES, DEFAULT_LR, PRESETS, Recipe, format_arch, get_preset, load_recipe, parse_arch
+from monalisa.recipes import PRESETS, Recipe, format_arch, get_preset, load_recipe, parse_arch
+from monalisa.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 
 FIELDS = [f.name for f in dataclasses.fields(Recipe)]
+
+# Recipe field -> the registry that checks its spec.
+REGISTRIES = {"activation": ACTIVATIONS, "encoding": ENCODINGS, "init": INITS, "optimizer": OPTIMIZERS,
+              "schedule": SCHEDULES, "output": OUTPUTS}
+
+
+def options(registry, spec):
+    return registry.parse(spec).options
 
 
 # -- presets against RECIPE.md ------------------------------------------------------------
@@ -21,10 +30,16 @@ FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 def test_original_preset_is_the_post():
     recipe = get_preset("original")
     assert recipe.arch == (300, 300, 300, 300)
-    assert recipe.widths == (2, 300, 300, 300, 300, 3)
-    assert (recipe.activation, recipe.slope, recipe.output) == ("leaky_relu", 0.01, "linear")
-    assert (recipe.init, recipe.init_scale) == ("original", 0.3)
+    widths = [(layer.in_features, layer.out_features) for layer in linear_layers(build_model(recipe))]
+    assert widths == [(2, 300), (300, 300), (300, 300), (300, 300), (300, 3)]
+    assert (recipe.activation, recipe.output, recipe.encoding, recipe.residual) == ("leaky_relu", "linear", "none",
+                                                                                       False)
+    assert options(ACTIVATIONS, recipe.activation).slope == 0.01
+    assert recipe.init == "original" and options(INITS, recipe.init).scale == 0.3
     assert (recipe.optimizer, recipe.learning_rate, recipe.batch_size) == ("sgd", 0.1, 1)
+    assert options(OPTIMIZERS, recipe.optimizer).fan_in_scaling is True
+    assert (recipe.schedule, recipe.encoding_lr, recipe.until_psnr, recipe.time_limit) == ("constant", None, None,
+                                                                                          None)
     assert (recipe.order, recipe.epochs) == ("shuffled", 500)
     # RECIPE.md: 2*300+300 + 3*(300*300+300) + 300*3+3
     assert recipe.parameter_count() == 272_703
@@ -46,19 +61,30 @@ def test_unknown_preset():
 
 
 def test_layer_learning_rates_follow_the_original_fan_in_scaling():
-    rates = get_preset("original").layer_learning_rates()
+    rates = get_preset("original").layer_learning_rates([2, 300, 300, 300, 300])
     assert len(rates) == 5
     assert rates[0] == pytest.approx(0.1 / math.sqrt(3), rel=1e-12)
     for rate in rates[1:]:
         assert rate == pytest.approx(0.1 / math.sqrt(301), rel=1e-12)
-    narrow = Recipe(arch=(8, 5), lr=0.2).layer_learning_rates()
+    narrow = Recipe(arch=(8, 5), lr=0.2).layer_learning_rates([2, 8, 5])
     assert narrow == pytest.approx([0.2 / math.sqrt(3), 0.2 / math.sqrt(9), 0.2 / math.sqrt(6)])
+    # The fan-ins are the caller's: an encoding widens the first layer's.
+    assert Recipe(lr=0.2).layer_learning_rates([32]) == pytest.approx([0.2 / math.sqrt(33)])
+
+
+def test_fan_in_scaling_is_an_optimiser_option():
+    assert Recipe(optimizer="momentum", lr=0.2).layer_learning_rates([3]) == pytest.approx([0.1])
+    assert Recipe(optimizer="sgd:fan_in_scaling=false", lr=0.2).layer_learning_rates([3, 8]) == [0.2, 0.2]
+    assert Recipe(optimizer="adam:fan_in_scaling=true", lr=0.2).layer_learning_rates([3]) == pytest.approx([0.1])
 
 
 def test_default_learning_rates_per_optimiser():
-    assert Recipe(optimizer="momentum").learning_rate == DEFAULT_LR["momentum"]
-    assert Recipe(optimizer="adam", arch=(4, 4)).layer_learning_rates() == [1e-3] * 3  # Adam: no fan-in scaling
-    assert Recipe(optimizer="adam", lr=0.05).learning_rate == 0.05
+    # The figures the optimisers' comments cite: the original's 0.1, Kingma & Ba's 1e-3, PyTorch's Rprop 0.01.
+    assert Recipe(optimizer="sgd").learning_rate == 0.1
+    assert Recipe(optimizer="momentum").learning_rate == 0.01
+    assert Recipe(optimizer="rprop").learning_rate == 0.01
+    assert Recipe(optimizer="adam", arch=(4, 4)).layer_learning_rates([2, 4, 4]) == [1e-3] * 3  # no fan-in scaling
+    assert Recipe(optimizer="adam:beta2=0.99", lr=0.05).learning_rate == 0.05
 
 
 # -- parse_arch ---------------------------------------------------------------------------
@@ -108,21 +134,60 @@ def test_format_arch_inverts_parse_arch():
         assert format_arch(parse_arch(text)) == text
 
 
+# -- specs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, spec, canonical",
+    [
+        ("activation", "leaky_relu:slope=0.01", "leaky_relu"),  # a default option is left out
+        ("activation", "leaky_relu:slope=0", "leaky_relu:slope=0.0"),
+        ("activation", " sine : omega = 30 ", "sine"),
+        ("activation", "sine:first_omega=20,omega=10", "sine:omega=10.0,first_omega=20.0"),  # declaration order
+        ("encoding", "hashgrid:table_size=2**10", "hashgrid:table_size=1024"),
+        ("encoding", "hashgrid:levels=16,finest=512", "hashgrid"),
+        ("optimizer", "momentum:momentum=0.9", "momentum"),
+        ("optimizer", "momentum:nesterov=yes", "momentum:nesterov=True"),
+        ("optimizer", "sgd:fan_in_scaling=0", "sgd:fan_in_scaling=False"),
+        ("init", "original:scale=1", "original:scale=1.0"),
+        ("schedule", "cosine:warmup=0.1,", "cosine:warmup=0.1"),
+    ],
+)
+def test_specs_are_stored_in_canonical_form(field, spec, canonical):
+    recipe = Recipe.from_dict({field: spec})
+    assert getattr(recipe, field) == canonical
+    assert REGISTRIES[field].parse(canonical) == REGISTRIES[field].parse(spec)  # the same component and options
+    assert Recipe.from_dict({field: canonical}) == recipe
+
+
+def test_spec_options_reach_the_parsed_options():
+    assert options(ACTIVATIONS, "leaky_relu:slope=0.02").slope == 0.02
+    assert options(INITS, "original:scale=0.6").scale == 0.6
+    assert options(OPTIMIZERS, "momentum:momentum=0.5").momentum == 0.5
+    hashgrid = options(ENCODINGS, "hashgrid:levels=4,table_size=2**8,finest=64")
+    assert (hashgrid.levels, hashgrid.table_size, hashgrid.finest, hashgrid.base) == (4, 256, 64, 16)
+    assert type(options(ACTIVATIONS, "leaky_relu:slope=0").slope) is float
+    assert type(hashgrid.levels) is int
+
+
 # -- round trips ------------------------------------------------------------------------------
 
 EVERYTHING_CHANGED = {
     "arch": [16, 8, 4],
-    "activation": "tanh",
-    "slope": 0.02,
+    "activation": ["leaky_relu:slope=0.02", "tanh", "sine:omega=10.0"],
     "output": "sigmoid",
-    "init": "torch",
-    "init_scale": 0.25,
-    "optimizer": "momentum",
+    "encoding": "hashgrid:levels=4",
+    "residual": True,
+    "init": "original:scale=0.25",
+    "optimizer": "momentum:momentum=0.5",
     "lr": 0.005,
-    "momentum": 0.5,
+    "encoding_lr": 0.05,
+    "schedule": "cosine:warmup=0.1",
     "batch_size": 32,
     "order": "scan",
     "epochs": 7,
+    "until_psnr": 31.5,
+    "time_limit": 60.0,
     "seed": 42,
 }
 
@@ -136,10 +201,12 @@ def test_everything_changed_really_changes_every_field():
 def test_from_dict_sets_every_field():
     recipe = Recipe.from_dict(EVERYTHING_CHANGED)
     assert recipe.arch == (16, 8, 4)  # a tuple, so the recipe stays hashable
+    assert recipe.activation == ("leaky_relu:slope=0.02", "tanh", "sine:omega=10.0")  # a tuple too
     hash(recipe)
     for name, value in EVERYTHING_CHANGED.items():
-        if name != "arch":
+        if name not in ("arch", "activation"):
             assert getattr(recipe, name) == value
+    assert Recipe.from_dict({"activation": "tanh"}).activation == "tanh"
 
 
 def test_json_round_trip():
@@ -163,15 +230,18 @@ def test_json_file_and_defaults(tmp_path):
     path.write_text(Recipe.from_dict(EVERYTHING_CHANGED).to_json())
     assert load_recipe(path) == Recipe.from_dict(EVERYTHING_CHANGED)
     partial = tmp_path / "partial.toml"
-    partial.write_text('arch = "2x8"\nepochs = 3\n')
-    assert load_recipe(partial) == Recipe(arch=(8, 8), epochs=3)  # missing keys take the defaults
+    partial.write_text('arch = "2x8"\nepochs = 3\nactivation = ["tanh", "sine:omega=3"]\n')
+    # missing keys take the defaults
+    assert load_recipe(partial) == Recipe(arch=(8, 8), epochs=3, activation=("tanh", "sine:omega=3"))
 
 
-def test_unset_lr_round_trips_as_unset(tmp_path):
+@pytest.mark.parametrize("name", ["lr", "encoding_lr", "until_psnr", "time_limit"])
+def test_unset_optional_numbers_round_trip_as_unset(tmp_path, name):
     recipe = Recipe(arch=(4,))
-    assert Recipe.from_dict(json.loads(recipe.to_json())).lr is None
+    assert getattr(Recipe.from_dict(json.loads(recipe.to_json())), name) is None
     path = tmp_path / "r.toml"
     path.write_text(recipe.to_toml())
+    assert name not in tomllib.loads(recipe.to_toml())  # TOML has no null
     assert load_recipe(path) == recipe
 
 
@@ -189,52 +259,171 @@ def test_unknown_key_names_the_valid_keys(tmp_path):
         load_recipe(path)
 
 
+@pytest.mark.parametrize("old", ["slope", "init_scale", "momentum"])
+def test_the_old_fields_are_unknown_keys(old):
+    # They moved into the specs (leaky_relu:slope=..., original:scale=..., momentum:momentum=...).
+    with pytest.raises(UserError, match=rf"^unknown recipe key '{old}'; valid keys: "):
+        Recipe.from_dict({old: 0.5})
+
+
 @pytest.mark.parametrize(
-    "changes",
+    "changes, word",
     [
-        {"epochs": "5"},
-        {"epochs": 2.5},
-        {"epochs": True},
-        {"epochs": 0},
-        {"batch_size": -1},
-        {"seed": 1.0},
-        {"arch": [0]},
-        {"arch": []},
-        {"arch": [8, 2.5]},
-        {"arch": [True]},
-        {"arch": 300},
-        {"slope": "0.01"},
-        {"slope": True},
-        {"lr": "0.1"},
-        {"lr": 0},
-        {"lr": -0.1},
-        {"lr": float("nan")},
-        {"momentum": -0.5},
-        {"init_scale": float("inf")},
-        {"activation": 3},
+        ({"epochs": "5"}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"epochs": True}, "epochs"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"seed": 1.0}, "seed"),
+        ({"arch": [0]}, "arch"),
+        ({"arch": []}, "arch"),
+        ({"arch": [8, 2.5]}, "arch"),
+        ({"arch": [True]}, "arch"),
+        ({"arch": 300}, "arch"),
+        ({"residual": 1}, "residual"),
+        ({"residual": "yes"}, "residual"),
+        ({"lr": "0.1"}, "lr"),
+        ({"lr": 0}, "lr"),
+        ({"lr": -0.1}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"encoding_lr": 0}, "encoding_lr"),
+        ({"until_psnr": -30}, "until_psnr"),
+        ({"until_psnr": True}, "until_psnr"),
+        ({"time_limit": float("inf")}, "time_limit"),
+        ({"activation": 3}, "activation"),
+        ({"activation": []}, "activation"),
+        ({"activation": ["tanh", 3]}, "activation"),
+        ({"activation": ""}, "activation"),
+        ({"encoding": 3}, "encoding"),
+        ({"schedule": ""}, "schedule"),
+        ({"order": 1}, "order"),
+        # the old slope / init_scale / momentum checks, now options of a spec
+        ({"activation": "leaky_relu:slope=abc"}, "slope"),
+        ({"activation": "leaky_relu:slope=true"}, "slope"),
+        ({"activation": "leaky_relu:slope"}, "slope"),  # no value
+        ({"optimizer": "momentum:momentum=x"}, "momentum"),
+        ({"optimizer": "momentum:nesterov=maybe"}, "nesterov"),
+        ({"encoding": "hashgrid:levels=abc"}, "levels"),
+        ({"encoding": "hashgrid:levels=2.5"}, "levels"),
+        ({"encoding": "hashgrid:table_size=2**x"}, "table_size"),
     ],
+    ids=lambda value: json.dumps(value) if isinstance(value, dict) else None,
 )
-def test_wrong_types_and_values_are_rejected(changes):
+def test_wrong_types_and_values_are_rejected(changes, word):
+    check_rejected(changes, word)
+
+
+def check_rejected(changes, word):
     with pytest.raises(UserError) as info:
         Recipe.from_dict(changes)
-    assert "\n" not in str(info.value)
-    name = next(iter(changes))
-    assert str(info.value).startswith(name) or f" {name} " in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(word) or f" {word} " in message or f"{word}=" in message or f"'{word}'" in message
     with pytest.raises(UserError):
         Recipe().replace(**changes)
 
 
+@pytest.mark.parametrize(
+    "changes, word",
+    [
+        # Values of the right type that the component cannot use. Each of these is accepted by the
+        # recipe today and fails later: a ValueError traceback from torch.optim (momentum, beta1), a
+        # ZeroDivisionError (every=0), a complex-number RuntimeError (final=-1), or a "diverged" run
+        # (scale=inf) -- where the old recipe rejected momentum < 0 and init_scale = inf up front.
+        ({"init": "original:scale=inf"}, "scale"),
+        ({"init": "original:scale=-0.3"}, "scale"),
+        ({"optimizer": "momentum:momentum=-0.5"}, "momentum"),
+        ({"optimizer": "adam:beta1=2"}, "beta1"),
+        ({"schedule": "step:every=0"}, "every"),
+        ({"schedule": "exponential:final=-1"}, "final"),
+        ({"activation": "sine:omega=nan"}, "omega"),
+    ],
+    ids=lambda value: json.dumps(value) if isinstance(value, dict) else None,
+)
+def test_option_values_out_of_range_are_rejected(changes, word):
+    check_rejected(changes, word)
+
+
 def test_ints_are_accepted_where_floats_are_expected():
-    recipe = Recipe.from_dict({"slope": 0, "lr": 1, "init_scale": 1})
-    assert (recipe.slope, recipe.lr, recipe.init_scale) == (0.0, 1.0, 1.0)
-    assert type(recipe.lr) is float
+    recipe = Recipe.from_dict({"activation": "leaky_relu:slope=0", "lr": 1, "init": "original:scale=1",
+                               "until_psnr": 30, "time_limit": 5, "encoding_lr": 2})
+    assert options(ACTIVATIONS, recipe.activation).slope == 0.0
+    assert options(INITS, recipe.init).scale == 1.0
+    assert (recipe.lr, recipe.until_psnr, recipe.time_limit, recipe.encoding_lr) == (1.0, 30.0, 5.0, 2.0)
+    assert all(type(v) is float for v in (recipe.lr, recipe.until_psnr, recipe.time_limit, recipe.encoding_lr))
 
 
-@pytest.mark.parametrize("name", sorted(CHOICES))
-def test_unknown_choice_lists_the_valid_ones(name):
+@pytest.mark.parametrize("field", sorted(REGISTRIES))
+@pytest.mark.parametrize("spec", ["bogus", "bogus:x=1"])
+def test_unknown_component_lists_the_valid_ones(field, spec):
+    registry = REGISTRIES[field]
     with pytest.raises(UserError) as info:
-        Recipe.from_dict({name: "bogus"})
-    assert str(info.value) == f"unknown {name} 'bogus'; choose one of: {', '.join(CHOICES[name])}"
+        Recipe.from_dict({field: spec})
+    assert str(info.value) == f"unknown {field} 'bogus'; choose one of: {', '.join(registry.names())}"
+    assert len(registry.names()) >= 3  # there is something to choose from
+
+
+def test_the_registries_hold_the_documented_components():
+    # components.py and encodings.py docstrings; a component can be added, none silently dropped.
+    assert {"leaky_relu", "relu", "tanh", "sigmoid", "gelu", "silu", "sine"} <= set(ACTIVATIONS.names())
+    assert {"none", "positional", "fourier", "hashgrid"} <= set(ENCODINGS.names())
+    assert {"original", "torch", "siren"} <= set(INITS.names())
+    assert {"sgd", "momentum", "adam", "rprop"} <= set(OPTIMIZERS.names())
+    assert {"constant", "step", "exponential", "cosine"} <= set(SCHEDULES.names())
+    assert {"linear", "sigmoid", "clamp"} <= set(OUTPUTS.names())
+
+
+def test_unknown_order_lists_the_valid_ones():
+    with pytest.raises(UserError) as info:
+        Recipe.from_dict({"order": "bogus"})
+    assert str(info.value) == "unknown order 'bogus'; choose one of: shuffled, scan"
+
+
+def test_unknown_activation_in_a_per_layer_list():
+    with pytest.raises(UserError) as info:
+        Recipe(arch=(8, 8), activation=("tanh", "bogus"))
+    assert str(info.value) == f"unknown activation 'bogus'; choose one of: {', '.join(ACTIVATIONS.names())}"
+
+
+@pytest.mark.parametrize(
+    "field, spec, message",
+    [
+        ("activation", "sine:omegaa=3",
+         "unknown option 'omegaa' for activation 'sine'; valid options: omega, first_omega"),
+        ("activation", "relu:slope=0.1", "unknown option 'slope' for activation 'relu'; valid options: none"),
+        ("encoding", "hashgrid:level=4", "unknown option 'level' for encoding 'hashgrid'; "
+                                         "valid options: levels, features, table_size, base, finest"),
+        ("optimizer", "adam:momentum=0.9", "unknown option 'momentum' for optimizer 'adam'; "
+                                           "valid options: beta1, beta2, eps, fan_in_scaling"),
+        ("init", "original:std=1", "unknown option 'std' for init 'original'; valid options: scale"),
+        ("schedule", "cosine:min=0.1", "unknown option 'min' for schedule 'cosine'; valid options: final, warmup"),
+    ],
+)
+def test_unknown_option_names_the_valid_options(field, spec, message):
+    with pytest.raises(UserError) as info:
+        Recipe.from_dict({field: spec})
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("field", sorted(REGISTRIES))
+def test_every_component_refuses_an_unknown_option(field):
+    registry = REGISTRIES[field]
+    for name in registry.names():
+        valid = [f.name for f in dataclasses.fields(registry.entry(name).options)]
+        with pytest.raises(UserError) as info:
+            registry.parse(f"{name}:no_such_option=1")
+        assert str(info.value) == (f"unknown option 'no_such_option' for {field} {name!r}; "
+                                   f"valid options: {', '.join(valid) or 'none'}")
+
+
+@pytest.mark.parametrize("spec", ["hashgrid:levels=abc", "hashgrid:levels=", "hashgrid:finest=1e3"])
+def test_wrongly_typed_option_is_a_user_error(spec):
+    with pytest.raises(UserError) as info:
+        Recipe(encoding=spec)
+    message = str(info.value)
+    key = spec.split(":")[1].split("=")[0]
+    assert "\n" not in message
+    assert key in message and spec in message and "whole number" in message  # which option, where, and its type
 
 
 def test_recipe_file_errors(tmp_path):
@@ -251,6 +440,10 @@ def test_recipe_file_errors(tmp_path):
         load_recipe(listed)
     with pytest.raises(UserError, match="cannot read recipe file"):
         load_recipe(tmp_path)
+    option = tmp_path / "option.toml"
+    option.write_text('activation = "sine:omegaa=3"\n')
+    with pytest.raises(UserError, match="^unknown option 'omegaa' for activation 'sine'"):
+        load_recipe(option)
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64])
@@ -285,9 +478,11 @@ def test_original_init_statistics():
 
 
 def test_init_scale_scales_the_weights():
-    base = linear_layers(build_model(Recipe(arch=(16,), init_scale=0.3)))[0].weight
-    double = linear_layers(build_model(Recipe(arch=(16,), init_scale=0.6)))[0].weight
+    base = linear_layers(build_model(Recipe(arch=(16,), init="original:scale=0.3")))[0].weight
+    double = linear_layers(build_model(Recipe(arch=(16,), init="original:scale=0.6")))[0].weight
     torch.testing.assert_close(double, 2 * base)  # same seed, same draws, twice the std
+    default = linear_layers(build_model(Recipe(arch=(16,))))[0].weight
+    assert torch.equal(default, base)  # 0.3 is the default scale
 
 
 def test_torch_init_is_bounded_by_fan_in():
@@ -298,7 +493,7 @@ def test_torch_init_is_bounded_by_fan_in():
         assert sample_std(layer.weight) == pytest.approx(bound / math.sqrt(3), rel=0.05)  # uniform(-b, b)
 
 
-@pytest.mark.parametrize("init", CHOICES["init"])
+@pytest.mark.parametrize("init", INITS.names())
 def test_seed_decides_the_weights(init):
     def weights(seed):
         return [p.detach().clone() for p in build_model(Recipe(arch=(8, 8), init=init, seed=seed)).parameters()]
@@ -312,11 +507,23 @@ def test_seed_decides_the_weights(init):
 def test_model_shape_activations_and_output():
     recipe = Recipe(arch=(8, 6), activation="tanh", output="sigmoid")
     model = build_model(recipe)
-    assert [(m.in_features, m.out_features) for m in linear_layers(model)] == [(2, 8), (8, 6), (6, 3)]
-    out = model(torch.rand(5, 2))
+    layers = linear_layers(model)
+    assert [(m.in_features, m.out_features) for m in layers] == [(2, 8), (8, 6), (6, 3)]
+    x = torch.rand(5, 2)
+    out = model(x)
     assert out.shape == (5, 3) and out.min() >= 0 and out.max() <= 1
-    kinds = [type(m).__name__ for m in model]
-    assert kinds == ["Linear", "Tanh", "Linear", "Tanh", "Linear", "Sigmoid"]
-    leaky = build_model(Recipe(arch=(4,), slope=0.2))
-    assert leaky[1].negative_slope == 0.2
-    assert type(build_model(Recipe(arch=(4,)))[-1]).__name__ == "Linear"  # linear outputs, as the original
+    assert [type(m).__name__ for m in model.activations] == ["Tanh", "Tanh"]
+    # The forward pass written out: Linear, tanh, Linear, tanh, Linear, sigmoid.
+    h = x
+    for layer in layers[:-1]:
+        h = torch.tanh(h @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(out, torch.sigmoid(h @ layers[-1].weight.T + layers[-1].bias))
+    leaky = build_model(Recipe(arch=(4,), activation="leaky_relu:slope=0.2"))
+    assert leaky.activations[0].negative_slope == 0.2
+    assert build_model(Recipe(arch=(4,))).activations[0].negative_slope == 0.01  # RECIPE.md's slope
+    identity = build_model(Recipe(arch=(4,)))  # linear outputs, as the original
+    x = torch.tensor([[-50.0, 80.0]])  # far enough out that any squashing would show
+    last = linear_layers(identity)[-1]
+    hidden = torch.nn.functional.leaky_relu(x @ linear_layers(identity)[0].weight.T + linear_layers(identity)[0].bias,
+                                            0.01)
+    torch.testing.assert_close(identity(x), hidden @ last.weight.T + last.bias)

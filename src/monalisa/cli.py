@@ -14,8 +14,11 @@ from . import __version__
 from .errors import Diverged, UserError
 from .experiment import default_run_path, resume_run, train_run
 from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
-from .recipes import CHOICES, PRESETS, Recipe, get_preset, load_recipe, parse_arch
+from .recipes import ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
+from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from .animate import save_png
 from .record import FRAME_SCHEDULES, RunDirectory
+from .rendering import Region, output_size, render_run
 
 # The default run (`monalisa train` alone) halves the built-in image: 256x256
 # trains in ~2.5 s an epoch with the original network, so a recognisable
@@ -24,13 +27,17 @@ DEFAULT_IMAGE_SCALE = 0.5
 DEFAULT_PRESET = "quick"
 
 # Flags that set a recipe field: flag dest -> recipe key.
-RECIPE_FLAGS = ("arch", "activation", "slope", "output", "init", "init_scale", "optimizer", "lr", "momentum",
-                "batch_size", "order", "epochs", "seed")
+RECIPE_FLAGS = ("arch", "activation", "output", "encoding", "residual", "init", "optimizer", "lr", "encoding_lr",
+                "schedule", "batch_size", "order", "epochs", "until_psnr", "time_limit", "seed")
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + message
         raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def names(registry) -> str:
+    return ", ".join(registry.names())
 
 
 def positive_int(text: str) -> int:
@@ -60,6 +67,15 @@ def arch_type(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def center_type(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        row, col = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"write ROW,COL as two fractions such as 0.3,0.5, got {text!r}") from None
+    return row, col
+
+
 def size_type(text: str):
     try:
         return parse_size(text)
@@ -74,21 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a network on an image, writing a run directory")
     train.add_argument("image", nargs="?", help=f"image file or built-in name (default: {DEFAULT_IMAGE} at half size)")
-    recipe = train.add_argument_group("recipe (flags override the preset's fields)")
+    recipe = train.add_argument_group(
+        "recipe (flags override the preset's fields; components are specs: NAME or NAME:key=value,...)")
     recipe.add_argument("--preset", choices=list(PRESETS), help=f"named recipe (default: {DEFAULT_PRESET})")
     recipe.add_argument("--recipe", metavar="FILE", help="recipe file, .json or .toml")
     recipe.add_argument("--arch", type=arch_type, help="hidden layers: DEPTHxWIDTH (4x300) or widths (300,300,100)")
-    recipe.add_argument("--activation", choices=CHOICES["activation"], help="hidden activation")
-    recipe.add_argument("--slope", type=float, help="leaky rectifier's negative slope")
-    recipe.add_argument("--output", choices=CHOICES["output"], help="output activation")
-    recipe.add_argument("--init", choices=CHOICES["init"], help="initialisation")
-    recipe.add_argument("--init-scale", type=positive_float, help="original init: std = SCALE / sqrt(fan_in + 1)")
-    recipe.add_argument("--optimizer", choices=CHOICES["optimizer"])
+    recipe.add_argument("--activation", action="append", metavar="SPEC",
+                        help=f"hidden activation, once for all layers or once per layer: {names(ACTIVATIONS)}")
+    recipe.add_argument("--output", metavar="SPEC", help=f"output activation: {names(OUTPUTS)}")
+    recipe.add_argument("--encoding", metavar="SPEC", help=f"input encoding: {names(ENCODINGS)}")
+    recipe.add_argument("--residual", action=argparse.BooleanOptionalAction,
+                        help="skip connections around equal-width hidden layers")
+    recipe.add_argument("--init", metavar="SPEC", help=f"initialisation: {names(INITS)}")
+    recipe.add_argument("--optimizer", metavar="SPEC", help=f"optimiser: {names(OPTIMIZERS)}")
     recipe.add_argument("--lr", type=positive_float, help="learning rate (sgd/momentum: before fan-in scaling)")
-    recipe.add_argument("--momentum", type=float, help="momentum for --optimizer momentum")
+    recipe.add_argument("--encoding-lr", type=positive_float, help="the encoding's own learning rate")
+    recipe.add_argument("--schedule", metavar="SPEC", help=f"learning-rate schedule: {names(SCHEDULES)}")
     recipe.add_argument("--batch-size", type=positive_int, help="pixels per step; 1 is the original's online SGD")
-    recipe.add_argument("--order", choices=CHOICES["order"], help="pixel order each epoch")
+    recipe.add_argument("--order", choices=ORDERS, help="pixel order each epoch")
     recipe.add_argument("--epochs", type=positive_int, help="epochs in total (with --resume: extends the run)")
+    recipe.add_argument("--until-psnr", type=positive_float, metavar="DB", help="stop once the PSNR reaches DB")
+    recipe.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
+                        help="stop after this much training time")
     recipe.add_argument("--seed", type=int, help="initial weights and pixel order")
     image = train.add_argument_group("image")
     image.add_argument("--size", type=size_type, help="train on a resized copy, WIDTHxHEIGHT")
@@ -103,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN", help="continue a stopped run directory")
 
     commands.add_parser("images", help="list the built-in images")
+
+    rend = commands.add_parser("render", help="render a trained run's network at any resolution, or zoomed in")
+    rend.add_argument("run", help="run directory")
+    rend.add_argument("--scale", type=positive_float, help="times the training image's size (default: 4)")
+    rend.add_argument("--size", type=size_type, help="output size, WIDTHxHEIGHT")
+    rend.add_argument("--zoom", type=positive_float, help="magnify: show 1/ZOOM of each side of the image")
+    rend.add_argument("--center", type=center_type, default=(0.5, 0.5), metavar="ROW,COL",
+                      help="centre of the zoomed view, as fractions of height and width (default: 0.5,0.5)")
+    rend.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rend.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/render-WxH[-zoomZ].png)")
 
     anim = commands.add_parser("animate", help="write a run's animation again: smaller, log-spaced, or after a stop")
     anim.add_argument("run", help="run directory")
@@ -125,6 +158,9 @@ def recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, str]:
         label = args.preset or DEFAULT_PRESET
         recipe = get_preset(label)
     overrides = {key: getattr(args, key) for key in RECIPE_FLAGS if getattr(args, key) is not None}
+    if "activation" in overrides:  # --activation once: every layer; several times: one per layer
+        activations = overrides["activation"]
+        overrides["activation"] = activations[0] if len(activations) == 1 else tuple(activations)
     return recipe.replace(**overrides), label
 
 
@@ -173,6 +209,18 @@ def command_images(args: argparse.Namespace) -> None:
             print(f"{name:22s} {image.width}x{image.height} {image.mode}")
 
 
+def command_render(args: argparse.Namespace) -> None:
+    run = RunDirectory.open(args.run)
+    width, height = output_size(run, args.size, args.scale)
+    region = Region.zoom(args.zoom or 1.0, args.center)  # zoom 1 is the whole image; --center still checked
+    zoom = f"-zoom{args.zoom:g}" if args.zoom else ""
+    out = Path(args.out) if args.out else run.path / f"render-{width}x{height}{zoom}.png"
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {str(out)!r} must end in .png")
+    save_png(render_run(run, width, height, region, device=args.device), out)
+    print(out)
+
+
 def command_animate(args: argparse.Namespace) -> None:
     if args.max_frames < 2:
         raise UserError("--max-frames must be at least 2")
@@ -184,7 +232,8 @@ def command_animate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        {"train": command_train, "images": command_images, "animate": command_animate}[args.command](args)
+        {"train": command_train, "images": command_images, "animate": command_animate,
+         "render": command_render}[args.command](args)
     except UserError as exc:
         print(f"monalisa: error: {exc}", file=sys.stderr)
         return 2

@@ -19,5 +19,5 @@ class Diverged(Exception):
         self.detail = detail
         super().__init__(
             f"training diverged in epoch {epoch} ({detail}); "
-            "shrink the initial weights (--init-scale) or the learning rate (--lr)"
+            "shrink the initial weights (e.g. --init original:scale=0.1) or the learning rate (--lr)"
         )

@@ -48,9 +48,10 @@ def resume_run(path: str | Path, *, epochs: int | None = None, device: str | Non
         if epochs != recipe.epochs:
             recipe = recipe.replace(epochs=epochs)
             run.write_recipe(recipe)
-    if done >= recipe.epochs:
+    if done >= recipe.epochs or (info.get("status") == "complete" and epochs is None):
         raise UserError(
-            f"{str(path)!r} has already trained all {done} epochs; extend it with --resume {path} --epochs N"
+            f"{str(path)!r} is complete ({done} epochs, stopped by {info.get('stopped_by', 'epochs')}); "
+            f"extend it with --resume {path} --epochs N"
         )
     # The recorded engine and device, so the resumed run computes what the uninterrupted one would.
     trainer = Trainer(run.target(), recipe, device=device or info.get("device", "auto"),

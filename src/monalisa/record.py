@@ -223,7 +223,7 @@ class Recorder(Callback):
         self.run.write_metrics(trainer.history)
 
     def on_end(self, trainer: Trainer, stopped_by: str) -> None:
-        finished = stopped_by in ("epochs", "diverged")
+        finished = stopped_by in ("epochs", "until_psnr", "time_limit", "diverged")
         if finished and trainer.history:
             last = trainer.history[-1]["epoch"]
             if not self.run.frame_path(last).exists() and self.last_frame is not None:
@@ -234,5 +234,5 @@ class Recorder(Callback):
                     Path(tmp).write_bytes(final.read_bytes())
             if self.animate_at_end:
                 self.run.write_animations(trainer.history)
-        status = {"epochs": "complete"}.get(stopped_by, stopped_by)
+        status = "complete" if stopped_by in ("epochs", "until_psnr", "time_limit") else stopped_by
         self.run.update_info(status=status, stopped_by=stopped_by, epochs_done=trainer.epoch)

@@ -31,6 +31,7 @@ and is then usable as ``--encoding mine:width=16`` or ``encoding = "mine"``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -111,6 +112,12 @@ class Registry:
         return self._entries[spec.name].build(spec.options, *args, **kwargs)
 
 
+def require(condition: bool, message: str) -> None:
+    """For options dataclasses' __post_init__: a value out of range is the user's mistake."""
+    if not condition:
+        raise UserError(message)
+
+
 def format_spec(spec: Spec) -> str:
     """The canonical spec string: the name, then only the options that differ from the defaults."""
     defaults = type(spec.options)()
@@ -132,11 +139,15 @@ def _parse_value(text: str, default, key: str, spec: str):
                 return int(base) ** int(exponent)
             return int(text)
         if isinstance(default, float):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
         return text
     except ValueError:
         raise UserError(
-            f"option {key}={text!r} in {spec!r} must be a {type(default).__name__}"
+            f"option {key}={text!r} in {spec!r} must be a "
+            f"{ {bool: 'true or false', int: 'whole number', float: 'finite number'}.get(type(default), 'string')}"
         ) from None
 
 

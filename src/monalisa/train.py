@@ -74,7 +74,7 @@ def image_metrics(output: np.ndarray, colours: np.ndarray) -> dict:
 @dataclass
 class FitResult:
     history: list[dict]  # one row per epoch, keys METRIC_COLUMNS
-    stopped_by: str  # "epochs"; on_end also sees "diverged", "interrupted" or "error"
+    stopped_by: str  # "epochs", "until_psnr" or "time_limit"; on_end also sees "diverged", "interrupted", "error"
     model: torch.nn.Module = field(repr=False)
 
     @property
@@ -119,6 +119,17 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         self.history = [dict(row) for row in state["history"]]
 
+    def stopping_rule(self) -> str | None:
+        """'until_psnr' or 'time_limit' once the recipe's early-stopping rule is met."""
+        if self.recipe.until_psnr is not None and self.history and self.history[-1]["psnr"] >= self.recipe.until_psnr:
+            return "until_psnr"
+        if self.recipe.time_limit is not None and self.training_seconds() >= self.recipe.time_limit:
+            return "time_limit"
+        return None
+
+    def training_seconds(self) -> float:
+        return sum(row["train_seconds"] for row in self.history)
+
     def pixel_order(self) -> np.ndarray:
         n = len(self.coords)
         if self.recipe.order == "scan":
@@ -126,7 +137,10 @@ class Trainer:
         return self.rng.permutation(n)
 
     def fit(self, callbacks: list[Callback] = (), epochs: int | None = None) -> FitResult:
-        """Train until ``epochs`` (default: the recipe's) have been completed in total."""
+        """Train until ``epochs`` (default: the recipe's) have been completed in total, or a stopping rule holds.
+
+        Stopping rules are checked between epochs, so ``time_limit`` can be
+        overrun by up to one epoch's training."""
         epochs = self.recipe.epochs if epochs is None else epochs
         wall_before = self.history[-1]["seconds"] if self.history else 0.0
         session_start = time.perf_counter()
@@ -158,7 +172,12 @@ class Trainer:
                 frame = to_frame(output, self.target.height, self.target.width)
                 for callback in callbacks:
                     callback.on_epoch(self, row, frame)
-            stopped_by = "epochs"
+                rule = self.stopping_rule()
+                if rule:
+                    stopped_by = rule
+                    break
+            else:
+                stopped_by = "epochs"
         except Diverged:
             stopped_by = "diverged"
             raise

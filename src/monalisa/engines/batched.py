@@ -6,7 +6,7 @@ batch size 1 is exactly the online algorithm.
 
 What it does beyond the textbook loop, and why (benchmarks/epoch_time.py
 measures the difference):
-- plain SGD with the standard activations takes a hand-written backward pass
+- the original's family of recipes (online.compiled_subset) takes a hand-written backward pass
   that updates each layer in place with one ``addmm_`` as soon as its delta is
   known (the online kernel's scheme, batched): no autograd graph, no gradient
   tensors, no separate optimiser sweep over the weights. Other recipes use
@@ -27,23 +27,27 @@ import torch
 from ..errors import Diverged
 from ..models import linear_layers
 from ..recipes import Recipe
+from ..registry import ACTIVATIONS, OPTIMIZERS, SCHEDULES
+from .online import compiled_subset
 
 # An error signal above 1000 stopped the original; half its square is the
 # smallest per-pixel loss that such a delta implies.
 DIVERGENCE_LOSS = 0.5 * 1000.0**2
 
 
-def make_optimizer(model: torch.nn.Sequential, recipe: Recipe) -> torch.optim.Optimizer:
-    """One parameter group per layer, each at its own rate (see Recipe.layer_learning_rates)."""
-    groups = [
-        {"params": list(linear.parameters()), "lr": lr}
-        for linear, lr in zip(linear_layers(model), recipe.layer_learning_rates())
-    ]
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.learning_rate)
-    if recipe.optimizer == "momentum":
-        return torch.optim.SGD(groups, lr=recipe.learning_rate, momentum=recipe.momentum)
-    return torch.optim.Adam(groups, lr=recipe.learning_rate)
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """One parameter group per layer at its own rate (Recipe.layer_learning_rates), and one for the
+    encoding's parameters, if it has any, at ``encoding_lr``. Each group remembers its base rate
+    so that a schedule can scale it."""
+    layers = linear_layers(model)
+    groups = [{"params": list(layer.parameters()), "lr": lr}
+              for layer, lr in zip(layers, recipe.layer_learning_rates([l.in_features for l in layers]))]
+    encoding_params = list(model.encoding.parameters())
+    if encoding_params:
+        groups.append({"params": encoding_params, "lr": recipe.encoding_lr or recipe.learning_rate})
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return OPTIMIZERS.build(recipe.optimizer, groups)
 
 
 class BatchedEngine:
@@ -58,8 +62,12 @@ class BatchedEngine:
         self.colours = torch.from_numpy(np.ascontiguousarray(colours)).to(device)
         self.optimizer = make_optimizer(self.model, recipe)
         self.layers = linear_layers(self.model)
-        self.layer_lr = recipe.layer_learning_rates()
-        self.manual = recipe.optimizer == "sgd"  # see the module docstring
+        self.layer_lr = [group["lr"] for group in self.optimizer.param_groups[:len(self.layers)]]
+        self.manual = compiled_subset(recipe) is None  # see the module docstring
+        if self.manual:
+            hidden = ACTIVATIONS.parse(recipe.layer_activations()[0])
+            self.hidden, self.slope = hidden.name, getattr(hidden.options, "slope", 0.0)
+        self.schedule = SCHEDULES.build(recipe.schedule)
         # How often the loss is read back for the divergence check.
         self.check_every = 1 if device.type == "cpu" else 50
 
@@ -74,6 +82,7 @@ class BatchedEngine:
         steps = (n + batch - 1) // batch
         progress_every = max(1, steps // 20)
         for step in range(steps):
+            self._set_rates((epoch - 1 + step / steps) / self.recipe.epochs)
             x = coords[step * batch:(step + 1) * batch]
             t = colours[step * batch:(step + 1) * batch]
             check = step % self.check_every == 0 or step == steps - 1
@@ -89,6 +98,11 @@ class BatchedEngine:
             if on_progress is not None and (step % progress_every == 0 or step == steps - 1):
                 on_progress((step + 1) / steps)
 
+    def _set_rates(self, progress: float) -> None:
+        factor = self.schedule(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
     def _check(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         value = loss.item()
         if not value <= DIVERGENCE_LOSS:  # written this way round to catch NaN too
@@ -97,17 +111,16 @@ class BatchedEngine:
     @torch.no_grad()
     def _manual_sgd_step(self, x: torch.Tensor, t: torch.Tensor, epoch: int, step: int, check: bool) -> None:
         """One SGD step on the batch's mean half squared error, by hand (see the module docstring)."""
-        recipe = self.recipe
         acts = [x]  # acts[i]: input of layer i, (B, widths[i])
         for index, layer in enumerate(self.layers):
             z = torch.addmm(layer.bias, acts[-1], layer.weight.t())  # (B, n_out)
             last = index == len(self.layers) - 1
-            acts.append(_activate(z, recipe.output if last else recipe.activation, recipe.slope))
+            acts.append(_activate(z, self.recipe.output if last else self.hidden, self.slope))
         y = acts.pop()
         error = t - y  # (B, 3)
         if check:
             self._check(0.5 * error.square().sum(dim=1).mean(), epoch, step)
-        delta = error * _derivative(y, recipe.output, recipe.slope)
+        delta = error * _derivative(y, self.recipe.output, self.slope)
         scale = 1.0 / len(x)  # the loss is a mean over the batch
         for index in range(len(self.layers) - 1, -1, -1):
             layer, x_in = self.layers[index], acts[index]
@@ -115,7 +128,7 @@ class BatchedEngine:
             layer.weight.addmm_(delta.t(), x_in, alpha=self.layer_lr[index] * scale)
             layer.bias.add_(delta.sum(dim=0), alpha=self.layer_lr[index] * scale)
             if back is not None:
-                delta = back.mul_(_derivative(x_in, recipe.activation, recipe.slope))
+                delta = back.mul_(_derivative(x_in, self.hidden, self.slope))
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}

@@ -16,6 +16,7 @@ import torch
 from ..errors import Diverged
 from ..models import linear_layers
 from ..recipes import Recipe
+from ..registry import ACTIVATIONS, OPTIMIZERS
 from . import online_kernel as kernel
 
 _ACTIVATION_CODES = {
@@ -23,8 +24,8 @@ _ACTIVATION_CODES = {
     "relu": kernel.RELU,
     "tanh": kernel.TANH,
     "sigmoid": kernel.SIGMOID,
-    "linear": kernel.IDENTITY,
 }
+_OUTPUT_CODES = {"linear": kernel.IDENTITY, "sigmoid": kernel.SIGMOID}
 
 # RECIPE.md: "a delta above 1000 in magnitude stopped the run".
 MAX_DELTA = 1000.0
@@ -38,8 +39,24 @@ def supports(recipe: Recipe) -> str | None:
     """None if this engine can run the recipe exactly, else the reason it cannot."""
     if recipe.batch_size != 1:
         return "the online engine trains one pixel at a time (batch_size 1)"
-    if recipe.optimizer != "sgd":
-        return "the online engine implements plain SGD only"
+    return compiled_subset(recipe)
+
+
+def compiled_subset(recipe: Recipe) -> str | None:
+    """None if the recipe is within the original's family that the hand-written kernels implement.
+
+    That is: plain SGD at a constant rate, raw coordinates, no skips, one hidden
+    activation whose derivative follows from its output, a linear or sigmoid output.
+    """
+    activations = {ACTIVATIONS.parse(a) for a in recipe.layer_activations()}
+    if OPTIMIZERS.parse(recipe.optimizer).name != "sgd" or recipe.schedule != "constant":
+        return "it implements plain SGD at a constant rate only"
+    if recipe.encoding != "none" or recipe.residual:
+        return "it implements the original's plain network only (no encoding, no skips)"
+    if len(activations) != 1 or next(iter(activations)).name not in _ACTIVATION_CODES:
+        return f"it implements one hidden activation of {', '.join(_ACTIVATION_CODES)}"
+    if recipe.output not in _OUTPUT_CODES:
+        return f"it implements the outputs {', '.join(_OUTPUT_CODES)}"
     return None
 
 
@@ -52,14 +69,16 @@ class OnlineEngine:
             raise ValueError(reason)
         self.model = model
         self.layers = linear_layers(model)
-        self.widths, self.w_off, self.b_off, self.a_off, size = kernel.layout(recipe.widths)
+        widths = [self.layers[0].in_features] + [layer.out_features for layer in self.layers]
+        self.widths, self.w_off, self.b_off, self.a_off, size = kernel.layout(widths)
         self.params = np.empty(size, dtype=np.float32)
-        self.layer_lr = np.array(recipe.layer_learning_rates(), dtype=np.float32)
+        self.layer_lr = np.array(recipe.layer_learning_rates(list(self.widths[:-1])), dtype=np.float32)
         self.coords = np.ascontiguousarray(coords, dtype=np.float32)
         self.colours = np.ascontiguousarray(colours, dtype=np.float32)
-        self.hidden_code = _ACTIVATION_CODES[recipe.activation]
-        self.output_code = _ACTIVATION_CODES[recipe.output]
-        self.slope = np.float32(recipe.slope)
+        activation = ACTIVATIONS.parse(recipe.layer_activations()[0])
+        self.hidden_code = _ACTIVATION_CODES[activation.name]
+        self.output_code = _OUTPUT_CODES[recipe.output]
+        self.slope = np.float32(getattr(activation.options, "slope", 0.0))
         self.load_from_model()
 
     def load_from_model(self) -> None:
