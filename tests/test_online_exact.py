@@ -30,8 +30,8 @@ def reference_steps(model, recipe, coords, colours, order):
         optimizer.step()
 
 
-def kernel_steps(model, recipe, coords, colours, order, dtype):
-    """Run the kernel directly in ``dtype`` and return the flat parameters."""
+def kernel_steps(model, recipe, coords, colours, order, dtype, train=kernel.train_pixels, expect=kernel.OK):
+    """Run a kernel directly in ``dtype``; the flat parameters (and the stopping pixel if it diverged)."""
     widths, w_off, b_off, a_off, size = kernel.layout(recipe_widths(recipe))
     params = np.empty(size, dtype=dtype)
     for layer, linear in enumerate(linear_layers(model)):
@@ -41,12 +41,15 @@ def kernel_steps(model, recipe, coords, colours, order, dtype):
     codes = {"leaky_relu": kernel.LEAKY_RELU, "relu": kernel.RELU, "tanh": kernel.TANH, "sigmoid": kernel.SIGMOID,
              "linear": kernel.IDENTITY}
     activation = ACTIVATIONS.parse(recipe.activation)
-    status, done = kernel.train_pixels(
+    status, done = train(
         params, widths, w_off, b_off, a_off,
         np.array(recipe.layer_learning_rates(list(recipe_widths(recipe)[:-1])), dtype=dtype),
         coords.astype(dtype), colours.astype(dtype), order, codes[activation.name], codes[recipe.output],
         dtype(getattr(activation.options, "slope", 0.0)), dtype(1000.0))
-    assert status == kernel.OK and done == len(order)
+    assert status == expect
+    if expect == kernel.DIVERGED:
+        return params, done
+    assert done == len(order)
     return params
 
 
@@ -143,3 +146,34 @@ def test_batched_engine_matches_plain_minibatch_loop(recipe):
         optimizer.step()
     assert np.abs(flat(reference) - flat(build_model(recipe).double())).max() > 1e-3
     np.testing.assert_allclose(flat(model), flat(reference), rtol=0, atol=1e-9)
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="the two-core kernel needs two cores")
+@pytest.mark.parametrize("recipe", [
+    Recipe(arch=(37, 29, 41)),
+    Recipe(arch=(16, 16), activation="tanh", output="sigmoid"),
+    Recipe(arch=(24, 12), activation="relu"),
+], ids=["leaky", "tanh-sigmoid-out", "relu"])
+def test_two_core_kernel_matches_autograd_float64(recipe):
+    """The row-split two-core kernel computes the same weights as the autograd loop."""
+    from monalisa.engines import online_kernel2
+
+    coords, colours, order = problem(recipe)
+    model = build_model(recipe).double()
+    params = kernel_steps(model, recipe, coords, colours, order, np.float64,
+                          train=online_kernel2.train_pixels_two_cores)
+    reference_steps(model, recipe, coords.astype(np.float64), colours.astype(np.float64), order)
+    np.testing.assert_allclose(params, flat(model), rtol=0, atol=1e-10)
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="the two-core kernel needs two cores")
+def test_two_core_kernel_stops_on_divergence_at_the_same_pixel():
+    from monalisa.engines import online_kernel2
+
+    recipe = Recipe(arch=(8, 8), init="original:scale=30", lr=50.0)
+    coords, colours, order = problem(recipe, n_pixels=2000)
+    model = build_model(recipe).double()
+    one = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED)
+    two = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED,
+                       train=online_kernel2.train_pixels_two_cores)
+    assert one[1] == two[1]  # the same pixel index

@@ -1,16 +1,23 @@
 """The `monalisa` command: a thin shell that turns arguments into API calls.
 
+    train    experiment.train_run / resume_run
+    compare  compare.run_comparison / load_comparison
+    study    studies.STUDIES (each a run_comparison with claims)
+
 Exit status: 0 done; 1 training diverged; 2 a mistake in the input (one line on
-stderr, no traceback); 130 interrupted (the run directory resumes).
+stderr, no traceback); 130 interrupted (the run or comparison directory resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import textwrap
 from pathlib import Path
 
 from . import __version__
+from .compare import VERDICTS, label_for, load_comparison, run_comparison
 from .errors import Diverged, UserError
 from .experiment import default_run_path, resume_run, train_run
 from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
@@ -19,6 +26,7 @@ from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDU
 from .animate import save_png
 from .record import FRAME_SCHEDULES, RunDirectory
 from .rendering import Region, output_size, render_run
+from .studies import DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_OPTIONS, DepthOptions, default_base
 
 # The default run (`monalisa train` alone) halves the built-in image: 256x256
 # trains in ~2.5 s an epoch with the original network, so a recognisable
@@ -29,6 +37,48 @@ DEFAULT_PRESET = "quick"
 # Flags that set a recipe field: flag dest -> recipe key.
 RECIPE_FLAGS = ("arch", "activation", "output", "encoding", "residual", "init", "optimizer", "lr", "encoding_lr",
                 "schedule", "batch_size", "order", "epochs", "until_psnr", "time_limit", "seed")
+# Flags that set a field of a study's options dataclass (studies.STUDY_OPTIONS): flag dest -> option.
+STUDY_FLAGS = ("budget", "depths")
+DEVICES = ["auto", "cpu", "cuda"]
+ARCH_HELP = "hidden layers: DEPTHxWIDTH (4x300) or widths (300,300,100)"
+
+COMPARE_DESCRIPTION = f"""\
+Train several recipes on one image, each run in its own process, and write one
+comparison directory: a table, learning curves, the runs' frames side by side,
+and report.html. Ctrl-C leaves it resumable with --resume DIR.
+
+Entries, in this order (at least two in all):
+  --arch A      one per --arch: the --preset (default {DEFAULT_PRESET}) with that architecture
+  --preset P    one per --preset, when no --arch is given (with --arch, the one
+                --preset is the base of the --arch entries instead)
+  --recipe F    one per recipe file
+The other recipe flags (--epochs, --lr, ...) apply to every entry. Each entry's
+label is made from its recipe, such as 2x8-leaky_relu-sgd-b1 (a repeat gets -2).
+
+examples:
+  monalisa compare photo.jpg --arch 1x1000 --arch 4x300 --epochs 20 --scale 0.25
+  monalisa compare photo.jpg --preset quick --preset fast
+  monalisa compare photo.jpg --preset quick --recipe mine.toml
+  monalisa compare --resume runs/compare-photo-20250101-120000"""
+
+STUDY_DESCRIPTION = """\
+Ask one of the 2012 experiment's questions as a comparison that states its
+verdicts: every run, the table and report.html as `monalisa compare` writes
+them, plus one verdict per claim (supported, not supported or inconclusive).
+
+studies:
+""" + "\n".join(textwrap.fill(function.__doc__.splitlines()[0], 79, initial_indent=f"  {name:10s} ",
+                               subsequent_indent=" " * 13) for name, function in STUDIES.items()) + f"""
+
+The recipe flags change the study's base recipe, which every entry starts from
+(the fields a study varies are its own: the depth study sets each --arch).
+--quick shrinks the image to {QUICK_SIDE} px on its longest side and uses the
+study's quick epochs.
+
+examples:
+  monalisa study depth path/to/mona_lisa.jpg --quick
+  monalisa study depth --budget 50000 --depths 1,2,4 --epochs 10 --quick
+  monalisa study tips path/to/mona_lisa.jpg --quick --resume runs/study-tips-mona_lisa-20250101-120000"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,6 +110,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    """'1,2,4,8' -> (1, 2, 4, 8)."""
+    try:
+        return tuple(positive_int(part.strip()) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"write positive whole numbers separated by commas, such as 1,2,4,8; "
+                                         f"got {text!r}") from None
+
+
 def arch_type(text: str):
     try:
         return parse_arch(text)
@@ -83,6 +142,34 @@ def size_type(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_recipe_flags(group, epochs_help: str = "epochs in total") -> None:
+    """Every recipe flag but --arch, --preset and --recipe, which each command defines in its own way."""
+    group.add_argument("--activation", action="append", metavar="SPEC",
+                       help=f"hidden activation, once for all layers or once per layer: {names(ACTIVATIONS)}")
+    group.add_argument("--output", metavar="SPEC", help=f"output activation: {names(OUTPUTS)}")
+    group.add_argument("--encoding", metavar="SPEC", help=f"input encoding: {names(ENCODINGS)}")
+    group.add_argument("--residual", action=argparse.BooleanOptionalAction,
+                       help="skip connections around equal-width hidden layers")
+    group.add_argument("--init", metavar="SPEC", help=f"initialisation: {names(INITS)}")
+    group.add_argument("--optimizer", metavar="SPEC", help=f"optimiser: {names(OPTIMIZERS)}")
+    group.add_argument("--lr", type=positive_float, help="learning rate (sgd/momentum: before fan-in scaling)")
+    group.add_argument("--encoding-lr", type=positive_float, help="the encoding's own learning rate")
+    group.add_argument("--schedule", metavar="SPEC", help=f"learning-rate schedule: {names(SCHEDULES)}")
+    group.add_argument("--batch-size", type=positive_int, help="pixels per step; 1 is the original's online SGD")
+    group.add_argument("--order", choices=ORDERS, help="pixel order each epoch")
+    group.add_argument("--epochs", type=positive_int, help=epochs_help)
+    group.add_argument("--until-psnr", type=positive_float, metavar="DB", help="stop once the PSNR reaches DB")
+    group.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
+                       help="stop after this much training time")
+    group.add_argument("--seed", type=int, help="initial weights and pixel order")
+
+
+def add_image_flags(parser: argparse.ArgumentParser) -> None:
+    image = parser.add_argument_group("image")
+    image.add_argument("--size", type=size_type, help="train on a resized copy, WIDTHxHEIGHT")
+    image.add_argument("--scale", type=positive_float, help="train on a copy scaled by this factor")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="monalisa", description="Watch a deep network learn one image.")
     parser.add_argument("--version", action="version", version=f"monalisa {__version__}")
@@ -94,36 +181,68 @@ def build_parser() -> argparse.ArgumentParser:
         "recipe (flags override the preset's fields; components are specs: NAME or NAME:key=value,...)")
     recipe.add_argument("--preset", choices=list(PRESETS), help=f"named recipe (default: {DEFAULT_PRESET})")
     recipe.add_argument("--recipe", metavar="FILE", help="recipe file, .json or .toml")
-    recipe.add_argument("--arch", type=arch_type, help="hidden layers: DEPTHxWIDTH (4x300) or widths (300,300,100)")
-    recipe.add_argument("--activation", action="append", metavar="SPEC",
-                        help=f"hidden activation, once for all layers or once per layer: {names(ACTIVATIONS)}")
-    recipe.add_argument("--output", metavar="SPEC", help=f"output activation: {names(OUTPUTS)}")
-    recipe.add_argument("--encoding", metavar="SPEC", help=f"input encoding: {names(ENCODINGS)}")
-    recipe.add_argument("--residual", action=argparse.BooleanOptionalAction,
-                        help="skip connections around equal-width hidden layers")
-    recipe.add_argument("--init", metavar="SPEC", help=f"initialisation: {names(INITS)}")
-    recipe.add_argument("--optimizer", metavar="SPEC", help=f"optimiser: {names(OPTIMIZERS)}")
-    recipe.add_argument("--lr", type=positive_float, help="learning rate (sgd/momentum: before fan-in scaling)")
-    recipe.add_argument("--encoding-lr", type=positive_float, help="the encoding's own learning rate")
-    recipe.add_argument("--schedule", metavar="SPEC", help=f"learning-rate schedule: {names(SCHEDULES)}")
-    recipe.add_argument("--batch-size", type=positive_int, help="pixels per step; 1 is the original's online SGD")
-    recipe.add_argument("--order", choices=ORDERS, help="pixel order each epoch")
-    recipe.add_argument("--epochs", type=positive_int, help="epochs in total (with --resume: extends the run)")
-    recipe.add_argument("--until-psnr", type=positive_float, metavar="DB", help="stop once the PSNR reaches DB")
-    recipe.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
-                        help="stop after this much training time")
-    recipe.add_argument("--seed", type=int, help="initial weights and pixel order")
-    image = train.add_argument_group("image")
-    image.add_argument("--size", type=size_type, help="train on a resized copy, WIDTHxHEIGHT")
-    image.add_argument("--scale", type=positive_float, help="train on a copy scaled by this factor")
+    recipe.add_argument("--arch", type=arch_type, help=ARCH_HELP)
+    add_recipe_flags(recipe, epochs_help="epochs in total (with --resume: extends the run)")
+    add_image_flags(train)
     run = train.add_argument_group("run")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    run.add_argument("--device", choices=DEVICES, help="where to train (default: auto)")
     run.add_argument("--engine", choices=["auto", "online", "batched"], default="auto",
                      help="auto: the exact compiled online engine when the recipe allows, else batched PyTorch")
     run.add_argument("--frames", choices=FRAME_SCHEDULES, default="all", help="a frame every epoch, or log-spaced")
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<image>-<preset>-<time>)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--resume", metavar="RUN", help="continue a stopped run directory")
+
+    compare = commands.add_parser("compare", help="train several recipes on one image side by side, with a report",
+                                  description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("image", nargs="?", help="image file or built-in name (required unless --resume)")
+    entries = compare.add_argument_group("entries (each repeatable; at least two entries in all)")
+    entries.add_argument("--arch", type=arch_type, action="append",
+                         help=f"one entry with these {ARCH_HELP}, the rest from --preset")
+    entries.add_argument("--preset", choices=list(PRESETS), action="append",
+                         help=f"one entry per preset; with --arch, the entries' base (default: {DEFAULT_PRESET})")
+    entries.add_argument("--recipe", metavar="FILE", action="append", help="one entry from a .json or .toml file")
+    add_recipe_flags(compare.add_argument_group(
+        "recipe (flags override every entry's fields; components are specs: NAME or NAME:key=value,...)"))
+    add_image_flags(compare)
+    run = compare.add_argument_group("run")
+    run.add_argument("--jobs", type=positive_int, metavar="N",
+                     help="runs at a time, each in its own process (default: one per core)")
+    run.add_argument("--device", choices=DEVICES, help="where new runs train (default: auto)")
+    run.add_argument("--out", metavar="DIR", help="comparison directory (default: runs/compare-<image>-<time>)")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue a stopped comparison: finished runs are reused, stopped ones resumed")
+
+    study = commands.add_parser("study", help="ask one of the 2012 experiment's questions: runs, report and verdicts",
+                                description=STUDY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    study.add_argument("study", choices=list(STUDIES), help="which study")
+    study.add_argument("image", nargs="?",
+                       help=f"image file or built-in name (default: {DEFAULT_IMAGE}); the 2012 experiment trained "
+                            "on the Mona Lisa: give the path of a copy to ask its questions of its image")
+    study.add_argument("--quick", action="store_true",
+                       help=f"the image shrunk to {QUICK_SIDE} px on its longest side, the study's quick epochs")
+    options = study.add_argument_group("study options")
+    options.add_argument("--budget", type=positive_int, metavar="N",
+                         help=f"parameters per network, depth and encodings studies "
+                              f"(default: {DepthOptions.budget:,}, the original 4x300's)")
+    options.add_argument("--depths", type=positive_ints, metavar="D,D,...",
+                         help=f"hidden-layer counts, depth study (default: {','.join(map(str, DEPTHS))}; "
+                              f"with --quick {','.join(map(str, QUICK_DEPTHS))})")
+    recipe = study.add_argument_group(
+        "base recipe (flags override the study's base, which every entry starts from)")
+    recipe.add_argument("--arch", type=arch_type,
+                        help=f"{ARCH_HELP}; not with the depth study, which sets it; "
+                             "the encodings study keeps only its depth")
+    add_recipe_flags(recipe, epochs_help="epochs in total (default: the study's, smaller with --quick)")
+    run = study.add_argument_group("run")
+    run.add_argument("--jobs", type=positive_int, metavar="N",
+                     help="runs at a time, each in its own process (default: one per core)")
+    run.add_argument("--device", choices=DEVICES, help="where new runs train (default: auto)")
+    run.add_argument("--out", metavar="DIR", help="comparison directory (default: runs/study-<study>-<image>-<time>)")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--resume", metavar="DIR", help="continue a stopped study, given the flags it started with "
+                     "(IMAGE may be left out: DIR holds it)")
 
     commands.add_parser("images", help="list the built-in images")
 
@@ -134,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--zoom", type=positive_float, help="magnify: show 1/ZOOM of each side of the image")
     rend.add_argument("--center", type=center_type, default=(0.5, 0.5), metavar="ROW,COL",
                       help="centre of the zoomed view, as fractions of height and width (default: 0.5,0.5)")
-    rend.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rend.add_argument("--device", choices=DEVICES, default="auto")
     rend.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/render-WxH[-zoomZ].png)")
 
     anim = commands.add_parser("animate", help="write a run's animation again: smaller, log-spaced, or after a stop")
@@ -148,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recipe_overrides(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+    """The recipe fields the flags set (but those in ``skip``)."""
+    overrides = {key: getattr(args, key) for key in RECIPE_FLAGS if key not in skip and getattr(args, key) is not None}
+    if "activation" in overrides:  # --activation once: every layer; several times: one per layer
+        activations = overrides["activation"]
+        overrides["activation"] = activations[0] if len(activations) == 1 else tuple(activations)
+    return overrides
+
+
+def given(args: argparse.Namespace, keys) -> list[str]:
+    """Each of ``keys`` the user set, as spelt on the command line ('image' stays a positional's name)."""
+    return [key if key == "image" else f"--{key.replace('_', '-')}" for key in keys if getattr(args, key) is not None]
+
+
 def recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, str]:
     """The preset or recipe file, with flags overriding its fields; and a label for the run's name."""
     if args.preset and args.recipe:
@@ -157,23 +290,18 @@ def recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, str]:
     else:
         label = args.preset or DEFAULT_PRESET
         recipe = get_preset(label)
-    overrides = {key: getattr(args, key) for key in RECIPE_FLAGS if getattr(args, key) is not None}
-    if "activation" in overrides:  # --activation once: every layer; several times: one per layer
-        activations = overrides["activation"]
-        overrides["activation"] = activations[0] if len(activations) == 1 else tuple(activations)
-    return recipe.replace(**overrides), label
+    return recipe.replace(**recipe_overrides(args)), label
 
 
 def command_train(args: argparse.Namespace) -> None:
     if args.resume:
-        fixed = [f"--{key.replace('_', '-')}" for key in RECIPE_FLAGS if key != "epochs" and getattr(args, key) is not None]
-        fixed += [flag for flag, value in (("--preset", args.preset), ("--recipe", args.recipe), ("--size", args.size),
-                                           ("--scale", args.scale), ("--out", args.out), ("image", args.image)) if value]
+        fixed = given(args, [key for key in RECIPE_FLAGS if key != "epochs"]
+                      + ["preset", "recipe", "size", "scale", "out", "image"])
         if fixed:
             raise UserError(f"--resume continues a run as it was recorded; drop {', '.join(fixed)}")
         out = Path(args.resume)
-        result = interruptible(out, resume_run, args.resume, epochs=args.epochs, device=args.device,
-                               quiet=args.quiet)
+        result = interruptible(f"`monalisa train --resume {out}`", resume_run, args.resume, epochs=args.epochs,
+                               device=args.device, quiet=args.quiet)
     else:
         recipe, label = recipe_from_args(args)
         source = args.image or DEFAULT_IMAGE
@@ -182,23 +310,97 @@ def command_train(args: argparse.Namespace) -> None:
             scale = DEFAULT_IMAGE_SCALE
         target = load_target(source, size=args.size, scale=scale)
         out = Path(args.out) if args.out else default_run_path(target.name, label)
-        result = interruptible(out, train_run, target, recipe, out, device=args.device or "auto",
-                               engine=args.engine, frames=args.frames, quiet=args.quiet, preset=label)
+        result = interruptible(f"`monalisa train --resume {out}`", train_run, target, recipe, out,
+                               device=args.device or "auto", engine=args.engine, frames=args.frames,
+                               quiet=args.quiet, preset=label)
     final = result.final
     print(f"{out}: {final['epoch']} epochs, PSNR {final['psnr']:.2f} dB, MAE {final['mae']:.4f}, "
           f"{final['seconds']:.0f} s")
+
+
+def comparison_entries(args: argparse.Namespace) -> list[tuple[str, Recipe]]:
+    """(label, recipe) per --arch, --preset and --recipe, as `monalisa compare --help` says."""
+    presets = args.preset or []
+    if args.arch and len(presets) > 1:
+        raise UserError("--arch entries take their other fields from one --preset; give one --preset with --arch, "
+                        "or several --preset without it")
+    common = recipe_overrides(args, skip=("arch",))
+    if args.arch:
+        base = get_preset(presets[0] if presets else DEFAULT_PRESET)
+        recipes = [base.replace(arch=arch, **common) for arch in args.arch]
+    else:
+        recipes = [get_preset(name).replace(**common) for name in presets]
+    recipes += [load_recipe(path).replace(**common) for path in args.recipe or []]
+    if len(recipes) < 2:
+        raise UserError("give at least two recipes to compare: two or more of --arch, --preset and --recipe")
+    entries: list[tuple[str, Recipe]] = []
+    for recipe in recipes:
+        entries.append((label_for(recipe, [label for label, _ in entries]), recipe))
+    return entries
+
+
+def command_compare(args: argparse.Namespace) -> None:
+    if args.resume:
+        fixed = given(args, [*RECIPE_FLAGS, "preset", "recipe", "size", "scale", "out", "image"])
+        if fixed:
+            raise UserError(f"--resume continues a comparison as it was recorded; drop {', '.join(fixed)}")
+        out = Path(args.resume)
+        target, entries, title = load_comparison(out)
+        summary = interruptible(f"`monalisa compare --resume {out}`", run_comparison, target, entries, out,
+                                jobs=args.jobs, resume=True, device=args.device or "auto", quiet=args.quiet,
+                                title=title)
+    else:
+        if args.image is None:
+            raise UserError("give the IMAGE to compare on, or --resume DIR")
+        entries = comparison_entries(args)
+        target = load_target(args.image, size=args.size, scale=args.scale)
+        # default_run_path gives <first>-<second>-<time>: runs/compare-<image>-<time>
+        out = Path(args.out) if args.out else default_run_path("compare", target.name)
+        summary = interruptible(f"`monalisa compare --resume {out}`", run_comparison, target, entries, out,
+                                jobs=args.jobs, device=args.device or "auto", quiet=args.quiet)
+    print(out / "report.html")
+    print(summary["conclusion"])
+
+
+def command_study(args: argparse.Namespace) -> None:
+    name = args.study
+    options = {key: getattr(args, key) for key in STUDY_FLAGS if getattr(args, key) is not None}
+    for key in options:
+        takers = [study for study, cls in STUDY_OPTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        if name not in takers:
+            raise UserError(f"--{key} applies to the {' and '.join(takers)} stud{'y' if len(takers) == 1 else 'ies'}, "
+                            f"not {name}")
+    if name == "depth" and args.arch is not None:
+        raise UserError("the depth study makes each network's architecture from --budget and --depths; drop --arch")
+    base = default_base(name, args.quick).replace(**recipe_overrides(args))
+    if args.resume:
+        if args.out is not None:
+            raise UserError("--resume continues a study in its own directory; drop --out")
+        out = Path(args.resume)
+        target = load_comparison(out)[0] if args.image is None else load_target(args.image)
+    else:
+        target = load_target(args.image or DEFAULT_IMAGE)
+        # default_run_path gives <first>-<second>-<time>: runs/study-<name>-<image>-<time>
+        out = Path(args.out) if args.out else default_run_path(f"study-{name}", target.name)
+    again = f"`monalisa study {name} --resume {out}` and the flags it started with"
+    summary = interruptible(again, STUDIES[name], target, out, quick=args.quick, base=base, jobs=args.jobs,
+                            resume=args.resume is not None, device=args.device or "auto", quiet=args.quiet, **options)
+    print(out / "report.html")
+    print(summary["conclusion"])
+    for claim in summary["claims"]:
+        print(f"{VERDICTS[claim['supported']]}: {claim['claim']}")
 
 
 class Interrupted(Exception):
     pass
 
 
-def interruptible(out: Path, function, *args, **kwargs):
-    """Run ``function``, turning Ctrl-C into a message that names the directory to resume."""
+def interruptible(how: str, function, /, *args, **kwargs):
+    """Run ``function``, turning Ctrl-C into a message that says ``how`` to continue."""
     try:
         return function(*args, **kwargs)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; continue with `monalisa train --resume {out}`") from None
+        raise Interrupted(f"interrupted; continue with {how}") from None
 
 
 def command_images(args: argparse.Namespace) -> None:
@@ -232,8 +434,8 @@ def command_animate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        {"train": command_train, "images": command_images, "animate": command_animate,
-         "render": command_render}[args.command](args)
+        {"train": command_train, "compare": command_compare, "study": command_study, "images": command_images,
+         "animate": command_animate, "render": command_render}[args.command](args)
     except UserError as exc:
         print(f"monalisa: error: {exc}", file=sys.stderr)
         return 2

@@ -29,9 +29,12 @@ from .recipes import Recipe
 
 METRIC_COLUMNS = ("epoch", "train_seconds", "seconds", "mae", "mse", "psnr")
 
-# Pixels per forward pass when rendering: bounds memory (4x300: ~1.2 KB of
-# activations a pixel, so ~80 MB) while keeping the matmuls large.
+# Pixels per forward pass when rendering: large for big matmuls, but bounded so
+# one layer's activations stay under RENDER_FLOATS floats (4x300: 65,536 pixels,
+# ~80 MB in all; a 1x45450 shallow net at the same parameter count: 738 pixels,
+# where a fixed 65,536 would need ~23 GB).
 RENDER_CHUNK = 65536
+RENDER_FLOATS = 2**25
 
 
 class Callback:
@@ -48,10 +51,13 @@ def render(model: torch.nn.Module, coords: np.ndarray, device: torch.device) -> 
     """The network's raw output for every coordinate, (N, 3) float32, in eval mode."""
     was_training = model.training
     model.eval()
+    widest = max(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    widest = max(widest, getattr(getattr(model, "encoding", None), "out_features", 0))
+    chunk = max(1, min(RENDER_CHUNK, RENDER_FLOATS // widest))
     out = np.empty((len(coords), 3), dtype=np.float32)
-    for start in range(0, len(coords), RENDER_CHUNK):
-        x = torch.from_numpy(coords[start:start + RENDER_CHUNK]).to(device)
-        out[start:start + RENDER_CHUNK] = model(x).float().cpu().numpy()
+    for start in range(0, len(coords), chunk):
+        x = torch.from_numpy(coords[start:start + chunk]).to(device)
+        out[start:start + chunk] = model(x).float().cpu().numpy()
     model.train(was_training)
     return out
 

@@ -8,8 +8,10 @@ Plain SGD carries no optimiser state, so the weights are the whole state.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
+import numba
 import numpy as np
 import torch
 
@@ -18,6 +20,7 @@ from ..models import linear_layers
 from ..recipes import Recipe
 from ..registry import ACTIVATIONS, OPTIMIZERS
 from . import online_kernel as kernel
+from . import online_kernel2 as kernel2
 
 _ACTIVATION_CODES = {
     "leaky_relu": kernel.LEAKY_RELU,
@@ -33,6 +36,17 @@ MAX_DELTA = 1000.0
 # Pixels per kernel call: small enough for progress several times an epoch,
 # large enough that the Python round trip (~10 us) is lost in ~40 ms of work.
 CHUNK = 1024
+
+
+def two_cores_available(widths) -> bool:
+    """Use the two-core kernel when two threads are allowed and layers are wide enough to share.
+
+    Narrow layers (under 64 units) are cheaper on one core than the ~1 us a
+    pixel the cross-core barriers cost. ``torch.set_num_threads(1)`` (as each
+    worker of a parallel comparison does) or NUMBA_NUM_THREADS=1 keep one core.
+    """
+    return (os.cpu_count() or 1) >= 2 and numba.get_num_threads() >= 2 and torch.get_num_threads() >= 2 \
+        and max(widths[1:-1], default=0) >= 64
 
 
 def supports(recipe: Recipe) -> str | None:
@@ -79,7 +93,11 @@ class OnlineEngine:
         self.hidden_code = _ACTIVATION_CODES[activation.name]
         self.output_code = _OUTPUT_CODES[recipe.output]
         self.slope = np.float32(getattr(activation.options, "slope", 0.0))
+        self.cores = 2 if two_cores_available(self.widths) else 1
         self.load_from_model()
+        # Compile (or load from numba's cache, ~0.5 s) now, so the first epoch's
+        # train_seconds time training alone.
+        self._train(np.empty(0, dtype=np.int64))
 
     def load_from_model(self) -> None:
         """Copy the torch model's weights into the flat array (after init or a resume)."""
@@ -101,18 +119,29 @@ class OnlineEngine:
     def train_epoch(self, order: np.ndarray, epoch: int, on_progress: Callable[[float], None] | None = None) -> None:
         order = np.ascontiguousarray(order, dtype=np.int64)
         for start in range(0, len(order), CHUNK):
-            status, done = kernel.train_pixels(
-                self.params, self.widths, self.w_off, self.b_off, self.a_off, self.layer_lr,
-                self.coords, self.colours, order[start:start + CHUNK],
-                self.hidden_code, self.output_code, self.slope, np.float32(MAX_DELTA),
-            )
+            status, done = self._train(order[start:start + CHUNK])
             if status == kernel.DIVERGED:
                 raise Diverged(epoch, f"error signal above {MAX_DELTA:g} or not finite at pixel {start + done:,}")
             if on_progress is not None:
                 on_progress(min(start + CHUNK, len(order)) / len(order))
 
+    def _train(self, order: np.ndarray) -> tuple[int, int]:
+        args = (self.params, self.widths, self.w_off, self.b_off, self.a_off, self.layer_lr,
+                self.coords, self.colours, order, self.hidden_code, self.output_code, self.slope,
+                np.float32(MAX_DELTA))
+        if self.cores == 2:
+            status, done = kernel2.train_pixels_two_cores(*args)
+            if status != kernel2.NO_PARTNER:
+                return status, done
+            self.cores = 1  # no second thread ran alongside: nothing was updated, go on with one core
+        return kernel.train_pixels(*args)
+
     def state_dict(self) -> dict:
-        return {}  # plain SGD: the model's weights are the whole state
+        # The weights are the whole state of plain SGD; the core count is kept so a
+        # resumed run splits its sums the same way and rounds identically.
+        return {"cores": self.cores}  # plain SGD: the model's weights are the whole state
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("cores") == 1:
+            self.cores = 1
         self.load_from_model()
