@@ -32,7 +32,8 @@ from numba import prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .online_kernel import _FASTMATH, _activate, _derivative_from_output, DIVERGED, OK
+from .online_kernel import (_FASTMATH, DIVERGED, OK, _activate, _backward_and_update, _derivative_from_output,
+                            _matvec, _update)
 
 NO_PARTNER = 2
 # The first barrier's patience, in spins (~1-2 s): long enough for a busy OS to
@@ -109,27 +110,9 @@ def _half(me, params, widths, w_off, b_off, a_off, layer_lr, coords, targets, or
             y = a[a_off[layer + 1]:a_off[layer + 1] + n_out]
             code = output_code if layer == n_layers - 1 else hidden_code
             lo, hi = me * n_out // 2, (me + 1) * n_out // 2
-            j = lo
-            while j + 4 <= hi:
-                r0, r1, r2, r3 = w[j], w[j + 1], w[j + 2], w[j + 3]
-                s0 = s1 = s2 = s3 = params.dtype.type(0)
-                for i in range(n_in):
-                    xi = x[i]
-                    s0 += r0[i] * xi
-                    s1 += r1[i] * xi
-                    s2 += r2[i] * xi
-                    s3 += r3[i] * xi
-                y[j] = _activate(s0 + b[j], code, slope)
-                y[j + 1] = _activate(s1 + b[j + 1], code, slope)
-                y[j + 2] = _activate(s2 + b[j + 2], code, slope)
-                y[j + 3] = _activate(s3 + b[j + 3], code, slope)
-                j += 4
-            while j < hi:
-                s = params.dtype.type(0)
-                for i in range(n_in):
-                    s += w[j, i] * x[i]
-                y[j] = _activate(s + b[j], code, slope)
-                j += 1
+            _matvec(w[lo:hi], x, y[lo:hi])  # this core's rows only
+            for j in range(lo, hi):
+                y[j] = _activate(y[j] + b[j], code, slope)
             step += 1
             if not _barrier(flags, me, step, 0):  # only after a failed handshake: nothing updated yet
                 result[me, 0], result[me, 1] = NO_PARTNER, 0
@@ -150,41 +133,10 @@ def _half(me, params, widths, w_off, b_off, a_off, layer_lr, coords, targets, or
             lr = layer_lr[layer]
             lo, hi = me * n_out // 2, (me + 1) * n_out // 2
             if layer == 0:
-                for j in range(lo, hi):
-                    g = lr * delta[j]
-                    for i in range(n_in):
-                        w[j, i] += g * x[i]
-                    b[j] += g
+                _update(w[lo:hi], b[lo:hi], x, delta[lo:hi], lr)
                 continue
             share = shares[layer % 2, me, :n_in]  # double-buffered by layer parity
-            share[:] = 0
-            j = lo
-            while j + 4 <= hi:
-                d0, d1, d2, d3 = delta[j], delta[j + 1], delta[j + 2], delta[j + 3]
-                g0, g1, g2, g3 = lr * d0, lr * d1, lr * d2, lr * d3
-                r0, r1, r2, r3 = w[j], w[j + 1], w[j + 2], w[j + 3]
-                for i in range(n_in):
-                    xi = x[i]
-                    w0, w1, w2, w3 = r0[i], r1[i], r2[i], r3[i]
-                    share[i] += w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
-                    r0[i] = w0 + g0 * xi
-                    r1[i] = w1 + g1 * xi
-                    r2[i] = w2 + g2 * xi
-                    r3[i] = w3 + g3 * xi
-                b[j] += g0
-                b[j + 1] += g1
-                b[j + 2] += g2
-                b[j + 3] += g3
-                j += 4
-            while j < hi:
-                dj = delta[j]
-                g = lr * dj
-                for i in range(n_in):
-                    wji = w[j, i]
-                    share[i] += wji * dj
-                    w[j, i] = wji + g * x[i]
-                b[j] += g
-                j += 1
+            _backward_and_update(w[lo:hi], b[lo:hi], x, delta[lo:hi], lr, share)
             step += 1
             _barrier(flags, me, step, 0)  # cannot fail once both cores have passed a forward barrier
             first, second = shares[layer % 2, 0], shares[layer % 2, 1]
