@@ -170,6 +170,17 @@ def add_image_flags(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--scale", type=positive_float, help="train on a copy scaled by this factor")
 
 
+def add_parallel_run_flags(parser: argparse.ArgumentParser, default_out: str, resume_help: str) -> None:
+    """The run flags that compare and study share."""
+    run = parser.add_argument_group("run")
+    run.add_argument("--jobs", type=positive_int, metavar="N",
+                     help="runs at a time, each in its own process (default: one per core)")
+    run.add_argument("--device", choices=DEVICES, help="where new runs train (default: auto)")
+    run.add_argument("--out", metavar="DIR", help=f"comparison directory (default: {default_out})")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--resume", metavar="DIR", help=resume_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="monalisa", description="Watch a deep network learn one image.")
     parser.add_argument("--version", action="version", version=f"monalisa {__version__}")
@@ -205,14 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_flags(compare.add_argument_group(
         "recipe (flags override every entry's fields; components are specs: NAME or NAME:key=value,...)"))
     add_image_flags(compare)
-    run = compare.add_argument_group("run")
-    run.add_argument("--jobs", type=positive_int, metavar="N",
-                     help="runs at a time, each in its own process (default: one per core)")
-    run.add_argument("--device", choices=DEVICES, help="where new runs train (default: auto)")
-    run.add_argument("--out", metavar="DIR", help="comparison directory (default: runs/compare-<image>-<time>)")
-    run.add_argument("--quiet", action="store_true", help="no progress display")
-    run.add_argument("--resume", metavar="DIR",
-                     help="continue a stopped comparison: finished runs are reused, stopped ones resumed")
+    add_parallel_run_flags(compare, "runs/compare-<image>-<time>",
+                           "continue a stopped comparison: finished runs are reused, stopped ones resumed")
 
     study = commands.add_parser("study", help="ask one of the 2012 experiment's questions: runs, report and verdicts",
                                 description=STUDY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,14 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{ARCH_HELP}; not with the depth study, which sets it; "
                              "the encodings study keeps only its depth")
     add_recipe_flags(recipe, epochs_help="epochs in total (default: the study's, smaller with --quick)")
-    run = study.add_argument_group("run")
-    run.add_argument("--jobs", type=positive_int, metavar="N",
-                     help="runs at a time, each in its own process (default: one per core)")
-    run.add_argument("--device", choices=DEVICES, help="where new runs train (default: auto)")
-    run.add_argument("--out", metavar="DIR", help="comparison directory (default: runs/study-<study>-<image>-<time>)")
-    run.add_argument("--quiet", action="store_true", help="no progress display")
-    run.add_argument("--resume", metavar="DIR", help="continue a stopped study, given the flags it started with "
-                     "(IMAGE may be left out: DIR holds it)")
+    add_parallel_run_flags(study, "runs/study-<study>-<image>-<time>",
+                           "continue a stopped study, given the flags it started with (IMAGE may be left out: "
+                           "DIR holds it)")
 
     commands.add_parser("images", help="list the built-in images")
 
