@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import assert_one_line_error, snapshot
 from monalisa.cli import build_parser, main, recipe_from_args
 from monalisa.images import BUILTIN_IMAGES
 from monalisa.models import build_model
@@ -35,19 +36,6 @@ def write_png(path: Path, width: int, height: int, seed: int = 0) -> np.ndarray:
     pixels = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(path)
     return pixels
-
-
-def snapshot(root: Path) -> dict:
-    """Every file under root with its bytes, to show that nothing changed."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def assert_one_line_error(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("monalisa: error: ")
-    return lines[0]
 
 
 # -- user mistakes ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import assert_one_line_error, snapshot
 from monalisa import cli, studies
 from monalisa.budget import TOLERANCE
 from monalisa.cli import main
@@ -29,19 +30,6 @@ def write_png(path: Path, width: int, height: int, seed: int = 0) -> Path:
     pixels = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(path)
     return path
-
-
-def snapshot(root: Path) -> dict:
-    """Every file under root with its bytes, to show that nothing changed."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def assert_one_line_error(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("monalisa: error: ")
-    return lines[0]
 
 
 def torch_count(recipe: Recipe) -> int:

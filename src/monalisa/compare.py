@@ -245,18 +245,14 @@ def _init_worker(threads: int, device: str, engines: tuple[str, ...]) -> None:
 def _warm_up(device: str, engines: tuple[str, ...]) -> None:
     """Pay a process's one-time costs before any run, so no run's first epoch is charged for them.
 
-    Loading the online engine's compiled kernels from numba's cache takes ~0.4 s and lands in
-    the first epoch's train_seconds (measured on this project's 2-core machine): it would slow
-    whichever run a worker happens to start first, by as much as its whole time to 20 dB on a
-    small image. The batched engine's first step (and CUDA's start-up) likewise. Only the
-    engines the runs will use are warmed: the batched one costs ~1.4 s of imports.
+    The batched engine's first step (and CUDA's start-up) would land in the first epoch's
+    train_seconds of whichever run a worker happens to start first. The online engine needs
+    nothing here: it loads its compiled kernels when it is built, outside the timing.
     """
     from .train import fit
 
-    tiny = Target("warm-up", np.zeros((2, 2, 3), np.float32))
-    if "online" in engines:
-        fit(tiny, Recipe(arch=(1,), epochs=1), device="cpu", engine="online")
     if "batched" in engines:
+        tiny = Target("warm-up", np.zeros((2, 2, 3), np.float32))
         fit(tiny, Recipe(arch=(1,), epochs=1, batch_size=4, optimizer="adam", init="torch"), device=device,
             engine="batched")
 
