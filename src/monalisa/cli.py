@@ -3,6 +3,7 @@
     train    experiment.train_run / resume_run
     compare  compare.run_comparison / load_comparison
     study    studies.STUDIES (each a run_comparison with claims)
+    serve    lab.server.serve (the web lab)
 
 Exit status: 0 done; 1 training diverged; 2 a mistake in the input (one line on
 stderr, no traceback); 130 interrupted (the run or comparison directory resumes).
@@ -24,6 +25,7 @@ from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, pa
 from .recipes import ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
 from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 from .animate import save_png
+from .neurons import DEFAULT_TILE, run_neurons, save_neuron_grid
 from .record import FRAME_SCHEDULES, RunDirectory
 from .rendering import Region, output_size, render_run
 from .studies import DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_OPTIONS, DepthOptions, default_base
@@ -256,6 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--device", choices=DEVICES, default="auto")
     rend.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/render-WxH[-zoomZ].png)")
 
+    neur = commands.add_parser("neurons", help="what each unit of one layer computes over the image, as a grid")
+    neur.add_argument("run", help="run directory (it may still be training: its latest checkpoint is drawn)")
+    neur.add_argument("--layer", type=int, default=1, metavar="K",
+                      help="hidden layer, 1 the first (0: the encoding; default: 1)")
+    neur.add_argument("--tile", type=positive_int, default=DEFAULT_TILE, metavar="PX",
+                      help=f"pixels on each unit's longest side (default: {DEFAULT_TILE})")
+    neur.add_argument("--device", choices=DEVICES, default="cpu",
+                      help="cpu (default) is quicker than starting CUDA for one layer")
+    neur.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/neurons-layerK.png)")
+
+    srv = commands.add_parser("serve", help="the live lab in the browser: start, watch and compare runs",
+                              description="Serve the live lab: a page that trains networks in worker processes "
+                                          "and shows them learning. Every run is an ordinary run directory under "
+                                          "--runs; the page's JSON API is documented at /docs.")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 shares it)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    srv.add_argument("--runs", default="runs", metavar="DIR", help="where runs are kept and found (default: runs)")
+    srv.add_argument("--jobs", type=positive_int, default=2, help="runs that train at once; the rest wait (default: 2)")
+    srv.add_argument("--open", action="store_true", help="open the page in the default browser")
+
     anim = commands.add_parser("animate", help="write a run's animation again: smaller, log-spaced, or after a stop")
     anim.add_argument("run", help="run directory")
     anim.add_argument("--out", required=True, metavar="FILE", help="output .gif or .mp4")
@@ -423,6 +446,19 @@ def command_render(args: argparse.Namespace) -> None:
     print(out)
 
 
+def command_neurons(args: argparse.Namespace) -> None:
+    grid = run_neurons(args.run, args.layer, tile=args.tile, device=args.device)
+    out = save_neuron_grid(grid, args.out or Path(args.run) / f"neurons-layer{args.layer}.png")
+    print(out)
+    print(grid.summary)
+
+
+def command_serve(args: argparse.Namespace) -> None:
+    from .lab.server import serve  # the web stack loads only for this command
+
+    serve(args.runs, host=args.host, port=args.port, jobs=args.jobs, open_browser=args.open)
+
+
 def command_animate(args: argparse.Namespace) -> None:
     if args.max_frames < 2:
         raise UserError("--max-frames must be at least 2")
@@ -435,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         {"train": command_train, "compare": command_compare, "study": command_study, "images": command_images,
-         "animate": command_animate, "render": command_render}[args.command](args)
+         "animate": command_animate, "render": command_render, "neurons": command_neurons,
+         "serve": command_serve}[args.command](args)
     except UserError as exc:
         print(f"monalisa: error: {exc}", file=sys.stderr)
         return 2

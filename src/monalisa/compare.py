@@ -34,7 +34,6 @@ import html
 import json
 import math
 import multiprocessing
-import os
 import re
 import shutil
 import signal
@@ -51,7 +50,7 @@ import numpy as np
 from PIL import Image
 
 from . import animate
-from .engines import choose_engine, resolve_device
+from .engines import choose_engine, resolve_device, usable_cores
 from .errors import Diverged, UserError
 from .experiment import resume_run, train_run
 from .images import Target
@@ -299,13 +298,6 @@ def _stop_workers(executor: ProcessPoolExecutor) -> None:
         process.join(timeout=5)
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset and container CPU sets
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 # -----------------------------------------------------------------------------
 # progress in the parent
 
@@ -400,7 +392,7 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
         else:
             tasks.append({"label": label, "recipe": recipe, "path": str(run_dir), "action": action,
                           "target": target if action == "start" else None, "device": device})
-    _train_all(tasks, len(entries), jobs or _usable_cores(), device, progress)
+    _train_all(tasks, len(entries), jobs or usable_cores(), device, progress)
 
     rows = [_finite(table_row(out, label, parameters[label])) for label, _ in entries]
     verdicts = _check_claims(claims(copy.deepcopy(rows))) if claims else []
@@ -416,7 +408,7 @@ def _train_all(tasks: list[dict], total: int, jobs: int, device: str, progress: 
     if not tasks:
         return
     workers = min(jobs, len(tasks))
-    threads = max(1, _usable_cores() // workers)
+    threads = max(1, usable_cores() // workers)
     progress.say(f"training {len(tasks)} of {total} runs, {workers} at a time, "
                  f"{threads} torch thread{'s' * (threads != 1)} each")
     engines = tuple(sorted({choose_engine("auto", task["recipe"], resolve_device(device)) for task in tasks}))

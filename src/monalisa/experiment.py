@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
@@ -15,7 +16,7 @@ from .images import Target
 from .progress import Progress
 from .recipes import Recipe
 from .record import FRAME_SCHEDULES, Recorder, RunDirectory
-from .train import FitResult, Trainer
+from .train import Callback, FitResult, Trainer
 
 
 def default_run_path(image_name: str, label: str, runs: str | Path = "runs") -> Path:
@@ -24,18 +25,18 @@ def default_run_path(image_name: str, label: str, runs: str | Path = "runs") -> 
 
 
 def train_run(target: Target, recipe: Recipe, out: str | Path, *, device: str = "auto", engine: str = "auto",
-              frames: str = "all", quiet: bool = False, preset: str | None = None) -> FitResult:
-    """Train from scratch, writing the run directory ``out`` as it goes."""
+              frames: str = "all", quiet: bool = False, preset: str | None = None,
+              callbacks: Sequence[Callback] = ()) -> FitResult:
+    """Train from scratch, writing the run directory ``out`` as it goes; ``callbacks`` watch it too."""
     if frames not in FRAME_SCHEDULES:
         raise UserError(f"unknown --frames {frames!r}; choose one of: {', '.join(FRAME_SCHEDULES)}")
     trainer = Trainer(target, recipe, device=device, engine=engine)  # validates before anything is written
     run = RunDirectory.create(out, recipe, target, {"preset": preset, "frames": frames})
-    callbacks = [Recorder(run, frames=frames)] + ([] if quiet else [Progress()])
-    return trainer.fit(callbacks)
+    return trainer.fit([Recorder(run, frames=frames), *callbacks] + ([] if quiet else [Progress()]))
 
 
 def resume_run(path: str | Path, *, epochs: int | None = None, device: str | None = None,
-               quiet: bool = False) -> FitResult:
+               quiet: bool = False, callbacks: Sequence[Callback] = ()) -> FitResult:
     """Continue a stopped or killed run from its last checkpoint to its epoch count (or ``epochs``)."""
     run = RunDirectory.open(path)
     info = run.info()
@@ -58,5 +59,5 @@ def resume_run(path: str | Path, *, epochs: int | None = None, device: str | Non
                       engine=info.get("engine", "auto"))
     if checkpoint:
         trainer.load_state_dict(checkpoint)
-    callbacks = [Recorder(run, frames=info.get("frames", "all"))] + ([] if quiet else [Progress()])
-    return trainer.fit(callbacks)
+    recorder = Recorder(run, frames=info.get("frames", "all"))
+    return trainer.fit([recorder, *callbacks] + ([] if quiet else [Progress()]))

@@ -7,9 +7,15 @@ The network maps a pixel's (row, col) in [0, 1]^2 to its (R, G, B):
 fully connected, every layer with a bias. With the ``none`` encoding and no
 skips it is exactly the original's network. Both engines train this same
 module; the online engine copies its weights out and back.
+
+``CoordinateNetwork.trunk`` walks the layers one at a time; ``forward`` is that
+walk plus the output layer, and ``layer_outputs`` stops it at one layer to show
+what its units compute (the neuron view, neurons.py).
 """
 
 from __future__ import annotations
+
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -28,11 +34,38 @@ class CoordinateNetwork(nn.Module):
         self.output = output
         self.residual = residual
 
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+    @property
+    def depth(self) -> int:
+        """Hidden layers: numbered 1..depth by ``trunk`` and ``layer_outputs`` (0 is the encoding)."""
+        return len(self.activations)
+
+    def trunk(self, coords: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Layer by layer, 0 (the encoding) to ``depth``: (z, h).
+
+        z is the layer's own units, activation(Linear(h_prev)), (N, width): what the neuron view
+        draws. h is what the next layer reads: z, or h_prev + z across a residual skip. For
+        layer 0 both are the encoded coordinates (N, E). ``forward`` walks this same generator,
+        so a layer's units can never drift from what the network computes.
+        """
         h = self.encoding(coords)  # (N, E)
+        yield h, h
         for layer, activation in zip(self.layers[:-1], self.activations):
             z = activation(layer(h))  # (N, width)
             h = h + z if self.residual and z.shape == h.shape else z
+            yield z, h
+
+    def layer_outputs(self, coords: torch.Tensor, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s units, (N, width): 0 the encoding, 1..depth the hidden layers."""
+        if not 0 <= layer <= self.depth:
+            raise ValueError(f"layer {layer} is out of range: hidden layers are 1-{self.depth} (0 is the encoding)")
+        for index, (z, _) in enumerate(self.trunk(coords)):
+            if index == layer:
+                return z  # the later layers are never computed
+        raise AssertionError("unreachable: trunk yields depth + 1 layers")
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        for _, h in self.trunk(coords):
+            pass  # only the last hidden layer's h feeds the output layer
         return self.output(self.layers[-1](h))  # (N, 3)
 
 

@@ -162,6 +162,15 @@ class RunDirectory:
         if history:
             animate.plot_curves(history, self.path / "curves.png", title=self.path.name)
 
+    def write_ending(self, history: list[dict], animations: bool = True) -> None:
+        """final.png (the newest frame on disk) and, with ``animations``, the GIF, MP4 and curves."""
+        frames = [self.frame_path(row["epoch"]) for row in history if self.frame_path(row["epoch"]).exists()]
+        if frames:
+            with animate.atomic_path(self.path / "final.png") as tmp:
+                Path(tmp).write_bytes(frames[-1].read_bytes())
+        if animations:
+            self.write_animations(history)
+
     def captioned_frames(self, history: list[dict], width: int | None = None, min_height: int = 256,
                          max_frames: int | None = None, spacing: str = "even") -> list[np.ndarray]:
         """The frames on disk, captioned with epoch and PSNR, optionally resized to ``width`` pixels.
@@ -228,11 +237,6 @@ class Recorder(Callback):
             last = trainer.history[-1]["epoch"]
             if not self.run.frame_path(last).exists() and self.last_frame is not None:
                 animate.save_png(self.last_frame, self.run.frame_path(last))
-            final = self.run.frame_path(last)
-            if final.exists():
-                with animate.atomic_path(self.run.path / "final.png") as tmp:
-                    Path(tmp).write_bytes(final.read_bytes())
-            if self.animate_at_end:
-                self.run.write_animations(trainer.history)
+            self.run.write_ending(trainer.history, animations=self.animate_at_end)
         status = "complete" if stopped_by in ("epochs", "until_psnr", "time_limit") else stopped_by
         self.run.update_info(status=status, stopped_by=stopped_by, epochs_done=trainer.epoch)

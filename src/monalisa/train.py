@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +103,7 @@ class Trainer:
         self.engine = make_engine(self.engine_name, self.model, recipe, self.coords, self.colours, self.device)
         self.rng = np.random.default_rng(recipe.seed)  # pixel order; the model has its own seed stream
         self.history: list[dict] = []
+        self._untimed = 0.0  # seconds callbacks spent inside the current epoch (live previews)
 
     @property
     def epoch(self) -> int:
@@ -133,6 +135,15 @@ class Trainer:
             return "time_limit"
         return None
 
+    @contextmanager
+    def untimed(self):
+        """Work a callback does inside an epoch (a live preview): kept out of ``train_seconds``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._untimed += time.perf_counter() - started
+
     def training_seconds(self) -> float:
         return sum(row["train_seconds"] for row in self.history)
 
@@ -162,9 +173,10 @@ class Trainer:
                     for callback in callbacks:
                         callback.on_progress(self, epoch, fraction)
 
+                self._untimed = 0.0
                 started = time.perf_counter()
                 self.engine.train_epoch(order, epoch, progress)
-                train_seconds = time.perf_counter() - started
+                train_seconds = time.perf_counter() - started - self._untimed
 
                 self.engine.sync()
                 output = render(self.model, self.coords, self.device)

@@ -12,6 +12,8 @@ torch model), ``state_dict()`` / ``load_state_dict()`` (optimiser state).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -57,3 +59,11 @@ def make_engine(name: str, model: torch.nn.Sequential, recipe: Recipe, coords: n
     from .batched import BatchedEngine
 
     return BatchedEngine(model, recipe, coords, colours, device)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: honours taskset and container CPU sets."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,16 @@
+"""The live lab: `monalisa serve`, a page in the browser that drives the real engines.
+
+    jobs.py    Lab: runs created, queued, trained in worker processes, watched live (no web here)
+    worker.py  one run in its own process, reporting progress and frames
+    store.py   the runs directory and uploaded images on disk, and the checks on ids and uploads
+    forms.py   the page's recipe form into a Recipe, each mistake tied to its field
+    app.py     the HTTP layer: the JSON API under /api/, run files under /runs/, the page
+    server.py  serve(): bind, print the address, run uvicorn, pause the runs on the way out
+    static/    the page (HTML, CSS and JavaScript; no build step)
+"""
+
+# The form's starting point: the original network and algorithm, few epochs, on a small image,
+# so the first run on a laptop shows an image emerging within seconds.
+DEFAULT_PRESET = "quick"
+DEFAULT_SIZE = "128"
+SIZES = ("64", "128", "256", "full")

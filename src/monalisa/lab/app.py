@@ -1,0 +1,354 @@
+"""The lab's HTTP layer: the JSON API under /api/, run files under /runs/, the page at /.
+
+Every route translates a request into one call on ``Lab`` (jobs.py) and its
+answer into JSON; errors are ``{"error": "<one line>", "field": <form field or
+null>}`` with a 4xx status, the same messages the CLI prints. FastAPI writes
+the API's documentation at /docs (and /openapi.json).
+
+Safety, besides binding to 127.0.0.1 (server.py): requests must name this
+server in their Host header (a web page elsewhere cannot reach it by DNS
+rebinding), state-changing requests from another origin are refused (a page
+elsewhere cannot post a form at it), uploads are capped before and while they
+are read, and no path from a request is used before store.py has checked it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+from fastapi import Body, FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import UserError
+from ..recipes import PRESETS
+from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from ..recipes import ORDERS, Recipe
+from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES, forms
+from .jobs import Lab
+from . import store
+from .store import LabError, run_file, run_path
+from .worker import png_bytes
+
+STATIC = Path(__file__).parent / "static"
+THUMBNAIL_SIDE = 160  # px, the gallery's tiles at 2x for sharp screens
+KEEPALIVE_SECONDS = 15.0  # an event-stream comment this often keeps proxies and browsers from timing out
+MAX_LISTENER_BACKLOG = 2000  # events waiting for a slow page; beyond it progress reports are dropped
+NEURON_CACHE = 32  # neuron grids kept, keyed by run, layer and checkpoint
+
+
+class RunRequest(BaseModel):
+    image: str = Field(description="a built-in image name, 'upload:<sha256>' from POST /api/images, or "
+                                   "'run:<run id>' (that run's exact training image; size is then ignored)")
+    size: str | None = Field(DEFAULT_SIZE, description="'full', a longest side in pixels ('128'), or 'WxH'")
+    preset: str | None = Field(DEFAULT_PRESET, description="the recipe's base")
+    recipe_text: str | None = Field(None, description="TOML (key = value lines) or a JSON object: the fields "
+                                                      "that differ from the preset, or the whole recipe")
+    recipe: dict | None = Field(None, description="recipe fields as JSON, applied before recipe_text")
+
+
+class CheckRequest(BaseModel):
+    preset: str | None = DEFAULT_PRESET
+    recipe_text: str | None = None
+    recipe: dict | None = None
+
+
+class ResumeRequest(BaseModel):
+    epochs: int | None = Field(None, description="extend the run to this many epochs in total")
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES) -> FastAPI:
+    """The web app over ``lab``; with ``manage`` it starts the lab with the app and closes it after.
+
+    ``allowed_hosts``: the names a request's Host header may give ("*": any, for a lab shared on a network).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if manage:
+            lab.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await run_in_threadpool(lab.close)
+
+    app = FastAPI(title="monalisa lab", version=_version(), lifespan=lifespan,
+                  description="Train coordinate networks on one image and watch them learn. "
+                              "The page at / uses exactly this API.")
+    app.add_middleware(_Guard, allowed_hosts=allowed_hosts)
+    neuron_cache: OrderedDict[tuple, tuple[dict, bytes]] = OrderedDict()
+    thumbnails: dict[str, bytes] = {}
+
+    @app.exception_handler(LabError)
+    async def lab_error(request: Request, exc: LabError):
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError):
+        return JSONResponse({"error": str(exc), "field": None}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        field = where[0] if where else None
+        message = f"{'.'.join(where) or 'request'}: {first.get('msg', 'invalid').lower()}"
+        return JSONResponse({"error": message, "field": field}, status_code=400)
+
+    # -- the page --------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # -- images ----------------------------------------------------------------------
+
+    @app.get("/api/images", summary="The built-in gallery and the uploaded images")
+    def images():
+        return lab.images()
+
+    @app.post("/api/images", status_code=201, summary="Upload an image (multipart field 'file')")
+    async def upload(file: UploadFile = File(...)):
+        data = await file.read(store.MAX_UPLOAD_BYTES + 1)
+        return await run_in_threadpool(lab.uploads.add, data, file.filename)
+
+    @app.get("/api/images/{image_id}/thumbnail.png", summary="A small PNG of an image")
+    def thumbnail(image_id: str):
+        if image_id not in thumbnails:
+            from ..images import resize
+
+            pixels = lab.image_pixels(image_id)
+            scale = THUMBNAIL_SIDE / max(pixels.shape[:2])
+            small = resize(pixels, scale=scale) if scale < 1 else pixels
+            thumbnails[image_id] = png_bytes((small * 255).round().astype(np.uint8))
+        return Response(thumbnails[image_id], media_type="image/png",
+                        headers={"Cache-Control": "max-age=86400"})  # ids name fixed content
+
+    # -- recipes ---------------------------------------------------------------------
+
+    @app.get("/api/options", summary="Presets, component names and sizes for the recipe form")
+    def options():
+        return _clean({
+            "presets": {name: recipe.to_dict() for name, recipe in PRESETS.items()},
+            "default_preset": DEFAULT_PRESET,
+            "default_size": DEFAULT_SIZE,
+            "sizes": list(SIZES),
+            "choices": {"activation": list(ACTIVATIONS.names()), "encoding": list(ENCODINGS.names()),
+                        "optimizer": list(OPTIMIZERS.names()), "output": list(OUTPUTS.names()),
+                        "init": list(INITS.names()), "schedule": list(SCHEDULES.names()), "order": list(ORDERS)},
+            "fields": list(Recipe().to_dict()),
+        })
+
+    @app.post("/api/recipes/check", summary="Check a recipe; its canonical form, or the error and its field")
+    def check(body: CheckRequest):
+        recipe = forms.build_recipe(body.preset, body.recipe_text, body.recipe)
+        return _clean(forms.describe_recipe(recipe))
+
+    # -- runs ------------------------------------------------------------------------
+
+    @app.get("/api/runs", summary="Every run under --runs, newest first")
+    def runs():
+        return _clean({"runs": lab.runs()})
+
+    @app.post("/api/runs", status_code=201, summary="Create a run and queue it")
+    def create_run(body: RunRequest):
+        return _clean({"run": lab.create_run(body.image, body.size, body.preset, body.recipe_text, body.recipe)})
+
+    @app.get("/api/runs/{run_id:path}/frame.png", summary="The newest reconstruction (live preview or last frame)")
+    def frame(run_id: str):
+        latest = lab.frame(run_id)
+        if isinstance(latest, bytes):
+            return Response(latest, media_type="image/png", headers={"Cache-Control": "no-store"})
+        return FileResponse(latest, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    def neuron_grid(run_id: str, layer: int) -> tuple[dict, bytes]:
+        from ..neurons import run_neurons
+
+        path = run_path(lab.root, run_id)
+        checkpoint = path / "checkpoint.pt"
+        key = (run_id, layer, checkpoint.stat().st_mtime_ns if checkpoint.exists() else None)
+        if key not in neuron_cache:
+            grid = run_neurons(path, layer)
+            meta = {"layer": grid.layer, "layers": grid.layers, "units": grid.units, "constant": grid.constant,
+                    "columns": grid.columns, "rows": grid.rows, "tile": list(grid.tile), "gutter": grid.gutter,
+                    "epoch": grid.epoch}
+            neuron_cache[key] = (meta, png_bytes(grid.image))
+            while len(neuron_cache) > NEURON_CACHE:
+                neuron_cache.popitem(last=False)
+        return neuron_cache[key]
+
+    @app.get("/api/runs/{run_id:path}/neurons.png", summary="The neuron grid of one hidden layer, as a PNG")
+    def neurons_png(run_id: str, layer: int = Query(1, description="1..depth; 0 is the encoding")):
+        return Response(neuron_grid(run_id, layer)[1], media_type="image/png")
+
+    @app.get("/api/runs/{run_id:path}/neurons", summary="What each unit of a hidden layer computes: layout and PNG")
+    def neurons(run_id: str, layer: int = Query(1, description="1..depth; 0 is the encoding")):
+        meta, _ = neuron_grid(run_id, layer)
+        image = f"/api/runs/{_quote_id(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"
+        return _clean({**meta, "image": image})
+
+    @app.post("/api/runs/{run_id:path}/pause", summary="Pause a queued or running run (it resumes from its last epoch)")
+    def pause(run_id: str):
+        return _clean({"run": lab.pause(run_id)})
+
+    @app.post("/api/runs/{run_id:path}/resume", summary="Queue a paused, stopped or interrupted run again; "
+                                                       "with epochs, extend a run")
+    def resume(run_id: str, body: ResumeRequest | None = Body(None)):
+        return _clean({"run": lab.resume(run_id, body.epochs if body else None)})
+
+    @app.post("/api/runs/{run_id:path}/stop", summary="Stop a run and write its ending (final image, GIF, MP4)")
+    def stop(run_id: str):
+        return _clean({"run": lab.stop(run_id)})
+
+    @app.get("/api/runs/{run_id:path}", summary="One run: its summary and every epoch's metrics")
+    def run(run_id: str):
+        return _clean({"run": lab.summary(run_id), "metrics": lab.metrics(run_id)})
+
+    @app.get("/api/events", summary="Server-sent events: run changes, progress, frames, epochs")
+    async def events(request: Request):
+        loop = asyncio.get_running_loop()
+        backlog: asyncio.Queue = asyncio.Queue()
+
+        def offer(event: dict) -> None:
+            if backlog.qsize() < MAX_LISTENER_BACKLOG or event["type"] != "progress":
+                backlog.put_nowait(event)
+
+        def listener(event: dict) -> None:  # called on the lab's thread
+            loop.call_soon_threadsafe(offer, event)
+
+        lab.subscribe(listener)
+
+        async def stream():
+            try:
+                yield "retry: 2000\n\n"
+                while True:
+                    try:
+                        event = await asyncio.wait_for(backlog.get(), KEEPALIVE_SECONDS)
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"data: {json.dumps(_clean(event))}\n\n"
+            finally:
+                lab.unsubscribe(listener)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    # -- run files -------------------------------------------------------------------
+
+    @app.get("/runs/{path:path}", summary="A file of a run directory: /runs/<run id>/<file>")
+    def files(path: str):
+        file = run_file(lab.root, path)
+        return FileResponse(file, headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def _clean(value):
+    """JSON-safe: infinite or NaN figures (a perfect fit's PSNR, a diverged run) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _quote_id(run_id: str) -> str:
+    from urllib.parse import quote
+
+    return "/".join(quote(s, safe="") for s in run_id.split("/"))
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Guard:
+    """ASGI middleware: the Host check, the cross-origin check, and the upload byte cap while reading."""
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...]):
+        self.app = app
+        self.allowed_hosts = None if "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if self.allowed_hosts is not None and _hostname(host) not in self.allowed_hosts:
+            return await _refuse(send, 403, f"host {host!r} is not this lab; open it by its own address")
+        origin = headers.get("origin")
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and origin and urlsplit(origin).netloc != host:
+            return await _refuse(send, 403, f"cross-origin request from {origin} refused")
+        if scope["method"] == "POST" and scope["path"] == "/api/images":
+            limit = store.MAX_UPLOAD_BYTES + 2**20  # the file plus the multipart envelope
+            if int(headers.get("content-length") or 0) > limit:
+                return await _refuse(send, 413, _too_large())
+            received = 0
+
+            async def counted():
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge()
+                return message
+
+            started = False
+
+            async def tracked_send(message):
+                nonlocal started
+                started = True
+                await send(message)
+
+            try:
+                return await self.app(scope, counted, tracked_send)
+            except _TooLarge:
+                if not started:
+                    return await _refuse(send, 413, _too_large())
+                raise
+        return await self.app(scope, receive, send)
+
+
+def _too_large() -> str:
+    return f"the upload is larger than {store.MAX_UPLOAD_BYTES // 2**20} MB; shrink or recompress it"
+
+
+def _hostname(host: str) -> str:
+    host = host.lower()
+    if host.startswith("["):
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message, "field": "file" if status == 413 else None}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

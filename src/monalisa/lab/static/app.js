@@ -1,0 +1,452 @@
+// monalisa lab, the page: choose an image and a recipe, start runs, watch them train.
+//
+// Modules: api.js (the server's JSON API, DOM helpers), recipe.js (the form and
+// TOML text, kept in sync), panels.js (a live run panel and its PSNR curve),
+// runs.js (the list of every run), dialogs.js (neuron view, run details).
+//
+// Data flow: the server is the only source of truth. /api/runs gives every run
+// once; /api/events (Server-Sent Events) then pushes each change, and a
+// reconnect fetches /api/runs again to catch up. The page's own state (image,
+// size, preset, changed recipe fields, watched runs, tab) lives in the URL, so
+// a link reproduces the set-up and a reload finds everything.
+
+import { api, h, runPath, ACTIVE } from "./api.js";
+import { RecipeEditor } from "./recipe.js";
+import { RunPanel } from "./panels.js";
+import { RunList } from "./runs.js";
+import { NeuronView, RunDetails } from "./dialogs.js";
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  options: null,
+  images: { builtin: [], uploads: [], default: "astronaut" },
+  image: null,          // image id: a built-in name, upload:<hex> or run:<id>
+  size: null,
+  runs: new Map(),      // id -> RunSummary, newest first (Map keeps insertion order)
+  panels: new Map(),    // id -> RunPanel, in page order
+  dismissed: new Set(), // active runs the user took out of view; not brought back this session
+  tab: "lab",
+};
+
+let editor, runList, neurons, details;
+
+async function main() {
+  let options, images;
+  try {
+    [options, images] = await Promise.all([api("/api/options"), api("/api/images")]);
+  } catch (error) {
+    document.querySelector("main").prepend(h("p", { class: "fatal", role: "alert" }, error.message));
+    return;
+  }
+  state.options = options;
+  state.images = images;
+  const params = new URLSearchParams(location.search);
+
+  editor = new RecipeEditor($("#setup"), options);
+  editor.addEventListener("change", writeUrl);
+  runList = new RunList($("#run-list"), $("#runs-count"), { details: openDetails, watch, again: runAgain, compare });
+  neurons = new NeuronView(state.runs);
+  details = new RunDetails({ watch, again: runAgain, compare });
+
+  // Image and size.
+  state.image = params.get("image") || images.default;
+  state.size = params.get("size") || options.default_size;
+  $("#sizes").replaceChildren(...options.sizes.map((s) => new Option(s === "full" ? "full size" : `${s} px`, s)));
+  $("#size").value = state.size;
+  $("#size").addEventListener("input", () => { state.size = $("#size").value.trim(); clearError("size"); sizeNote(); writeUrl(); });
+  renderGallery();
+  wireUpload();
+
+  // Recipe: the preset plus the fields the URL changes.
+  const preset = params.get("preset") || options.default_preset;
+  await editor.load(preset, editor.changesFromParams(params, preset));
+
+  // Runs: the watched ones (URL order), then every active one.
+  await refreshRuns();
+  for (const id of params.getAll("watch")) await watch(id, { quiet: true, end: true });
+  for (const run of state.runs.values()) if (ACTIVE.has(run.status)) addPanel(run.id, { end: true });
+
+  $("#setup").addEventListener("submit", start);
+  wireTabs();
+  switchTab(params.get("view") === "runs" ? "runs" : "lab");
+  connectEvents();
+  writeUrl();
+}
+
+// -- the URL -------------------------------------------------------------------
+
+function writeUrl() {
+  if (!editor) return;
+  const params = new URLSearchParams();
+  params.set("image", state.image);
+  params.set("size", state.size);
+  params.set("preset", editor.preset);
+  for (const [name, value] of editor.changedFields()) params.set(name, value);
+  for (const id of state.panels.keys()) params.append("watch", id);
+  if (state.tab === "runs") params.set("view", "runs");
+  const query = `?${params.toString().replaceAll("%3A", ":").replaceAll("%2F", "/").replaceAll("%2C", ",")}`;
+  if (query !== location.search) history.replaceState(null, "", query);
+}
+
+// -- images ----------------------------------------------------------------------
+
+function imageInfo(id) {
+  const known = [...state.images.builtin, ...state.images.uploads].find((i) => i.id === id);
+  if (known) return known;
+  if (id && id.startsWith("run:")) {
+    const run = state.runs.get(id.slice(4));
+    return { id, name: run ? `${run.image} (as run ${run.id} trained on it)` : `the image of run ${id.slice(4)}`,
+      width: run?.width, height: run?.height, thumbnail: run?.files?.target };
+  }
+  return { id, name: id };
+}
+
+function thumbButton(image) {
+  const selected = image.id === state.image;
+  return h("button", { type: "button", class: `thumb${selected ? " selected" : ""}`, "data-image": image.id,
+    "aria-pressed": selected ? "true" : "false", title: `${image.name} · ${image.width}x${image.height}`,
+    onclick: () => selectImage(image.id) },
+    h("img", { src: image.thumbnail, alt: image.name, loading: "lazy", decoding: "async" }));
+}
+
+function renderGallery() {
+  $("#gallery").replaceChildren(...state.images.builtin.map(thumbButton));
+  const uploads = $("#uploads");
+  uploads.replaceChildren(...state.images.uploads.map(thumbButton));
+  uploads.hidden = state.images.uploads.length === 0;
+  const info = imageInfo(state.image);
+  $("#chosen").replaceChildren(
+    info.thumbnail ? h("img", { src: info.thumbnail, alt: "" }) : h("span", { class: "no-thumb" }),
+    h("div", {}, h("strong", {}, info.name), h("span", { class: "note" },
+      info.width ? `${info.width}x${info.height} px` : "")));
+  sizeNote();
+}
+
+function selectImage(id) {
+  state.image = id;
+  clearError("image");
+  renderGallery();
+  writeUrl();
+}
+
+// What the chosen size means for the chosen image: the pixels an epoch visits.
+function sizeNote() {
+  const info = imageInfo(state.image);
+  const size = state.size || "";
+  let w = null, hgt = null;
+  const box = /^(\d+)x(\d+)$/i.exec(size);
+  if (box) [w, hgt] = [Number(box[1]), Number(box[2])];
+  else if (info.width && size === "full") [w, hgt] = [info.width, info.height];
+  else if (info.width && /^\d+$/.test(size)) {
+    const scale = Number(size) / Math.max(info.width, info.height);
+    [w, hgt] = [Math.max(1, Math.round(info.width * scale)), Math.max(1, Math.round(info.height * scale))];
+  }
+  $("#size-note").textContent = w ? `trains on ${w}x${hgt}: ${(w * hgt).toLocaleString("en")} pixels an epoch` : "";
+}
+
+function wireUpload() {
+  const input = $("#upload");
+  input.addEventListener("change", () => { if (input.files[0]) upload(input.files[0]); input.value = ""; });
+  // Drop anywhere on the page; the veil says what will happen.
+  const veil = $("#dropveil");
+  let depth = 0;
+  const hasFiles = (e) => [...(e.dataTransfer?.types || [])].includes("Files");
+  document.addEventListener("dragenter", (e) => { if (hasFiles(e)) { depth++; veil.hidden = false; } });
+  document.addEventListener("dragleave", (e) => { if (hasFiles(e) && --depth <= 0) { depth = 0; veil.hidden = true; } });
+  document.addEventListener("dragover", (e) => { if (hasFiles(e)) e.preventDefault(); });
+  document.addEventListener("drop", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth = 0;
+    veil.hidden = true;
+    const file = e.dataTransfer.files[0];
+    if (file) { switchTab("lab"); upload(file); }
+  });
+}
+
+async function upload(file) {
+  const drop = $("#drop");
+  clearError("file");
+  drop.classList.add("busy");
+  drop.querySelector("span").textContent = `Uploading ${file.name}…`;
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    const image = await api("/api/images", { method: "POST", form });
+    state.images.uploads = [image, ...state.images.uploads.filter((i) => i.id !== image.id)];
+    selectImage(image.id);
+  } catch (error) {
+    $('[data-error-for="file"]').textContent = error.message;
+  } finally {
+    drop.classList.remove("busy");
+    drop.querySelector("span").innerHTML = "<strong>Upload an image</strong> or drop one here";
+  }
+}
+
+function clearError(field) {
+  const slot = document.querySelector(`[data-error-for="${field}"]`);
+  if (slot) slot.textContent = "";
+  document.getElementById(field)?.removeAttribute("aria-invalid");
+}
+
+// -- starting runs -------------------------------------------------------------------
+
+async function start(event) {
+  event.preventDefault();
+  const button = $("#start");
+  button.disabled = true;
+  for (const field of ["image", "size", "file"]) clearError(field);
+  try {
+    const answer = await api("/api/runs", { method: "POST",
+      body: { image: state.image, size: state.size, ...editor.request() } });
+    notice("");
+    upsertRun(answer.run);
+    addPanel(answer.run.id);
+    const panel = state.panels.get(answer.run.id);
+    panel?.el.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  } catch (error) {
+    if (["image", "size"].includes(error.field)) {
+      $(`[data-error-for="${error.field}"]`).textContent = error.message;
+      document.getElementById(error.field)?.setAttribute("aria-invalid", "true");
+    } else editor.showError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function notice(text) {
+  const box = $("#notice");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+// -- runs and panels --------------------------------------------------------------------
+
+async function refreshRuns({ metrics = false } = {}) {
+  let answer;
+  try {
+    answer = await api("/api/runs");
+  } catch {
+    return;  // the event stream's reconnect will try again
+  }
+  state.runs.clear();
+  for (const run of answer.runs) state.runs.set(run.id, run);
+  for (const [id, panel] of state.panels) {
+    const run = state.runs.get(id);
+    if (run) panel.update(run);
+    if (metrics) loadMetrics(id);
+  }
+  for (const run of answer.runs) if (ACTIVE.has(run.status)) addPanel(run.id, { end: true });
+  renderRuns();
+}
+
+function upsertRun(run) {
+  if (!state.runs.has(run.id)) {
+    const rest = [...state.runs.entries()];
+    state.runs.clear();
+    state.runs.set(run.id, run);
+    for (const [id, r] of rest) state.runs.set(id, r);
+  } else state.runs.set(run.id, run);
+  const panel = state.panels.get(run.id);
+  if (panel) panel.update(run);
+  else if (ACTIVE.has(run.status)) addPanel(run.id);
+  if (state.image === `run:${run.id}`) renderGallery();
+  renderRuns();
+}
+
+// Show a panel for a known run (newest first unless `end`); dismissed active runs stay hidden
+// unless the user asks for them (`force`).
+function addPanel(id, { end = false, force = false } = {}) {
+  if (state.panels.has(id)) return state.panels.get(id);
+  if (state.dismissed.has(id) && !force) return null;
+  const run = state.runs.get(id);
+  if (!run) return null;
+  state.dismissed.delete(id);
+  const panel = new RunPanel(run, {
+    action: runAction,
+    remove: removePanel,
+    neurons: (runId) => neurons.open(runId),
+  });
+  const box = $("#panels");
+  if (end) box.append(panel.el);
+  else box.prepend(panel.el);
+  const entries = [...state.panels.entries()];
+  state.panels.clear();
+  if (end) for (const [k, v] of [...entries, [id, panel]]) state.panels.set(k, v);
+  else for (const [k, v] of [[id, panel], ...entries]) state.panels.set(k, v);
+  $("#empty").hidden = true;
+  loadMetrics(id);
+  writeUrl();
+  return panel;
+}
+
+async function loadMetrics(id) {
+  try {
+    const answer = await api(runPath(id));
+    const panel = state.panels.get(id);
+    if (!panel) return;
+    state.runs.set(id, answer.run);
+    panel.setRows(answer.metrics || []);
+    panel.update(answer.run);
+  } catch {
+    // A run deleted on disk: its panel keeps what it had.
+  }
+}
+
+function removePanel(id) {
+  const panel = state.panels.get(id);
+  if (!panel) return;
+  panel.destroy();
+  state.panels.delete(id);
+  state.dismissed.add(id);
+  $("#empty").hidden = state.panels.size > 0;
+  writeUrl();
+}
+
+async function runAction(id, action, body) {
+  const panel = state.panels.get(id);
+  try {
+    const answer = await api(`${runPath(id)}/${action}`, { method: "POST", body });
+    upsertRun(answer.run);
+  } catch (error) {
+    panel?.showMessage(error.message);
+  }
+}
+
+// Pin a run as a panel (from the runs view, or the URL on load).
+async function watch(id, { quiet = false, end = false } = {}) {
+  if (!state.runs.has(id)) {
+    try {
+      const answer = await api(runPath(id));
+      state.runs.set(id, answer.run);
+    } catch {
+      return null;  // gone: drop it from the URL
+    }
+  }
+  const panel = addPanel(id, { end, force: true });
+  if (!quiet && panel) {
+    switchTab("lab");
+    panel.el.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    flash(panel.el);
+  }
+  return panel;
+}
+
+// The size a run trained at, as the size field writes it.
+function sizeOf(run) {
+  if (!run.width || !run.height) return state.options.default_size;
+  const longest = String(Math.max(run.width, run.height));
+  return state.options.sizes.includes(longest) ? longest : `${run.width}x${run.height}`;
+}
+
+function useRunImage(run) {
+  state.image = run.source || `run:${run.id}`;
+  state.size = state.image.startsWith("run:") ? "full" : sizeOf(run);
+  $("#size").value = state.size;
+  clearError("image");
+  clearError("size");
+  renderGallery();
+}
+
+async function runAgain(id) {
+  const run = state.runs.get(id);
+  if (!run) return;
+  useRunImage(run);
+  await editor.load(run.preset || state.options.default_preset, run.recipe);
+  switchTab("lab");
+  notice(`Filled in from ${run.id}. Change what you like, then Start.`);
+  $("#setup").scrollIntoView({ behavior: "smooth", block: "start" });
+  writeUrl();
+}
+
+async function compare(id) {
+  const run = state.runs.get(id);
+  if (!run) return;
+  useRunImage(run);
+  await watch(id, { quiet: true });
+  switchTab("lab");
+  notice(`Comparing with ${run.id} (${run.describe}): pick another recipe and press Start; the new run trains beside it.`);
+  $("#setup").querySelector(".recipe").scrollIntoView({ behavior: "smooth", block: "start" });
+  flash($("#preset"));
+  writeUrl();
+}
+
+function openDetails(id) {
+  const run = state.runs.get(id);
+  if (run) details.open(run);
+}
+
+function flash(node) {
+  node.classList.remove("flash");
+  void node.offsetWidth;  // restart the animation
+  node.classList.add("flash");
+}
+
+// -- the runs view -----------------------------------------------------------------------
+
+let renderQueued = false;
+function renderRuns() {
+  if (state.tab !== "runs" || renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => { renderQueued = false; runList.render([...state.runs.values()]); });
+}
+
+function wireTabs() {
+  const tabs = [$("#tab-lab"), $("#tab-runs")];
+  for (const tab of tabs) {
+    tab.addEventListener("click", () => switchTab(tab.id.slice(4)));
+    tab.addEventListener("keydown", (e) => {
+      if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+      const other = tabs.find((t) => t !== tab);
+      other.focus();
+      switchTab(other.id.slice(4));
+    });
+  }
+  $("#runs-refresh").addEventListener("click", () => refreshRuns());
+}
+
+function switchTab(name) {
+  const changed = state.tab !== name;
+  state.tab = name;
+  for (const which of ["lab", "runs"]) {
+    const on = which === name;
+    $(`#tab-${which}`).setAttribute("aria-selected", String(on));
+    $(`#tab-${which}`).tabIndex = on ? 0 : -1;
+    $(`#view-${which}`).hidden = !on;
+  }
+  if (name === "runs") {
+    renderRuns();
+    if (changed) refreshRuns();  // CLI runs appear on disk without events
+  }
+  writeUrl();
+}
+
+// -- live events ----------------------------------------------------------------------------
+
+function connectEvents() {
+  const conn = $("#conn");
+  const source = new EventSource("/api/events");
+  source.addEventListener("open", () => {
+    conn.textContent = "live";
+    conn.className = "conn live";
+    // Catch up on what happened while there was no stream (before the first
+    // connection, or during a reconnect): the runs and the watched runs' metrics.
+    refreshRuns({ metrics: true });
+  });
+  source.addEventListener("error", () => {
+    conn.textContent = "reconnecting…";
+    conn.className = "conn down";
+  });
+  source.addEventListener("message", (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch { return; }
+    const panel = state.panels.get(event.id);
+    if (event.type === "run") upsertRun(event.run);
+    else if (event.type === "progress") panel?.progress(event.epoch, event.fraction);
+    else if (event.type === "epoch") panel?.addRow(event.row);
+    else if (event.type === "frame") panel?.frame(event.version);
+  });
+}
+
+main();

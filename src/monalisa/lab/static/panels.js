@@ -1,0 +1,246 @@
+// One run panel: target and reconstruction side by side, PSNR, epoch, a progress
+// bar for the current epoch, a live PSNR-vs-epoch curve and the run's actions.
+//
+// The panel only renders; app.js feeds it server events (update, progress,
+// addRow, frame) and receives the user's clicks through `hooks`.
+
+import { fmtPsnr, fmtSeconds, h, icon, withVersion, ACTIVE } from "./api.js";
+
+const ACTION_LABELS = { pause: "Pause", resume: "Resume", stop: "Stop" };
+
+export class RunPanel {
+  constructor(run, hooks) {
+    this.id = run.id;
+    this.hooks = hooks;
+    this.rows = [];
+    this.run = null;
+    // Frame loading: at most one request in flight; only the newest wanted version is kept.
+    this.wanted = null;
+    this.loading = null;
+    this.shown = null;
+    this.failed = null;
+    this.build(run);
+    this.update(run);
+  }
+
+  build(run) {
+    const close = h("button", { class: "icon", type: "button", "aria-label": `Remove ${run.id} from view`,
+      title: "Remove from view (the run goes on)", onclick: () => this.hooks.remove(this.id) }, icon("close"));
+    this.title = h("h3", { class: "run-id", title: run.id }, run.id);
+    this.sub = h("p", { class: "run-sub" });
+    this.badge = h("span", { class: "badge", "data-testid": "status" });
+
+    this.target = h("img", { "data-testid": "target", alt: `target image of ${run.id}`, decoding: "async" });
+    this.recon = h("img", { "data-testid": "reconstruction", alt: `reconstruction of ${run.id}`, decoding: "async" });
+    this.recon.addEventListener("load", () => this.frameDone(true));
+    this.recon.addEventListener("error", () => this.frameDone(false));
+    this.reconBox = h("figure", { class: "img-box empty" }, this.recon,
+      h("span", { class: "placeholder" }, "waiting for the first frame"));
+    this.reconCaption = h("figcaption", {}, "reconstruction");
+    const pair = h("div", { class: "pair" },
+      h("div", {}, h("figure", { class: "img-box" }, this.target), h("figcaption", {}, "target")),
+      h("div", {}, this.reconBox, this.reconCaption));
+    this.pair = pair;
+
+    this.psnr = h("span", { class: "psnr", "data-testid": "psnr" }, "–");
+    this.epoch = h("span", { class: "epoch", "data-testid": "epoch" });
+    this.extra = h("span", { class: "extra" });
+    this.bar = h("div", { class: "bar", role: "progressbar", "aria-label": "progress of the current epoch",
+      "aria-valuemin": "0", "aria-valuemax": "100" }, h("span"));
+    this.message = h("p", { class: "message", role: "status" });
+    this.curve = h("div", { class: "curve" });
+    this.actions = h("div", { class: "actions" });
+    this.extend = h("form", { class: "extend", hidden: true, onsubmit: (e) => this.submitExtend(e) },
+      h("label", { for: `extend-${cssId(run.id)}` }, "Train to"),
+      h("input", { id: `extend-${cssId(run.id)}`, type: "number", min: "1", step: "1", inputmode: "numeric" }),
+      h("span", {}, "epochs"),
+      h("button", { type: "submit", class: "small primary" }, "Resume"),
+      h("button", { type: "button", class: "small ghost", onclick: () => { this.extend.hidden = true; } }, "Cancel"));
+
+    this.el = h("article", { class: "panel", "data-testid": "panel", "data-run": run.id },
+      h("header", {}, h("div", { class: "titles" }, this.title, this.sub), this.badge, close),
+      pair,
+      h("div", { class: "stats" }, this.psnr, h("div", { class: "stat-side" }, this.epoch, this.extra)),
+      this.bar, this.curve, this.message, this.actions, this.extend);
+
+    // Nearest-neighbour scaling only where small images are blown up more than 2x.
+    this.resize = new ResizeObserver(() => this.pixelate());
+    this.resize.observe(pair);
+  }
+
+  destroy() {
+    this.resize.disconnect();
+    this.el.remove();
+  }
+
+  update(run) {
+    const first = this.run === null;
+    const old = this.run;
+    this.run = run;
+    if (first) {
+      this.target.src = run.files?.target || "";
+      const ratio = run.width && run.height ? `${run.width} / ${run.height}` : "1";
+      for (const box of this.pair.querySelectorAll(".img-box")) box.style.aspectRatio = ratio;
+    }
+    this.sub.textContent = [run.describe, run.image, run.width && `${run.width}x${run.height}`].filter(Boolean).join(" · ");
+    this.sub.title = this.sub.textContent;
+    this.badge.textContent = run.status;
+    this.badge.className = `badge ${run.status}`;
+    this.el.dataset.status = run.status;
+    this.epoch.textContent = `${run.epoch} / ${run.epochs}`;
+    this.epoch.title = `epoch ${run.epoch} of ${run.epochs}`;
+    this.extra.textContent = [run.best_psnr != null && run.best_psnr !== run.psnr ? `best ${fmtPsnr(run.best_psnr)}` : "",
+      run.train_seconds ? fmtSeconds(run.train_seconds) : ""].filter(Boolean).join(" · ");
+    if (run.psnr != null || this.rows.length === 0) this.psnr.textContent = fmtPsnr(run.psnr);
+    this.message.textContent = run.message || "";
+    this.message.hidden = !run.message;
+    if (!ACTIVE.has(run.status)) this.setProgress(run.status === "complete" ? 1 : null);
+    else if (run.live) this.setProgress(run.live.fraction);
+    if (!old || old.status !== run.status || String(old.actions) !== String(run.actions)) this.renderActions();
+    // A frame we have not seen: the live preview's version, or (no live preview) the last epoch's.
+    // (Version 0 of a live run that has not rendered yet would only 404; a failed version is not retried.)
+    const version = run.live?.version || (run.epoch > 0 ? `e${run.epoch}` : null);
+    if (version && ![this.shown, this.wanted, this.loading, this.failed].includes(version)) this.frame(version);
+    if (old && old.epochs !== run.epochs) this.drawCurve();
+  }
+
+  renderActions() {
+    const run = this.run;
+    const buttons = (run.actions || []).filter((a) => a in ACTION_LABELS).map((action) => {
+      const extend = action === "resume" && !ACTIVE.has(run.status);
+      return h("button", { type: "button", class: `small ${action === "stop" ? "danger" : ""}`, "data-action": action,
+        onclick: () => (extend ? this.openExtend() : this.hooks.action(this.id, action)) },
+        icon(action), extend && run.status === "complete" ? "Extend" : ACTION_LABELS[action]);
+    });
+    buttons.push(h("button", { type: "button", class: "small ghost", "data-action": "neurons",
+      title: "Heatmaps of each hidden unit", onclick: () => this.hooks.neurons(this.id) }, icon("neurons"), "Neurons"));
+    this.actions.replaceChildren(...buttons);
+    if (!(run.actions || []).includes("resume")) this.extend.hidden = true;
+  }
+
+  openExtend() {
+    const input = this.extend.querySelector("input");
+    input.value = this.run.status === "complete" ? this.run.epochs * 2 : this.run.epochs;
+    input.min = String(this.run.epoch + 1);
+    this.extend.hidden = false;
+    input.focus();
+    input.select();
+  }
+
+  submitExtend(event) {
+    event.preventDefault();
+    const epochs = Number(this.extend.querySelector("input").value);
+    this.extend.hidden = true;
+    this.hooks.action(this.id, "resume", Number.isInteger(epochs) && epochs > 0 ? { epochs } : undefined);
+  }
+
+  showMessage(text) {
+    this.message.textContent = text;
+    this.message.hidden = !text;
+  }
+
+  progress(epoch, fraction) {
+    if (this.run && ACTIVE.has(this.run.status)) this.setProgress(fraction);
+  }
+
+  setProgress(fraction) {
+    const pct = fraction === null || fraction === undefined ? 0 : Math.max(0, Math.min(1, fraction)) * 100;
+    this.bar.firstChild.style.width = `${pct}%`;
+    this.bar.setAttribute("aria-valuenow", String(Math.round(pct)));
+    this.bar.classList.toggle("idle", fraction === null);
+  }
+
+  // -- frames ------------------------------------------------------------------
+
+  frame(version) {
+    this.wanted = version;
+    if (this.loading === null) this.loadFrame();
+  }
+
+  loadFrame() {
+    this.loading = this.wanted;
+    this.wanted = null;
+    this.recon.src = withVersion(this.run.frame, this.loading);
+  }
+
+  frameDone(ok) {
+    if (this.loading === null) return;
+    if (!ok) this.failed = this.loading;
+    if (ok) {
+      this.shown = this.loading;
+      this.reconBox.classList.remove("empty");
+      this.pixelate();
+    }
+    this.loading = null;
+    if (this.wanted !== null && this.wanted !== this.shown) this.loadFrame();
+  }
+
+  pixelate() {
+    const box = this.pair.querySelector(".img-box");
+    const scale = this.run?.width ? box.clientWidth * (window.devicePixelRatio || 1) / this.run.width : 1;
+    this.pair.classList.toggle("pixelated", scale > 2);
+  }
+
+  // -- metrics and the PSNR curve ----------------------------------------------
+
+  setRows(rows) {
+    this.rows = rows.slice();
+    this.afterRows();
+  }
+
+  addRow(row) {
+    if (this.rows.length && this.rows[this.rows.length - 1].epoch >= row.epoch) {
+      this.rows = this.rows.filter((r) => r.epoch < row.epoch);  // a resumed run rewrites its tail
+    }
+    this.rows.push(row);
+    this.afterRows();
+  }
+
+  afterRows() {
+    const last = this.rows[this.rows.length - 1];
+    if (last) {
+      this.psnr.textContent = fmtPsnr(last.psnr);
+      this.reconCaption.textContent = `epoch ${last.epoch}`;
+    }
+    this.drawCurve();
+  }
+
+  drawCurve() {
+    this.curve.replaceChildren(psnrCurve(this.rows, Math.max(this.run?.epochs || 1, this.rows.at(-1)?.epoch || 1)));
+  }
+}
+
+const cssId = (id) => id.replace(/[^A-Za-z0-9_-]/g, "_");
+
+// PSNR against epoch as an inline SVG: y from the lowest to the highest value
+// rounded out to 5 dB, x over the run's full length so the curve grows rightwards.
+export function psnrCurve(rows, epochs) {
+  const W = 360, H = 112, L = 30, R = 8, T = 8, B = 18;
+  const points = rows.filter((r) => Number.isFinite(r.psnr));
+  const svg = h("svg", { viewBox: `0 0 ${W} ${H}`, class: "psnr-curve", role: "img",
+    "aria-label": points.length ? `PSNR by epoch, last ${points.at(-1).psnr.toFixed(2)} dB` : "PSNR by epoch: no epochs yet" });
+  let lo = Math.floor(Math.min(...points.map((p) => p.psnr), 100) / 5) * 5;
+  let hi = Math.ceil(Math.max(...points.map((p) => p.psnr), -100) / 5) * 5;
+  if (!points.length) { lo = 10; hi = 30; }
+  if (hi - lo < 5) hi = lo + 5;
+  const x = (e) => L + (W - L - R) * (epochs <= 1 ? 1 : (e - 1) / (epochs - 1));
+  const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
+  const grid = h("g", { class: "grid" });
+  const ticks = hi - lo > 20 ? [lo, (lo + hi) / 2, hi] : [lo, hi];
+  for (const v of ticks) {
+    grid.append(h("line", { x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+      h("text", { x: L - 5, y: y(v) + 3.5, "text-anchor": "end" }, `${+v.toFixed(1)}`));
+  }
+  grid.append(h("text", { x: L, y: H - 4 }, "1"), h("text", { x: W - R, y: H - 4, "text-anchor": "end" }, `epoch ${epochs}`),
+    h("text", { x: L + 4, y: T + 10, class: "unit" }, "dB"));
+  svg.append(grid);
+  if (points.length) {
+    const line = points.map((p) => `${x(p.epoch).toFixed(1)},${y(p.psnr).toFixed(1)}`).join(" ");
+    const first = x(points[0].epoch).toFixed(1), last = x(points.at(-1).epoch).toFixed(1);
+    svg.append(
+      h("path", { class: "area", d: `M${first},${H - B} L${line.replaceAll(" ", " L")} L${last},${H - B} Z` }),
+      h("polyline", { class: "line", points: line }),
+      h("circle", { class: "dot", cx: last, cy: y(points.at(-1).psnr).toFixed(1), r: 3 }));
+  }
+  return svg;
+}

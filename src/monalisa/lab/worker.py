@@ -1,0 +1,166 @@
+"""One lab run in its own process: train (or finish) a run directory, reporting live to the server.
+
+The server starts ``work`` in a 'spawn' process per run (torch and fork do not
+mix) and talks to it with signals only, so a worker needs no server to train:
+
+    SIGINT   pause: stop now; the run directory resumes from its last epoch
+    SIGTERM  stop: stop now and finish the run (final.png, GIF, MP4, curves)
+
+Either one raises inside the training loop at the next progress report
+(numba kernels return to Python every 1,024 pixels), the Recorder has already
+checkpointed every finished epoch, and the worker writes the run's status
+before it exits. A worker whose server dies (even by SIGKILL) pauses itself,
+so nothing trains unseen.
+
+Live reports go to the server through a queue as plain dicts: ``started``,
+``progress`` (a few a second), ``frame`` (a PNG: every epoch, and a preview
+within long epochs), ``epoch`` (the metrics row) and ``end``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+from ..errors import Diverged, UserError
+from ..images import coordinate_grid
+from ..train import Callback, Trainer, render, to_frame
+
+PROGRESS_SECONDS = 0.25  # at most this often a progress report: a smooth bar, little traffic
+FRAME_SECONDS = 0.1  # end-of-epoch frames at most this often (tiny images train hundreds of epochs a second)
+# A preview within an epoch once the epoch has run this long without one; never more than
+# PREVIEW_SHARE of the time on previews (a preview is a forward pass over many pixels).
+PREVIEW_SECONDS = 1.5
+PREVIEW_SHARE = 0.1
+PREVIEW_PIXELS = 40_000  # previews render every s-th row and column down to about this many pixels
+
+
+class Paused(KeyboardInterrupt):
+    """SIGINT in a worker: leave the run resumable."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM in a worker: end the run here and write its ending."""
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)  # fast: the page shows it once
+    return buffer.getvalue()
+
+
+class LiveReporter(Callback):
+    """Sends progress, frames and metrics to the server as they happen."""
+
+    def __init__(self, run_id: str, events):
+        self.run_id = run_id
+        self.events = events
+        self.last_progress = 0.0
+        self.last_frame = 0.0
+        self.preview_cost = 0.0
+        self.preview_coords: np.ndarray | None = None
+        self.preview_shape = (0, 0)
+
+    def send(self, kind: str, **fields) -> None:
+        self.events.put({"type": kind, "id": self.run_id, **fields})
+
+    def on_start(self, trainer: Trainer) -> None:
+        height, width = trainer.target.height, trainer.target.width
+        step = max(1, int(np.ceil(np.sqrt(height * width / PREVIEW_PIXELS))))
+        grid = coordinate_grid(height, width).reshape(height, width, 2)[::step, ::step]  # (h, w, 2)
+        self.preview_shape = grid.shape[:2]
+        self.preview_coords = np.ascontiguousarray(grid.reshape(-1, 2))
+        self.last_frame = time.perf_counter()
+        self.send("started", epoch=trainer.epoch, engine=trainer.engine_name, device=str(trainer.device))
+
+    def on_progress(self, trainer: Trainer, epoch: int, fraction: float) -> None:
+        now = time.perf_counter()
+        if now - self.last_progress >= PROGRESS_SECONDS:
+            self.last_progress = now
+            self.send("progress", epoch=epoch, fraction=fraction)
+        waited = now - self.last_frame
+        if fraction < 0.95 and waited >= max(PREVIEW_SECONDS, self.preview_cost / PREVIEW_SHARE):
+            with trainer.untimed():  # a preview is not training: kept out of train_seconds
+                started = time.perf_counter()
+                trainer.engine.sync()
+                output = render(trainer.model, self.preview_coords, trainer.device)
+                frame = to_frame(output, *self.preview_shape)
+                self.send("frame", epoch=epoch, fraction=fraction, png=png_bytes(frame))
+                self.preview_cost = time.perf_counter() - started
+                self.last_frame = time.perf_counter()
+
+    def on_epoch(self, trainer: Trainer, row: dict, frame: np.ndarray) -> None:
+        self.send("epoch", row=dict(row))
+        now = time.perf_counter()
+        if now - self.last_frame >= FRAME_SECONDS or trainer.epoch >= trainer.recipe.epochs:
+            self.last_frame = now
+            self.send("frame", epoch=row["epoch"], fraction=1.0, png=png_bytes(frame))
+
+
+def _raise_on(signum, frame):
+    # Only the first signal counts: a second one while the run is being finished would cut that short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Paused() if signum == signal.SIGINT else Stopped()
+
+
+def _pause_when_orphaned(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:  # the server is gone: pause rather than train unseen
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+
+
+def work(run_dir: str, run_id: str, action: str, threads: int, events, parent: int) -> None:
+    """Train the run at ``run_dir`` to its recipe's epochs (action 'train'), or write its ending ('finish')."""
+    from ..record import RunDirectory
+
+    run = RunDirectory.open(run_dir)
+    status, message = "error", None
+    try:
+        signal.signal(signal.SIGINT, _raise_on)
+        signal.signal(signal.SIGTERM, _raise_on)
+        threading.Thread(target=_pause_when_orphaned, args=(parent,), daemon=True).start()
+        import numba
+        import torch
+
+        torch.set_num_threads(threads)  # the server gives each worker its share of the cores
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        if action == "finish":
+            status = _finish(run)
+        else:
+            from ..experiment import resume_run
+
+            result = resume_run(run_dir, quiet=True, callbacks=[LiveReporter(run_id, events)])
+            status = "complete"
+            message = None if result.stopped_by == "epochs" else f"stopped by {result.stopped_by}"
+    except Paused:
+        status = "paused"
+    except Stopped:
+        status = _finish(run)
+    except Diverged as exc:
+        status, message = "diverged", str(exc)
+    except UserError as exc:
+        status, message = "error", str(exc)
+    except Exception as exc:  # a bug or a full disk: say so on the page, keep the server alive
+        status, message = "error", f"{type(exc).__name__}: {exc}"
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        run.update_info(status=status, message=message)
+        events.put({"type": "end", "id": run_id, "status": status, "message": message})
+
+
+def _finish(run) -> str:
+    """A stopped run's ending from what is on disk: its last frame as final.png, the animations, the curves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    run.write_ending(run.metrics())
+    return "stopped"

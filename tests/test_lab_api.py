@@ -1,0 +1,360 @@
+"""The lab's HTTP API through a test client: uploads, run life cycle, refusals, restarts.
+
+The runs train for real in worker processes (tiny images, so seconds), and every
+check reads the run directory on disk as well as the API's answer.
+"""
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from monalisa.lab import store
+from monalisa.lab.app import create_app
+from monalisa.lab.jobs import Lab
+
+SHORT = 'arch = "2x8"\nepochs = 3'  # a run that ends in a second or two
+LONG = "epochs = 100000"  # quick's 4x300 at 32 px: ~0.1 s an epoch, runs until paused or stopped
+
+
+@pytest.fixture
+def lab_client(tmp_path):
+    lab = Lab(tmp_path / "runs", jobs=2)
+    with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
+        yield client, lab
+    # leaving the block closed the lab: no worker outlives the test
+
+
+def png(width=24, height=16, colour=(200, 30, 60)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def create(client, recipe_text=SHORT, image="astronaut", size="32", preset="quick"):
+    response = client.post("/api/runs", json={"image": image, "size": size, "preset": preset,
+                                               "recipe_text": recipe_text})
+    assert response.status_code == 201, response.text
+    return response.json()["run"]
+
+
+def wait_for(client, run_id, condition, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/runs/{run_id}").json()["run"]
+        if condition(run):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; last state {run}")
+
+
+# -- uploads -------------------------------------------------------------------------
+
+
+def test_upload_is_kept_by_content_and_listed(lab_client):
+    client, lab = lab_client
+    data = png()
+    response = client.post("/api/images", files={"file": ("../../../etc/evil name.png", data, "image/png")})
+    assert response.status_code == 201, response.text
+    upload = response.json()
+    digest = hashlib.sha256(data).hexdigest()
+    assert upload["id"] == f"upload:{digest}"
+    assert (upload["width"], upload["height"]) == (24, 16)
+    assert upload["name"] == "evil name.png"  # display only
+    # Stored under its hash, inside the runs root; the browser's name is no path anywhere.
+    assert (lab.root / ".uploads" / digest).read_bytes() == data
+    assert not any("evil" in p.name for p in lab.root.parent.rglob("*"))
+    # The same bytes under another name are the same image.
+    again = client.post("/api/images", files={"file": ("other.png", data, "image/png")}).json()
+    assert again["id"] == upload["id"]
+    listed = client.get("/api/images").json()
+    assert [u["id"] for u in listed["uploads"]] == [upload["id"]]
+    assert "astronaut" in [b["id"] for b in listed["builtin"]]
+    thumbnail = client.get(upload["thumbnail"])
+    assert thumbnail.status_code == 200
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (24, 16)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"this is not an image at all", "not an image"),
+    (png()[:40], "not an image"),  # a truncated PNG: the header reads, the pixels do not
+])
+def test_upload_that_is_not_an_image_is_refused(lab_client, data, message):
+    client, lab = lab_client
+    response = client.post("/api/images", files={"file": ("x.png", data, "image/png")})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert response.json()["field"] == "file"
+    assert not list((lab.root / ".uploads").glob("[0-9a-f]*")) if (lab.root / ".uploads").exists() else True
+
+
+def test_oversize_upload_is_refused(lab_client, monkeypatch):
+    client, lab = lab_client
+    monkeypatch.setattr(store, "MAX_UPLOAD_BYTES", 1000)
+    big = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # noise: ~12 kB as PNG
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, format="PNG")
+    response = client.post("/api/images", files={"file": ("big.png", buffer.getvalue(), "image/png")})
+    assert response.status_code == 413
+    assert "larger than" in response.json()["error"] or "limit" in response.json()["error"]
+    assert not (lab.root / ".uploads").exists() or not list((lab.root / ".uploads").iterdir())
+
+
+def test_upload_over_the_pixel_cap_is_refused_before_decoding(lab_client, monkeypatch):
+    client, lab = lab_client
+    monkeypatch.setattr(store, "MAX_UPLOAD_PIXELS", 100)
+    response = client.post("/api/images", files={"file": ("wide.png", png(20, 20), "image/png")})
+    assert response.status_code == 413
+    assert "20x20" in response.json()["error"] and "megapixels" in response.json()["error"]
+
+
+def test_upload_with_an_oversize_content_length_is_refused_unread(lab_client):
+    client, _ = lab_client
+    response = client.post("/api/images", content=b"x" * 10,
+                           headers={"content-type": "multipart/form-data; boundary=b",
+                                    "content-length": str(store.MAX_UPLOAD_BYTES * 2)})
+    assert response.status_code == 413
+
+
+# -- recipes and set-up errors -------------------------------------------------------
+
+
+def test_recipe_check_gives_the_canonical_recipe(lab_client):
+    client, _ = lab_client
+    answer = client.post("/api/recipes/check", json={"preset": "quick", "recipe_text": 'arch = "3x20"\nlr = 0.05'})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["recipe"]["arch"] == [20, 20, 20] and body["recipe"]["lr"] == 0.05
+    assert body["recipe"]["epochs"] == 30  # from the preset
+    assert body["parameters"] == (2 * 20 + 20) + 2 * (20 * 20 + 20) + (20 * 3 + 3)
+    assert "arch = [20, 20, 20]" in body["toml"]
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"preset": "quick", "recipe_text": 'arch = "4y300"'}, "arch", "malformed --arch '4y300'"),
+    ({"preset": "quick", "recipe_text": 'activation = "swish"'}, "activation", "unknown activation 'swish'"),
+    ({"preset": "quick", "recipe_text": "epochs = 0"}, "epochs", "epochs must be a positive whole number"),
+    ({"preset": "quick", "recipe_text": "colour = 3"}, "recipe_text", "unknown recipe key 'colour'"),
+    ({"preset": "quick", "recipe_text": "arch = "}, "recipe_text", "not valid TOML"),
+    ({"preset": "nope"}, "preset", "unknown preset 'nope'"),
+    ({"preset": "quick", "recipe_text": "arch = [100000, 100000]"}, "arch", "parameters"),
+])
+def test_bad_recipe_names_its_field_with_the_cli_message(lab_client, body, field, words):
+    client, lab = lab_client
+    for path in ("/api/recipes/check", "/api/runs"):
+        response = client.post(path, json={"image": "astronaut", **body})
+        assert response.status_code == 400, response.text
+        assert response.json()["field"] == field
+        assert words in response.json()["error"]
+        assert "\n" not in response.json()["error"]
+    assert not any(lab.root.iterdir())  # nothing created
+
+
+@pytest.mark.parametrize("image, size, field", [
+    ("nosuchimage", "32", "image"),
+    ("upload:" + "0" * 64, "32", "image"),
+    ("../etc/passwd", "32", "image"),
+    ("astronaut", "32y32", "size"),
+    ("astronaut", "1", "size"),
+])
+def test_bad_image_or_size_names_its_field(lab_client, image, size, field):
+    client, lab = lab_client
+    response = client.post("/api/runs", json={"image": image, "size": size, "preset": "quick"})
+    assert response.status_code in (400, 404)
+    assert response.json()["field"] == field
+    assert not any(lab.root.iterdir())
+
+
+# -- the run life cycle --------------------------------------------------------------
+
+
+def test_a_run_trains_to_completion_and_serves_its_files(lab_client):
+    client, lab = lab_client
+    run = create(client)
+    assert run["status"] in ("queued", "running")
+    assert run["epochs"] == 3 and run["describe"] == "2x8 leaky_relu sgd b1"
+    done = wait_for(client, run["id"], lambda r: r["status"] == "complete")
+    assert done["epoch"] == 3 and done["actions"] == []
+    metrics = client.get(f"/api/runs/{run['id']}").json()["metrics"]
+    path = lab.root / run["id"]
+    with open(path / "metrics.csv") as f:
+        assert len(f.readlines()) == 1 + 3
+    assert [row["epoch"] for row in metrics] == [1, 2, 3]
+    assert done["psnr"] == pytest.approx(metrics[-1]["psnr"])
+    for key in ("target", "final", "gif", "mp4", "curves", "recipe"):
+        url = done["files"][key]
+        response = client.get(url)
+        assert response.status_code == 200, key
+        name = url.rsplit("/", 1)[1]
+        assert response.content == (path / name).read_bytes()
+    assert json.loads(client.get(done["files"]["recipe"]).content)["arch"] == [8, 8]
+    frame = client.get(done["frame"])
+    assert frame.status_code == 200
+    assert Image.open(io.BytesIO(frame.content)).size == (32, 32)
+    # Listed, newest first, with the same figures.
+    listed = client.get("/api/runs").json()["runs"]
+    assert [r["id"] for r in listed] == [run["id"]] and listed[0]["psnr"] == done["psnr"]
+    # The neuron view of its first layer: 8 units.
+    neurons = client.get(f"/api/runs/{run['id']}/neurons", params={"layer": 1}).json()
+    assert neurons["units"] == 8 and neurons["layers"] == 2 and neurons["epoch"] == 3
+    picture = client.get(neurons["image"])
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert client.get(f"/api/runs/{run['id']}/neurons", params={"layer": 5}).status_code == 400
+
+
+def test_pause_resume_stop(lab_client):
+    client, lab = lab_client
+    run = create(client, LONG)
+    run_id = run["id"]
+    running = wait_for(client, run_id, lambda r: r["status"] == "running" and r["epoch"] >= 2)
+    assert running["actions"] == ["pause", "stop"]
+    assert running["live"]["epoch"] >= 2
+    assert client.get(f"/api/runs/{run_id}/frame.png").status_code == 200
+
+    assert client.post(f"/api/runs/{run_id}/pause").status_code == 200
+    paused = wait_for(client, run_id, lambda r: r["status"] == "paused")
+    assert paused["actions"] == ["resume", "stop"]
+    on_disk = json.loads((lab.root / run_id / "run.json").read_text())
+    assert on_disk["status"] == "paused"
+    epochs_at_pause = paused["epoch"]
+    time.sleep(1.0)
+    assert client.get(f"/api/runs/{run_id}").json()["run"]["epoch"] == epochs_at_pause  # nothing trains
+
+    refused = client.post(f"/api/runs/{run_id}/pause")
+    assert refused.status_code == 409 and "cannot pause" in refused.json()["error"]
+
+    assert client.post(f"/api/runs/{run_id}/resume").status_code == 200
+    wait_for(client, run_id, lambda r: r["status"] == "running" and r["epoch"] > epochs_at_pause)
+    metrics = client.get(f"/api/runs/{run_id}").json()["metrics"]
+    assert [row["epoch"] for row in metrics] == list(range(1, len(metrics) + 1))  # no epoch lost or repeated
+
+    assert client.post(f"/api/runs/{run_id}/stop").status_code == 200
+    stopped = wait_for(client, run_id, lambda r: r["status"] == "stopped")
+    assert stopped["files"]["gif"] and stopped["files"]["final"] and stopped["files"]["mp4"]
+    assert stopped["actions"] == ["resume"]
+
+
+def test_jobs_limit_queues_the_rest(tmp_path):
+    lab = Lab(tmp_path / "runs", jobs=1)
+    with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
+        first = create(client, LONG)
+        second = create(client, SHORT)
+        wait_for(client, first["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
+        assert client.get(f"/api/runs/{second['id']}").json()["run"]["status"] == "queued"
+        client.post(f"/api/runs/{first['id']}/pause")
+        wait_for(client, second["id"], lambda r: r["status"] == "complete")
+
+
+def test_a_restarted_server_finds_runs_on_disk(tmp_path):
+    root = tmp_path / "runs"
+    lab = Lab(root, jobs=1)
+    with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
+        long_run = create(client, LONG)
+        waiting = create(client, SHORT)
+        wait_for(client, long_run["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
+    # Closing the server paused the running run and left the waiting one queued.
+    assert json.loads((root / long_run["id"] / "run.json").read_text())["status"] == "paused"
+    assert json.loads((root / waiting["id"] / "run.json").read_text())["status"] == "queued"
+    # A server that died mid-run left 'running' on disk.
+    info = json.loads((root / long_run["id"] / "run.json").read_text())
+    (root / long_run["id"] / "run.json").write_text(json.dumps({**info, "status": "running"}))
+
+    lab = Lab(root, jobs=1)
+    with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
+        assert client.get(f"/api/runs/{long_run['id']}").json()["run"]["status"] == "interrupted"
+        wait_for(client, waiting["id"], lambda r: r["status"] == "complete")  # the queue goes on by itself
+        client.post(f"/api/runs/{long_run['id']}/resume")
+        before = long_run_epoch = client.get(f"/api/runs/{long_run['id']}").json()["run"]["epoch"]
+        assert before >= 1
+        wait_for(client, long_run["id"], lambda r: r["status"] == "running" and r["epoch"] > long_run_epoch)
+
+
+def test_a_complete_run_can_be_extended(lab_client):
+    client, lab = lab_client
+    run = create(client)
+    wait_for(client, run["id"], lambda r: r["status"] == "complete")
+    refused = client.post(f"/api/runs/{run['id']}/resume", json={"epochs": 2})
+    assert refused.status_code == 409 and refused.json()["field"] == "epochs"
+    assert client.post(f"/api/runs/{run['id']}/resume", json={"epochs": 5}).status_code == 200
+    done = wait_for(client, run["id"], lambda r: r["status"] == "complete" and r["epoch"] == 5)
+    assert done["epochs"] == 5
+
+
+def test_run_again_trains_on_the_same_pixels(lab_client):
+    client, lab = lab_client
+    first = create(client)
+    again = create(client, image=f"run:{first['id']}", size="64")  # size is ignored for a run's image
+    assert again["source"] == f"run:{first['id']}"
+    assert np.array_equal(np.load(lab.root / first["id"] / "target.npy"), np.load(lab.root / again["id"] / "target.npy"))
+
+
+def test_cli_runs_are_listed_and_nested_ones_too(lab_client):
+    client, lab = lab_client
+    from monalisa import Recipe, load_target, train_run
+
+    target = load_target("astronaut", size=(12, 10))
+    train_run(target, Recipe(arch=(4,), epochs=1), out=lab.root / "compare-x" / "runs" / "cli-run", quiet=True)
+    listed = client.get("/api/runs").json()["runs"]
+    assert [r["id"] for r in listed] == ["compare-x/runs/cli-run"]
+    assert listed[0]["status"] == "complete"
+    assert client.get("/runs/compare-x/runs/cli-run/final.png").status_code == 200
+    assert client.get("/api/runs/compare-x/runs/cli-run/frame.png").status_code == 200
+
+
+# -- refusals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "/runs/../secret.txt",
+    "/runs/%2e%2e/secret.txt",
+    "/runs/..%2Fsecret.txt",
+    "/runs/x/..%2F..%2Fsecret.txt",
+    "/runs/.uploads/whatever",
+    "/runs/escape/secret.txt",  # a symlink out of the root
+    "/runs/secret.txt",
+    "/api/runs/..%2F..%2Fsecret/frame.png",
+    "/api/runs/%2e%2e",
+    "/api/runs/escape",
+    "/api/runs/escape/neurons?layer=1",
+])
+def test_paths_outside_the_runs_root_are_refused(lab_client, url):
+    client, lab = lab_client
+    secret = lab.root.parent / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    outside = lab.root.parent / "outside-run"
+    outside.mkdir()
+    (outside / "run.json").write_text("{}")
+    (outside / "secret.txt").write_text("TOP-SECRET-CONTENT")
+    (lab.root / "escape").symlink_to(outside)
+    response = client.get(url)
+    assert response.status_code in (403, 404), (url, response.status_code)
+    assert b"TOP-SECRET-CONTENT" not in response.content
+    assert client.post(f"/api/runs/escape/pause").status_code == 404
+
+
+def test_requests_from_other_hosts_and_origins_are_refused(lab_client):
+    client, _ = lab_client
+    rebound = client.get("/api/runs", headers={"host": "attacker.example"})
+    assert rebound.status_code == 403
+    cross = client.post("/api/runs", json={"image": "astronaut"}, headers={"origin": "http://attacker.example"})
+    assert cross.status_code == 403 and "cross-origin" in cross.json()["error"]
+    same = client.post("/api/recipes/check", json={"preset": "quick"}, headers={"origin": "http://127.0.0.1:8765"})
+    assert same.status_code == 200
+
+
+def test_the_page_and_the_api_docs_are_served(lab_client):
+    client, _ = lab_client
+    page = client.get("/")
+    assert page.status_code == 200 and "monalisa" in page.text
+    schema = client.get("/openapi.json").json()
+    for path in ("/api/images", "/api/runs", "/api/events", "/api/recipes/check"):
+        assert path in schema["paths"]
+    options = client.get("/api/options").json()
+    assert "quick" in options["presets"] and "leaky_relu" in options["choices"]["activation"]
