@@ -456,7 +456,11 @@ def command_neurons(args: argparse.Namespace) -> None:
 def command_serve(args: argparse.Namespace) -> None:
     from .lab.server import serve  # the web stack loads only for this command
 
-    serve(args.runs, host=args.host, port=args.port, jobs=args.jobs, open_browser=args.open)
+    try:
+        serve(args.runs, host=args.host, port=args.port, jobs=args.jobs, open_browser=args.open)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a lab is meant to stop (uvicorn passes it on once it has shut down)
+    print("monalisa: the lab stopped; its runs are paused, and resume from the page", file=sys.stderr)
 
 
 def command_animate(args: argparse.Namespace) -> None:

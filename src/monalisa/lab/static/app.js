@@ -275,10 +275,17 @@ function addPanel(id, { end = false, force = false } = {}) {
   state.panels.clear();
   if (end) for (const [k, v] of [...entries, [id, panel]]) state.panels.set(k, v);
   else for (const [k, v] of [[id, panel], ...entries]) state.panels.set(k, v);
-  $("#empty").hidden = true;
+  boardChanged();
   loadMetrics(id);
   writeUrl();
   return panel;
+}
+
+function boardChanged() {
+  const n = state.panels.size;
+  $("#empty").hidden = n > 0;
+  $("#board-head").hidden = n === 0;
+  $("#board-count").textContent = `${n} run${n === 1 ? "" : "s"}`;
 }
 
 async function loadMetrics(id) {
@@ -300,7 +307,7 @@ function removePanel(id) {
   panel.destroy();
   state.panels.delete(id);
   state.dismissed.add(id);
-  $("#empty").hidden = state.panels.size > 0;
+  boardChanged();
   writeUrl();
 }
 

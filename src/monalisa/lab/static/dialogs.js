@@ -1,7 +1,7 @@
 // Two dialogs: the neuron view (one heatmap per hidden unit of a chosen layer)
 // and a run's details (its animation, figures and downloads).
 
-import { api, fmtPsnr, fmtSeconds, h, icon, runPath, ACTIVE } from "./api.js";
+import { api, fmtPsnr, fmtSeconds, h, icon, runPath, withVersion, ACTIVE } from "./api.js";
 
 function wireClose(dialog) {
   for (const button of dialog.querySelectorAll("[data-close]")) button.addEventListener("click", () => dialog.close());
@@ -122,37 +122,46 @@ export class RunDetails {
 
   render(run, metrics) {
     const files = run.files || {};
+    const figure = (url, caption, cls = "") => {
+      const img = h("img", { src: url, alt: caption, decoding: "async" });
+      // Small runs' images are blown up: keep their pixels sharp (not for plotted figures).
+      if (cls !== "wide") img.addEventListener("load", () => img.classList.toggle("pixelated", img.clientWidth > 2 * img.naturalWidth));
+      return h("figure", { class: cls }, img, h("figcaption", {}, caption));
+    };
+    const main = files.gif ? figure(files.gif, "learning.gif", "hero")
+      : files.final ? figure(files.final, "final image", "hero")
+      : run.epoch > 0 ? figure(withVersion(run.frame, `e${run.epoch}`), "current frame", "hero")
+      : figure(files.target, "target", "hero");
     const figures = [];
-    const main = files.gif || files.final || run.frame;
-    figures.push(h("figure", { class: "hero" }, h("img", { src: main, alt: files.gif ? "the run's animation" : "the run's last frame" }),
-      h("figcaption", {}, files.gif ? "learning.gif" : files.final ? "final image" : "current frame")));
-    if (files.target) figures.push(h("figure", {}, h("img", { src: files.target, alt: "target image" }), h("figcaption", {}, "target")));
-    if (files.final && files.gif) figures.push(h("figure", {}, h("img", { src: files.final, alt: "final image" }), h("figcaption", {}, "final")));
-    // Figures: curves, and any other image the server lists that we do not know by name.
+    if (files.target && (files.gif || files.final || run.epoch > 0)) figures.push(figure(files.target, "target"));
+    if (files.final && files.gif) figures.push(figure(files.final, "final"));
+    // Figures: the curves, and any other image the server lists that we do not know by name.
     for (const [key, url] of Object.entries(files)) {
       if (!url || ["gif", "final", "target", "mp4", "recipe"].includes(key) || !IMAGE_FILE.test(url)) continue;
-      figures.push(h("figure", { class: key === "curves" ? "wide" : "" }, h("img", { src: url, alt: FILE_LABELS[key] || key }),
-        h("figcaption", {}, FILE_LABELS[key] || key)));
+      figures.push(figure(url, FILE_LABELS[key] || key, "wide"));
     }
     const facts = [
-      ["status", run.status], ["image", `${run.image} · ${run.width}x${run.height}`], ["recipe", run.describe],
-      ["preset", run.preset || "—"], ["epochs", `${run.epoch} / ${run.epochs}`], ["PSNR", fmtPsnr(run.psnr)],
-      ["best PSNR", fmtPsnr(run.best_psnr)], ["MAE", run.mae != null ? run.mae.toFixed(4) : "–"],
-      ["training time", fmtSeconds(run.train_seconds) || "–"], ["created", run.created],
+      ["status", run.status], ["image", [run.image, run.width && `${run.width}x${run.height}`].filter(Boolean).join(" · ")],
+      ["recipe", run.describe], ["preset", run.preset || "–"], ["epochs", `${run.epoch} / ${run.epochs ?? "?"}`],
+      ["PSNR", fmtPsnr(run.psnr)], ["best PSNR", fmtPsnr(run.best_psnr)], ["MAE", run.mae != null ? run.mae.toFixed(4) : "–"],
+      ["training", fmtSeconds(run.train_seconds) || "–"], ["created", run.created || "–"],
     ];
     if (metrics && metrics.length) {
-      const best = metrics.reduce((a, b) => (b.psnr > a.psnr ? b : a));
-      facts.push(["best at", `epoch ${best.epoch}`]);
+      const best = metrics.filter((m) => Number.isFinite(m.psnr)).reduce((a, b) => (b.psnr > a.psnr ? b : a), { psnr: -Infinity });
+      if (best.epoch) facts.splice(7, 0, ["best at", `epoch ${best.epoch}`]);
     }
+    const button = (label, iconName, fn) => h("button", { type: "button", class: "small",
+      onclick: () => { this.dialog.close(); fn(run.id); } }, icon(iconName), label);
+    const links = downloadLinks(run);
     this.body.replaceChildren(
-      h("div", { class: "figures" }, figures),
-      h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-      run.message ? h("p", { class: "message" }, run.message) : null,
-      h("div", { class: "row-actions" },
-        ...downloadLinks(run),
-        h("button", { type: "button", class: "small", onclick: () => { this.dialog.close(); this.hooks.watch(run.id); } }, icon("eye"), "Watch"),
-        h("button", { type: "button", class: "small", onclick: () => { this.dialog.close(); this.hooks.again(run.id); } }, icon("again"), "Run again"),
-        h("button", { type: "button", class: "small", onclick: () => { this.dialog.close(); this.hooks.compare(run.id); } }, icon("compare"), "Compare with…")),
+      h("div", { class: "details-top" }, main,
+        h("div", { class: "side" },
+          h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+          run.message ? h("p", { class: "message" }, run.message) : null,
+          links.length ? h("div", { class: "row-actions" }, h("span", { class: "note" }, "Download"), links) : null,
+          h("div", { class: "row-actions" }, button("Watch", "eye", this.hooks.watch),
+            button("Run again", "again", this.hooks.again), button("Compare with…", "compare", this.hooks.compare)))),
+      figures.length ? h("div", { class: "figures" }, figures) : null,
       h("details", { class: "recipe-json" }, h("summary", {}, "Recipe"), h("pre", {}, JSON.stringify(run.recipe, null, 2))));
   }
 }

@@ -54,7 +54,7 @@ export class RunPanel {
       h("label", { for: `extend-${cssId(run.id)}` }, "Train to"),
       h("input", { id: `extend-${cssId(run.id)}`, type: "number", min: "1", step: "1", inputmode: "numeric" }),
       h("span", {}, "epochs"),
-      h("button", { type: "submit", class: "small primary" }, "Resume"),
+      h("button", { type: "submit", class: "small primary" }, "Train on"),
       h("button", { type: "button", class: "small ghost", onclick: () => { this.extend.hidden = true; } }, "Cancel"));
 
     this.el = h("article", { class: "panel", "data-testid": "panel", "data-run": run.id },
@@ -87,8 +87,8 @@ export class RunPanel {
     this.badge.textContent = run.status;
     this.badge.className = `badge ${run.status}`;
     this.el.dataset.status = run.status;
-    this.epoch.textContent = `${run.epoch} / ${run.epochs}`;
-    this.epoch.title = `epoch ${run.epoch} of ${run.epochs}`;
+    this.epoch.textContent = `${run.epoch} / ${run.epochs ?? "?"}`;
+    this.epoch.title = `epoch ${run.epoch} of ${run.epochs ?? "?"} done`;
     this.extra.textContent = [run.best_psnr != null && run.best_psnr !== run.psnr ? `best ${fmtPsnr(run.best_psnr)}` : "",
       run.train_seconds ? fmtSeconds(run.train_seconds) : ""].filter(Boolean).join(" · ");
     if (run.psnr != null || this.rows.length === 0) this.psnr.textContent = fmtPsnr(run.psnr);
@@ -106,21 +106,23 @@ export class RunPanel {
 
   renderActions() {
     const run = this.run;
-    const buttons = (run.actions || []).filter((a) => a in ACTION_LABELS).map((action) => {
-      const extend = action === "resume" && !ACTIVE.has(run.status);
-      return h("button", { type: "button", class: `small ${action === "stop" ? "danger" : ""}`, "data-action": action,
-        onclick: () => (extend ? this.openExtend() : this.hooks.action(this.id, action)) },
-        icon(action), extend && run.status === "complete" ? "Extend" : ACTION_LABELS[action]);
-    });
+    // Only the actions that apply now (the server lists them); a complete run can be extended.
+    const buttons = (run.actions || []).filter((a) => a in ACTION_LABELS).map((action) =>
+      h("button", { type: "button", class: `small ${action === "stop" ? "danger" : ""}`, "data-action": action,
+        onclick: () => this.hooks.action(this.id, action) }, icon(action), ACTION_LABELS[action]));
+    if (run.status === "complete") {
+      buttons.push(h("button", { type: "button", class: "small", "data-action": "extend",
+        title: "Train this run for more epochs", onclick: () => this.openExtend() }, icon("resume"), "Extend…"));
+    }
     buttons.push(h("button", { type: "button", class: "small ghost", "data-action": "neurons",
       title: "Heatmaps of each hidden unit", onclick: () => this.hooks.neurons(this.id) }, icon("neurons"), "Neurons"));
     this.actions.replaceChildren(...buttons);
-    if (!(run.actions || []).includes("resume")) this.extend.hidden = true;
+    if (run.status !== "complete") this.extend.hidden = true;
   }
 
   openExtend() {
     const input = this.extend.querySelector("input");
-    input.value = this.run.status === "complete" ? this.run.epochs * 2 : this.run.epochs;
+    input.value = this.run.epoch * 2 || 1;
     input.min = String(this.run.epoch + 1);
     this.extend.hidden = false;
     input.focus();

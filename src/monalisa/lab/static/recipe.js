@@ -53,7 +53,7 @@ const hasTomlLine = (text, key) => text.split("\n").some((line) => keyOf(line) =
 // Replace (or drop, for literal null) the `key = ...` line; a missing key is
 // inserted before the first line of a later field, so the text keeps its order.
 function setTomlLine(text, key, literal, fields) {
-  const lines = text.replace(/\n+$/, "").split("\n");
+  const lines = text.trim() === "" ? [] : text.replace(/\n+$/, "").split("\n");
   const at = lines.findIndex((l) => keyOf(l) === key);
   const line = `${key} = ${literal}`;
   if (at >= 0) {
@@ -134,7 +134,6 @@ export class RecipeEditor extends EventTarget {
   }
 
   get preset() { return this.el.preset.value; }
-  get recipeText() { return this.text.value; }
 
   // A preset fills both the form and the text with its whole recipe.
   usePreset(name) {
