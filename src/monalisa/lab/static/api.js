@@ -86,7 +86,7 @@ export const fmtPsnr = (v) => (v === null || v === undefined || !Number.isFinite
 
 export function fmtSeconds(s) {
   if (s === null || s === undefined || !Number.isFinite(s)) return "";
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  if (s < 60) return `${s.toFixed(s < 1 ? 2 : s < 10 ? 1 : 0)} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${String(Math.round(s % 60)).padStart(2, "0")} s`;
   return `${Math.floor(s / 3600)} h ${String(Math.round((s % 3600) / 60)).padStart(2, "0")} min`;
 }

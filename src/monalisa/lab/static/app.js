@@ -27,11 +27,14 @@ const state = {
   panels: new Map(),    // id -> RunPanel, in page order
   dismissed: new Set(), // active runs the user took out of view; not brought back this session
   tab: "lab",
+  ready: false,         // set once the URL's set-up is loaded
 };
 
 let editor, runList, neurons, details;
 
 async function main() {
+  // Start stays disabled (index.html) until the URL's set-up is loaded; never a native form submit.
+  $("#setup").addEventListener("submit", (event) => (state.ready ? start(event) : event.preventDefault()));
   let options, images;
   try {
     [options, images] = await Promise.all([api("/api/options"), api("/api/images")]);
@@ -63,11 +66,12 @@ async function main() {
   await editor.load(preset, editor.changesFromParams(params, preset));
 
   // Runs: the watched ones (URL order), then every active one.
-  await refreshRuns();
+  await refreshRuns({ addActive: false });
   for (const id of params.getAll("watch")) await watch(id, { quiet: true, end: true });
   for (const run of state.runs.values()) if (ACTIVE.has(run.status)) addPanel(run.id, { end: true });
 
-  $("#setup").addEventListener("submit", start);
+  state.ready = true;
+  $("#start").disabled = false;
   wireTabs();
   switchTab(params.get("view") === "runs" ? "runs" : "lab");
   connectEvents();
@@ -206,10 +210,7 @@ async function start(event) {
     const panel = state.panels.get(answer.run.id);
     panel?.el.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
-    if (["image", "size"].includes(error.field)) {
-      $(`[data-error-for="${error.field}"]`).textContent = error.message;
-      document.getElementById(error.field)?.setAttribute("aria-invalid", "true");
-    } else editor.showError(error);
+    editor.showError(error);  // next to the field the server names (image, size, a recipe field, the text)
   } finally {
     button.disabled = false;
   }
@@ -217,13 +218,14 @@ async function start(event) {
 
 function notice(text) {
   const box = $("#notice");
-  box.textContent = text;
+  box.replaceChildren(h("span", {}, text), h("button", { type: "button", class: "icon", "aria-label": "Dismiss",
+    onclick: () => { box.hidden = true; } }, h("svg", { viewBox: "0 0 24 24", "aria-hidden": "true" }, h("path", { d: "M6 6l12 12M18 6 6 18" }))));
   box.hidden = !text;
 }
 
 // -- runs and panels --------------------------------------------------------------------
 
-async function refreshRuns({ metrics = false } = {}) {
+async function refreshRuns({ metrics = false, addActive = true } = {}) {
   let answer;
   try {
     answer = await api("/api/runs");
@@ -237,7 +239,7 @@ async function refreshRuns({ metrics = false } = {}) {
     if (run) panel.update(run);
     if (metrics) loadMetrics(id);
   }
-  for (const run of answer.runs) if (ACTIVE.has(run.status)) addPanel(run.id, { end: true });
+  if (addActive) for (const run of answer.runs) if (ACTIVE.has(run.status)) addPanel(run.id, { end: true });
   renderRuns();
 }
 
@@ -373,7 +375,7 @@ async function compare(id) {
   useRunImage(run);
   await watch(id, { quiet: true });
   switchTab("lab");
-  notice(`Comparing with ${run.id} (${run.describe}): pick another recipe and press Start; the new run trains beside it.`);
+  notice(`Comparing with ${run.describe} (${run.id}): pick another recipe, then Start: the new run trains beside it.`);
   $("#setup").querySelector(".recipe").scrollIntoView({ behavior: "smooth", block: "start" });
   flash($("#preset"));
   writeUrl();

@@ -31,6 +31,7 @@ export class RunPanel {
     this.badge = h("span", { class: "badge", "data-testid": "status" });
 
     this.target = h("img", { "data-testid": "target", alt: `target image of ${run.id}`, decoding: "async" });
+    this.target.addEventListener("load", () => this.pixelate());
     this.recon = h("img", { "data-testid": "reconstruction", alt: `reconstruction of ${run.id}`, decoding: "async" });
     this.recon.addEventListener("load", () => this.frameDone(true));
     this.recon.addEventListener("error", () => this.frameDone(false));
@@ -177,10 +178,13 @@ export class RunPanel {
     if (this.wanted !== null && this.wanted !== this.shown) this.loadFrame();
   }
 
+  // Each image on its own: a live preview may be coarser than the target.
   pixelate() {
-    const box = this.pair.querySelector(".img-box");
-    const scale = this.run?.width ? box.clientWidth * (window.devicePixelRatio || 1) / this.run.width : 1;
-    this.pair.classList.toggle("pixelated", scale > 2);
+    const dpr = window.devicePixelRatio || 1;
+    for (const img of [this.target, this.recon]) {
+      const width = img.naturalWidth || this.run?.width;
+      if (width) img.classList.toggle("pixelated", (img.clientWidth * dpr) / width > 2);
+    }
   }
 
   // -- metrics and the PSNR curve ----------------------------------------------

@@ -248,12 +248,13 @@ export class RecipeEditor extends EventTarget {
       select.append(new Option(label, key));
     }
     select.value = key;
+    select.title = select.selectedOptions[0]?.textContent || "";
   }
 
   errorSlot(field) {
-    const name = field === "recipe_text" || !field ? "recipe" : field;
-    return this.form.querySelector(`[data-error-for="${CSS.escape(name)}"]`)
-      || this.form.querySelector('[data-error-for="recipe"]');
+    // The server names a form field, or recipe_text (the text as a whole), or a key the form lacks.
+    return (field && this.form.querySelector(`[data-error-for="${CSS.escape(field)}"]`))
+      || this.form.querySelector('[data-error-for="recipe_text"]');
   }
 
   hasError(field) { return Boolean(this.form.querySelector(`[data-error-for="${field}"]`)?.textContent); }
@@ -262,12 +263,12 @@ export class RecipeEditor extends EventTarget {
     const slot = this.errorSlot(error.field);
     slot.textContent = error.message;
     const input = this.form.querySelector(`#${CSS.escape(slot.dataset.errorFor)}`)
-      || (slot.dataset.errorFor === "recipe" ? this.text : null);
+      || (slot.dataset.errorFor === "recipe_text" ? this.text : null);
     input?.setAttribute("aria-invalid", "true");
   }
 
   clearErrors() {
-    for (const name of ["preset", "recipe", ...FORM_FIELDS]) {
+    for (const name of ["preset", "recipe_text", ...FORM_FIELDS]) {
       const slot = this.form.querySelector(`[data-error-for="${name}"]`);
       if (slot) slot.textContent = "";
     }
