@@ -108,14 +108,6 @@ def test_pick_an_image_start_a_run_and_watch_it_learn(server, browser, tmp_path)
     # Reloading the page finds the run again.
     page.reload()
     sync_api.expect(page.locator(f'[data-testid="panel"][data-run="{run_dir.name}"]')).to_be_visible(timeout=15_000)
-    keep_screenshot(page, "lab.png")
-
-    # The neuron view of the first hidden layer.
-    page.locator(f'[data-testid="panel"][data-run="{run_dir.name}"] [data-action="neurons"]').click()
-    neurons = page.locator('img[data-testid="neurons"]')
-    sync_api.expect(neurons).to_be_visible(timeout=30_000)
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=neurons.element_handle())
-    keep_screenshot(page, "lab-neurons.png")
     assert not errors, errors
 
 
@@ -141,3 +133,81 @@ def test_a_bad_recipe_is_explained_next_to_its_field(server, browser):
     message = page.locator('[data-error-for="arch"]')
     sync_api.expect(message).to_contain_text("malformed --arch '4y300'", timeout=10_000)
     assert not [p for p in runs.glob("*") if not p.name.startswith(".")]  # nothing started
+
+
+REFERENCE_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mona_lisa.jpg"
+
+
+def start_run(page, preset: str, epochs: int) -> None:
+    page.select_option("#preset", preset)
+    sync_api.expect(page.locator("#recipe-text")).to_have_value(re.compile(r"epochs = \d+"))
+    page.fill("#epochs", str(epochs))
+    page.locator("#epochs").dispatch_event("change")
+    sync_api.expect(page.locator("#recipe-text")).to_have_value(re.compile(rf"epochs = {epochs}\b"))
+    page.click("#start")
+
+
+def test_two_architectures_side_by_side_on_an_upload(server, browser, tmp_path):
+    """As a new user: upload a picture, run two architectures beside each other, download an animation."""
+    url, runs = server
+    source = REFERENCE_IMAGE
+    if not source.exists():  # a clone without the reference image: any picture will do
+        from monalisa.images import builtin_path
+
+        source = builtin_path("chelsea")
+    # Larger and longer when the screenshot is for the README.
+    size, epochs = ("128", 60) if os.environ.get("MONALISA_SCREENSHOTS") else ("40", 12)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    sync_api.expect(page.locator('[data-testid="gallery"] [data-image="astronaut"]')).to_be_visible()
+    page.set_input_files("#upload", str(source))
+    uploaded = page.locator('[data-image^="upload:"]').first
+    sync_api.expect(uploaded).to_have_attribute("aria-pressed", "true", timeout=15_000)
+    assert re.search(r"image=upload(%3A|:)[0-9a-f]{64}", page.url)
+    page.fill("#size", size)
+    page.locator("#size").dispatch_event("change")
+
+    start_run(page, "quick", epochs)  # the original network and algorithm
+    sync_api.expect(page.locator('[data-testid="panel"]')).to_have_count(1, timeout=15_000)
+    start_run(page, "fast", epochs)  # a hash grid and Adam
+    panels = page.locator('[data-testid="panel"]')
+    sync_api.expect(panels).to_have_count(2, timeout=15_000)
+    for index in range(2):
+        sync_api.expect(panels.nth(index).locator('[data-testid="status"]')).to_have_text(
+            re.compile("complete", re.I), timeout=240_000)
+        sync_api.expect(panels.nth(index).locator('[data-testid="psnr"]')).to_have_text(re.compile(r"\d+\.\d+ dB"))
+    # Side by side on a laptop screen: the two panels share a row.
+    boxes = [panels.nth(i).bounding_box() for i in range(2)]
+    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 5 and boxes[0]["x"] != boxes[1]["x"]
+    keep_screenshot(page, "lab.png")
+
+    # The neuron view of the original network's second hidden layer: 300 units.
+    original = page.locator('[data-testid="panel"]', has_text="4x300")
+    original.locator('[data-action="neurons"]').click()
+    page.select_option("#neuron-layer", "2")
+    neurons = page.locator('img[data-testid="neurons"]')
+    sync_api.expect(neurons).to_be_visible(timeout=30_000)
+    sync_api.expect(page.locator("dialog[open]")).to_contain_text("300 units")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0 && img.src.includes('layer=2')",
+                           arg=neurons.element_handle())
+    keep_screenshot(page, "lab-neurons.png")
+    page.keyboard.press("Escape")
+
+    # Reload: both panels come back from the address and the server.
+    page.reload()
+    sync_api.expect(page.locator('[data-testid="panel"]')).to_have_count(2, timeout=15_000)
+
+    # The runs view lists both; download one run's animation.
+    page.click("#tab-runs")
+    rows = page.locator('[data-testid="run-row"]')
+    sync_api.expect(rows).to_have_count(2)
+    with page.expect_download() as download:
+        rows.first.locator('a[download][href$="learning.gif"]').click()
+    saved = tmp_path / "learning.gif"
+    download.value.save_as(saved)
+    assert saved.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    run_dirs = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    assert saved.read_bytes() in [(p / "learning.gif").read_bytes() for p in run_dirs]
+    assert not errors, errors

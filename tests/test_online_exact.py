@@ -148,25 +148,43 @@ def test_batched_engine_matches_plain_minibatch_loop(recipe):
     np.testing.assert_allclose(flat(model), flat(reference), rtol=0, atol=1e-9)
 
 
-@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="the two-core kernel needs two cores")
-@pytest.mark.parametrize("recipe", [
-    Recipe(arch=(37, 29, 41)),
-    Recipe(arch=(16, 16), activation="tanh", output="sigmoid"),
-    Recipe(arch=(24, 12), activation="relu"),
-], ids=["leaky", "tanh-sigmoid-out", "relu"])
+TWO_CORE_RECIPES = {
+    # Depths 1 to 6 place the output layer after a row-split and after a column-split
+    # layer; odd and unequal widths exercise uneven halves and the 4-row blocking tails.
+    "4x300": Recipe(arch=(300, 300, 300, 300)),
+    "1x300-tanh-sigmoid-out": Recipe(arch=(300,), activation="tanh", output="sigmoid"),
+    "2x300-relu": Recipe(arch=(300, 300), activation="relu"),
+    "3x300-sigmoid": Recipe(arch=(300, 300, 300), activation="sigmoid", output="sigmoid"),
+    "6x300": Recipe(arch=(300,) * 6),
+    "tapered-tanh": Recipe(arch=(300, 200, 100), activation="tanh"),
+    "odd-widths-relu": Recipe(arch=(70, 90, 65, 100), activation="relu"),
+    "narrow-leaky": Recipe(arch=(37, 29, 41)),
+    "narrow-tanh-sigmoid-out": Recipe(arch=(16, 16), activation="tanh", output="sigmoid"),
+    "narrow-relu": Recipe(arch=(24, 12), activation="relu"),
+}
+two_cores = pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="the two-core kernel needs two cores")
+
+
+@two_cores
+@pytest.mark.parametrize("recipe", TWO_CORE_RECIPES.values(), ids=TWO_CORE_RECIPES.keys())
 def test_two_core_kernel_matches_autograd_float64(recipe):
-    """The row-split two-core kernel computes the same weights as the autograd loop."""
+    """The split two-core kernel computes the same weights as the autograd loop, the same way every run."""
     from monalisa.engines import online_kernel2
 
-    coords, colours, order = problem(recipe)
+    coords, colours, order = problem(recipe, n_pixels=300)
     model = build_model(recipe).double()
+    start = flat(model)
     params = kernel_steps(model, recipe, coords, colours, order, np.float64,
                           train=online_kernel2.train_pixels_two_cores)
+    again = kernel_steps(model, recipe, coords, colours, order, np.float64,
+                         train=online_kernel2.train_pixels_two_cores)
     reference_steps(model, recipe, coords.astype(np.float64), colours.astype(np.float64), order)
+    assert np.abs(flat(model) - start).max() > 1e-3, "the reference did not train: the comparison would prove nothing"
     np.testing.assert_allclose(params, flat(model), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(params, again)  # sums split the same way round the same way
 
 
-@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="the two-core kernel needs two cores")
+@two_cores
 def test_two_core_kernel_stops_on_divergence_at_the_same_pixel():
     from monalisa.engines import online_kernel2
 
@@ -177,3 +195,36 @@ def test_two_core_kernel_stops_on_divergence_at_the_same_pixel():
     two = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED,
                        train=online_kernel2.train_pixels_two_cores)
     assert one[1] == two[1]  # the same pixel index
+
+
+@two_cores
+@pytest.mark.parametrize("unit", [1, 6], ids=["core-0-block", "core-1-block"])
+@pytest.mark.parametrize("stop", [5, 49], ids=["mid-chunk", "last-pixel"])
+def test_two_core_kernel_shares_a_divergence_only_one_core_sees(unit, stop):
+    """A bad delta in one core's block of the first hidden layer stops both cores at that pixel.
+
+    (8, 8): layer 0 is row-split, so the first hidden layer's delta is computed by
+    halves, each core checking its own. A steep weight column into ``unit``
+    (kept active by its bias) amplifies one pixel's large error into a delta
+    above 1000 there and nowhere else: the output and second-layer deltas stay
+    below it, so only the core owning ``unit`` sees it.
+    """
+    from monalisa.engines import online_kernel2
+
+    recipe = Recipe(arch=(8, 8), lr=1e-6)
+    coords = coordinate_grid(20, 20)
+    order = np.random.default_rng(2).permutation(len(coords))[:50]
+    colours = np.full((len(coords), 3), 0.5, dtype=np.float32)
+    colours[order[stop]] = 500.0
+    model = build_model(recipe).double()
+    first, second, output = linear_layers(model)
+    with torch.no_grad():
+        first.bias[unit] = 10.0
+        second.weight.fill_(0.01)
+        second.weight[:, unit] = 30.0
+        second.bias.fill_(10.0)
+        output.weight.fill_(0.01)
+    one = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED)
+    two = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED,
+                       train=online_kernel2.train_pixels_two_cores)
+    assert one[1] == two[1] == stop
