@@ -256,7 +256,9 @@ def test_cli_writes_the_grid_and_prints_the_summary(tiny_run, tmp_path, capsys):
     units, _ = reference_layers(model, run.recipe(), reference_grid(53, 64))  # 12x10 image: 64x53 tiles
     flat = units[2].T.numpy()
     constant = int((flat.max(1) - flat.min(1) <= 1e-6 + 1e-3 * np.abs(flat).max(1)).sum())
-    assert printed.splitlines() == [str(out), f"layer 2 of 2: 8 units, {constant} constant · epoch 1"]
+    silent = int((flat.max(1) <= 0).sum())  # leaky rectifiers that are negative at every pixel
+    assert printed.splitlines() == [str(out),
+                                    f"layer 2 of 2: 8 units, {constant} constant, {silent} never fire · epoch 1"]
     grid = run_neurons(tiny_run, 2)
     assert (grid.tile, grid.units, grid.layers, grid.epoch) == ((64, 53), 8, 2, 1)
     with Image.open(out) as image:
@@ -323,3 +325,12 @@ def test_cli_on_a_run_without_a_checkpoint(no_checkpoint, capsys):
     assert status == 2
     assert assert_one_line_error(err) == (f"monalisa: error: {str(no_checkpoint)!r} has no checkpoint yet: "
                                           "wait for its first epoch")
+
+
+def test_silent_units_are_counted_for_rectifier_layers_only():
+    maps = np.stack([np.full((4, 4), -1.0), np.linspace(-2, -1, 16).reshape(4, 4),
+                     np.linspace(-1, 1, 16).reshape(4, 4), np.zeros((4, 4))]).astype(np.float32)
+    grid = neuron_grid(maps, layer=1, layers=1, rectifier=True)
+    assert grid.silent == 3  # the constant -1, the all-negative ramp, the all-zero unit; not the one crossing 0
+    assert grid.summary == "layer 1 of 1: 4 units, 2 constant, 3 never fire"
+    assert neuron_grid(maps, layer=1, layers=1).silent is None

@@ -63,6 +63,7 @@ BACKGROUND_RGB = animate.STRIP_RGB  # gutters and empty cells: the caption strip
 # next layer's O(1) inputs by a few float32 steps (eps 1.2e-7), nothing it can use.
 RTOL = 1e-3
 ATOL = 1e-6
+RECTIFIERS = ("relu", "leaky_relu")  # activations whose units can stop firing (NeuronGrid.silent)
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,17 @@ class NeuronGrid:
     tile: tuple[int, int]  # (width, height) of one tile in pixels
     gutter: int  # pixels between tiles
     epoch: int | None  # the checkpoint's epoch, None when the model came from elsewhere
+    # Rectifier layers only (else None): units that never fire, negative or zero at every pixel. A
+    # leaky unit there still varies (slope 0.01), so it is not "constant", but it is as good as dead:
+    # it passes on a faint copy of its input and learns at 1% of the rate (the all-blue tiles).
+    silent: int | None = None
 
     @property
     def summary(self) -> str:
         """One line: 'layer 2 of 4: 300 units, 37 constant · epoch 30'."""
         what = f"{self.units} {'features' if self.layer == 0 else 'units'}, {self.constant} constant"
+        if self.silent is not None:
+            what += f", {self.silent} never fire"
         where = f"layer {self.layer} of {self.layers}" + (" (the encoding)" if self.layer == 0 else "")
         return f"{where}: {what}" + ("" if self.epoch is None else f" · epoch {self.epoch}")
 
@@ -143,7 +150,7 @@ def grid_layout(units: int, tile: tuple[int, int], gutter: int = GUTTER) -> tupl
 
 
 def neuron_grid(maps: np.ndarray, *, layer: int, layers: int, epoch: int | None = None,
-                gutter: int = GUTTER) -> NeuronGrid:
+                gutter: int = GUTTER, rectifier: bool = False) -> NeuronGrid:
     """Tile (units, h, w) maps into one image, each unit in its own diverging colours.
 
     A tile is as large as its map: render the maps at the tile size (layer_maps) rather than
@@ -170,8 +177,9 @@ def neuron_grid(maps: np.ndarray, *, layer: int, layers: int, epoch: int | None 
         row, column = divmod(k, columns)
         top, left = row * (tile_h + gutter), column * (tile_w + gutter)
         image[top:top + tile_h, left:left + tile_w] = tiles[k]
+    silent = int((maps.reshape(units, -1).max(axis=1) <= 0).sum()) if rectifier else None
     return NeuronGrid(image=image, layer=layer, layers=layers, units=units, constant=int(constant.sum()),
-                      columns=columns, rows=rows, tile=(tile_w, tile_h), gutter=gutter, epoch=epoch)
+                      columns=columns, rows=rows, tile=(tile_w, tile_h), gutter=gutter, epoch=epoch, silent=silent)
 
 
 def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = DEFAULT_TILE,
@@ -200,7 +208,8 @@ def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = 
                         "choose a smaller --tile")
     device = resolve_device(device)
     maps = layer_maps(model.to(device), size[1], size[0], layer, device)
-    return neuron_grid(maps, layer=layer, layers=model.depth, epoch=checkpoint.get("epoch"))
+    rectifier = layer > 0 and run.recipe().layer_activations()[layer - 1].split(":")[0] in RECTIFIERS
+    return neuron_grid(maps, layer=layer, layers=model.depth, epoch=checkpoint.get("epoch"), rectifier=rectifier)
 
 
 def save_neuron_grid(grid: NeuronGrid, path: str | Path) -> Path:

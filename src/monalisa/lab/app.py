@@ -186,8 +186,8 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
         if key not in neuron_cache:
             grid = run_neurons(path, layer)
             meta = {"layer": grid.layer, "layers": grid.layers, "units": grid.units, "constant": grid.constant,
-                    "columns": grid.columns, "rows": grid.rows, "tile": list(grid.tile), "gutter": grid.gutter,
-                    "epoch": grid.epoch}
+                    "silent": grid.silent, "columns": grid.columns, "rows": grid.rows, "tile": list(grid.tile),
+                    "gutter": grid.gutter, "epoch": grid.epoch, "summary": grid.summary}
             neuron_cache[key] = (meta, png_bytes(grid.image))
             while len(neuron_cache) > NEURON_CACHE:
                 neuron_cache.popitem(last=False)

@@ -57,7 +57,8 @@ export class NeuronView {
       if (seq !== this.seq) return;
       this.layout = layout;
       const constant = layout.constant ? ` · ${layout.constant} constant` : "";
-      this.info.textContent = `${layout.units} units${constant} · epoch ${layout.epoch}`;
+      const silent = layout.silent ? ` · ${layout.silent} never fire` : "";
+      this.info.textContent = `${layout.units} units${constant}${silent} · epoch ${layout.epoch}`;
       this.img.hidden = false;
       this.img.src = layout.image;
     } catch (error) {
