@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -336,7 +335,7 @@ def test_paths_outside_the_runs_root_are_refused(lab_client, url):
     response = client.get(url)
     assert response.status_code in (403, 404), (url, response.status_code)
     assert b"TOP-SECRET-CONTENT" not in response.content
-    assert client.post(f"/api/runs/escape/pause").status_code == 404
+    assert client.post("/api/runs/escape/pause").status_code == 404
 
 
 def test_requests_from_other_hosts_and_origins_are_refused(lab_client):

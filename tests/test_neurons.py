@@ -5,8 +5,6 @@ The reference forward pass is written here with plain torch ops in float64 from 
 (and, for the positional encoding, NeRF's formula), never through the model's own forward or trunk.
 """
 
-import contextlib
-import io
 import math
 import shutil
 

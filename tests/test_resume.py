@@ -6,7 +6,6 @@ the permutation generator's state, so the figures must match exactly.
 """
 
 import csv
-import os
 import signal
 import subprocess
 import sys

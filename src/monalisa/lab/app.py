@@ -31,9 +31,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import UserError
-from ..recipes import PRESETS
+from ..recipes import ORDERS, PRESETS, Recipe
 from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
-from ..recipes import ORDERS, Recipe
 from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES, forms
 from .jobs import Lab
 from . import store

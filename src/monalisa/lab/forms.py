@@ -15,8 +15,9 @@ import tomllib
 import torch
 
 from ..errors import UserError
-from ..recipes import PRESETS, Recipe, get_preset
+from ..recipes import Recipe, get_preset
 from ..registry import ENCODINGS
+from . import DEFAULT_PRESET
 from .store import LabError
 
 # The lab trains in worker processes on the user's machine: refuse networks whose
@@ -42,8 +43,6 @@ def recipe_data(text: str | None) -> dict:
 
 def build_recipe(preset: str | None, text: str | None = None, fields: dict | None = None) -> Recipe:
     """``preset`` (default: the lab's), then ``fields``, then the text's keys; LabError names the bad field."""
-    from . import DEFAULT_PRESET
-
     try:
         base = get_preset(preset or DEFAULT_PRESET)
     except UserError as exc:
@@ -82,7 +81,3 @@ def describe_recipe(recipe: Recipe) -> dict:
     """What /api/recipes/check returns: the canonical recipe, as data and as the page's text."""
     return {"recipe": recipe.to_dict(), "toml": recipe.to_toml(), "describe": recipe.describe(),
             "parameters": recipe.parameter_count()}
-
-
-def preset_names() -> list[str]:
-    return list(PRESETS)

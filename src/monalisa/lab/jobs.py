@@ -40,7 +40,7 @@ from ..engines import usable_cores
 from ..images import BUILTIN_IMAGES, load_image
 from ..recipes import get_preset
 from ..record import RunDirectory
-from . import forms
+from . import DEFAULT_PRESET, forms
 from .store import LabError, RunReader, Uploads, find_runs, latest_frame, load_lab_target, run_id_of, run_path, \
     unique_run_path
 from .worker import work
@@ -139,13 +139,13 @@ class Lab:
     # -- images ----------------------------------------------------------------------
 
     def images(self) -> dict:
+        from PIL import Image
+
         from ..images import DEFAULT_IMAGE, builtin_path
 
         builtin = []
         for name in BUILTIN_IMAGES:
-            from PIL import Image
-
-            with Image.open(builtin_path(name)) as image:
+            with Image.open(builtin_path(name)) as image:  # the header only: the size
                 width, height = image.size
             builtin.append({"id": name, "name": name, "width": width, "height": height,
                             "thumbnail": f"/api/images/{name}/thumbnail.png"})
@@ -168,7 +168,7 @@ class Lab:
 
         recipe = forms.build_recipe(preset, recipe_text, fields)
         target, source = load_lab_target(self.root, self.uploads, image, size)
-        preset = preset or _default_preset()
+        preset = preset or DEFAULT_PRESET
         label = preset if recipe == get_preset(preset) else label_for(recipe)
         with self._lock:
             path = unique_run_path(self.root, f"{target.name}-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -376,9 +376,3 @@ def _signal(process: multiprocessing.Process, signum: int) -> None:
             os.kill(process.pid, signum)
     except ProcessLookupError:
         pass
-
-
-def _default_preset() -> str:
-    from . import DEFAULT_PRESET
-
-    return DEFAULT_PRESET
