@@ -117,9 +117,9 @@ class Lab:
                 worker.process.join()
         if self._pump is not None:
             self._pump.join(timeout=5)
-        for run_id, worker in workers:  # a worker that died without reporting: say so on disk
+        for run_id, worker in workers:
             if not worker.ended:
-                self._mark(run_id, "interrupted", "the server stopped; resume the run to continue it")
+                self._settle(run_id, "the server stopped; resume the run to continue it")
         # Free the queue's semaphores now: left to the end of the interpreter, they are reported leaked.
         self._events.close()
         self._events.join_thread()
@@ -342,17 +342,36 @@ class Lab:
     def _reap(self) -> None:
         with self._lock:
             gone = [(r, w) for r, w in self._workers.items() if not w.process.is_alive()]
+            if any(not w.ended for _, w in gone):
+                self._drain()  # a worker's last reports can still be in the pipe when it is seen gone
             for run_id, worker in gone:
                 worker.process.join()
                 del self._workers[run_id]
                 self._live.pop(run_id, None)
                 if not worker.ended:  # killed before it could report: its directory still resumes
-                    self._mark(run_id, "interrupted",
-                               f"the worker process ended unexpectedly (exit code {worker.process.exitcode})")
+                    self._settle(run_id, f"the worker process ended unexpectedly "
+                                         f"(exit code {worker.process.exitcode})")
         for run_id, _ in gone:
             self._announce(run_id)
         if gone:
             self._fill()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                return
+            self._handle(event)
+
+    def _settle(self, run_id: str, message: str) -> None:
+        """A worker ended without a word: 'interrupted', unless it wrote its own status before it went."""
+        try:
+            status = RunDirectory(run_path(self.root, run_id)).info().get("status")
+        except (LabError, OSError, ValueError):
+            return
+        if status == "running":
+            self._mark(run_id, "interrupted", message)
 
     # -- listeners ---------------------------------------------------------------------
 
