@@ -112,6 +112,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def port_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free one), got {text}")
+    return value
+
+
 def positive_ints(text: str) -> tuple[int, ...]:
     """'1,2,4,8' -> (1, 2, 4, 8)."""
     try:
@@ -274,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--runs; the page's JSON API is documented at /docs.")
     srv.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 shares it)")
-    srv.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    srv.add_argument("--port", type=port_type, default=8765, help="port (default: 8765; 0 picks a free one)")
     srv.add_argument("--runs", default="runs", metavar="DIR", help="where runs are kept and found (default: runs)")
     srv.add_argument("--jobs", type=positive_int, default=2, help="runs that train at once; the rest wait (default: 2)")
     srv.add_argument("--open", action="store_true", help="open the page in the default browser")

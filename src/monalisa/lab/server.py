@@ -45,7 +45,12 @@ def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
     root = Path(runs)
     if root.exists() and not root.is_dir():
         raise UserError(f"--runs {str(root)!r} is a file; give a directory")
-    sock = bind(host, port)
+    sock = bind(host, port)  # first: a taken port or a bad host leaves nothing behind
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot create --runs {str(root)!r}: {exc.strerror}") from None
     address = sock.getsockname()
     shown = f"[{address[0]}]" if ":" in address[0] else address[0]
     url = f"http://{shown}:{address[1]}/"
