@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from monalisa import Recipe, Target, UserError, get_preset
-from monalisa import compare
+from monalisa import compare, report
 from monalisa.compare import conclusion, flops_per_pixel, label_for, load_comparison, run_comparison
 
 SMALL = Recipe(arch=(8,), epochs=3)
@@ -224,9 +224,9 @@ def test_grid_has_the_target_then_one_panel_per_run(comparison):
     white = (np.abs(frame - 255) <= 8).all(axis=2)
     gutters = np.flatnonzero(np.diff(white.all(axis=0).astype(int)) == 1)
     assert len(gutters) == len(ENTRIES)
-    assert frame.shape[1] <= compare.MAX_GRID_WIDTH
-    panel = (frame.shape[1] - compare.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
-    starts = [i * (panel + compare.GUTTER) for i in range(len(ENTRIES) + 1)]
+    assert frame.shape[1] <= report.MAX_GRID_WIDTH
+    panel = (frame.shape[1] - report.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
+    starts = [i * (panel + report.GUTTER) for i in range(len(ENTRIES) + 1)]
     assert starts[-1] + panel == frame.shape[1]
     for start in starts:  # every panel holds something: none is the white padding
         assert not white[:, start:start + panel].all()
@@ -238,7 +238,7 @@ def test_grid_has_the_target_then_one_panel_per_run(comparison):
     # finals.png (lossless): its first panel is the target, each pixel an equal square block.
     finals = np.asarray(Image.open(out / "finals.png").convert("RGB"))
     target = (tiny_target().pixels * 255).round().astype(np.uint8)
-    panel = (finals.shape[1] - compare.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
+    panel = (finals.shape[1] - report.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
     k = panel // 16
     assert panel == 16 * k and k >= 2
     np.testing.assert_array_equal(finals[:12 * k, :16 * k], np.repeat(np.repeat(target, k, 0), k, 1))

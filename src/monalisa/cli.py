@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 from . import __version__
-from .compare import VERDICTS, label_for, load_comparison, run_comparison
+from .compare import label_for, load_comparison, run_comparison
 from .errors import Diverged, UserError
 from .experiment import default_run_path, resume_run, train_run
 from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
@@ -28,6 +28,7 @@ from .animate import save_png
 from .neurons import DEFAULT_TILE, run_neurons, save_neuron_grid
 from .record import FRAME_SCHEDULES, RunDirectory
 from .rendering import Region, output_size, render_run
+from .report import VERDICTS
 from .studies import DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_OPTIONS, DepthOptions, default_base
 
 # The default run (`monalisa train` alone) halves the built-in image: 256x256

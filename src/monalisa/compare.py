@@ -14,6 +14,7 @@ then one table compares them. The comparison directory::
     target.npy        the training target, so a resume needs no source image
     runs/<label>/     one run directory per entry (frames log-spaced: ~20 a decade)
     summary.json      the table and the conclusion; written last, so it marks a finished comparison
+    (the figures and reports below are drawn by report.py from the table and the run directories)
     curves.png        PSNR against epoch and against training seconds, one line per run
     grid.mp4/.gif     the runs' animations side by side, in step by epoch, the target first
     finals.png        the target and every run's final frame, labelled
@@ -28,9 +29,7 @@ resumable with ``run_comparison(..., resume=True)``.
 
 from __future__ import annotations
 
-import base64
 import copy
-import html
 import json
 import math
 import multiprocessing
@@ -40,14 +39,12 @@ import signal
 import statistics
 import sys
 import time
-from bisect import bisect_right
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
 import numpy as np
-from PIL import Image
 
 from . import animate
 from .engines import choose_engine, resolve_device, usable_cores
@@ -56,29 +53,15 @@ from .experiment import resume_run, train_run
 from .images import Target
 from .models import build_model
 from .recipes import Recipe
-from .record import RunDirectory, read_metrics, write_json, write_text
+from .record import RunDirectory, read_metrics, write_json
 from .registry import ENCODINGS
+from .report import THRESHOLDS, format_seconds, write_outputs
 from .train import Trainer
 
 COMPARISON_FILE = "comparison.json"
 RUN_FRAMES = "log"  # every epoch to 10, then ~20 a decade: enough for the grid, far less disk than "all"
-THRESHOLDS = (20.0, 25.0)  # dB: "recognisable" and "good" for these images; the table times both
 POLL_SECONDS = 1.0  # how often the parent reads the runs' metrics.csv for the progress line
 LOG_EVERY_SECONDS = 5.0  # progress into a file or pipe: at most one line this often
-
-# The grid animation: panels of one size, at most MAX_GRID_WIDTH wide in all. Up to
-# RUNS_PER_ROW runs sit beside the target in one row; more wrap into rows of RUNS_PER_ROW panels.
-MAX_GRID_WIDTH = 1280  # a laptop screen, and a GIF that stays a few MB
-MAX_PANEL_HEIGHT = 720  # a tall image shrinks to this
-MIN_PANEL_WIDTH = 240  # small images are enlarged by a whole factor (crisp blocks) until the caption reads
-RUNS_PER_ROW = 4
-GUTTER = 4  # pixels between panels
-GUTTER_RGB = (255, 255, 255)  # white: reads as a separator against the dark caption strips
-MAX_GRID_FRAMES = 120  # epochs shown (log-spaced beyond this): each frame is up to ~2 MB in memory
-# A 1280-wide GIF of trained photographs takes ~220 kB a frame (dithered frames compress badly),
-# and the HTML report embeds it: 60 frames keep that near 13 MB. The MP4 has every shown epoch.
-MAX_GIF_FRAMES = 60
-GRID_FPS = 10
 
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # safe as a file name everywhere
 
@@ -558,15 +541,6 @@ def _names(labels: list[str]) -> str:
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
-def format_seconds(seconds: float) -> str:
-    """3 significant figures: '97.2 µs', '850 ms', '1.23 s', '45.6 s', '1234 s'."""
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.3g} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds:.3g} s" if seconds < 100 else f"{seconds:.0f} s"
-
-
 def _check_claims(claims: list[dict]) -> list[dict]:
     """The claims callback's answer, checked: a list of {claim: str, supported: bool | None, evidence: str}."""
     if not isinstance(claims, list):
@@ -595,356 +569,3 @@ def _finite(value):
     return value
 
 
-# -----------------------------------------------------------------------------
-# outputs: figures, animations, reports
-
-
-def write_outputs(out: Path, target: Target, summary: dict) -> None:
-    """Everything made from the finished runs; summary.json last, so it marks a finished comparison."""
-    runs = [_RunFrames(out, row) for row in summary["runs"]]
-    plot_comparison(runs, out / "curves.png", f"{summary['title']}: {target.name} {target.width}x{target.height}")
-    layout = _Layout(target, len(runs))
-    animate.save_png(layout.compose([layout.target_panel()] + [layout.final_panel(run) for run in runs]),
-                     out / "finals.png")
-    frames = grid_frames(target, runs, layout)
-    animate.write_gif(frames, out / "grid.gif", fps=GRID_FPS, max_frames=MAX_GIF_FRAMES)
-    animate.write_mp4(frames, out / "grid.mp4", fps=GRID_FPS)
-    del frames
-    write_text(out / "report.md", report_markdown(summary))
-    write_text(out / "report.html", report_html(summary, out))
-    write_json(out / "summary.json", summary)
-
-
-class _RunFrames:
-    """One run's metrics and frames on disk, as the figures need them."""
-
-    def __init__(self, out: Path, row: dict):
-        self.row = row
-        self.run = RunDirectory(out / row["run_dir"])
-        self.metrics = self.run.metrics()
-        self.psnr = {m["epoch"]: m["psnr"] for m in self.metrics}
-        self.frame_epochs = [m["epoch"] for m in self.metrics if self.run.frame_path(m["epoch"]).exists()]
-
-    @property
-    def diverged(self) -> bool:
-        return self.row["status"] == "diverged"
-
-    def frame_at(self, epoch: float) -> int | None:
-        """The epoch of the latest frame at or before ``epoch`` (None before the first)."""
-        i = bisect_right(self.frame_epochs, epoch) - 1
-        return self.frame_epochs[i] if i >= 0 else None
-
-    def caption(self, frame_epoch: int | None, final: bool = False) -> str:
-        top = f"{self.row['label']}   {self.row['parameters']:,} params"
-        if frame_epoch is None:
-            return f"{top}\n{'diverged in epoch 1' if self.diverged and not self.metrics else 'no frame yet'}"
-        last = bool(self.metrics) and frame_epoch == self.metrics[-1]["epoch"]
-        note = "   diverged next" if self.diverged and last else ""
-        prefix = "final: " if final and not note else ""
-        return f"{top}\n{prefix}epoch {frame_epoch}   PSNR {self.psnr[frame_epoch]:.2f} dB{note}"
-
-
-class _Layout:
-    """Panel size and arrangement: the target first, then the runs; at most MAX_GRID_WIDTH wide."""
-
-    def __init__(self, target: Target, runs: int):
-        self.target = target
-        self.columns = runs + 1 if runs <= RUNS_PER_ROW else RUNS_PER_ROW
-        width, height = target.width, target.height
-        room = (MAX_GRID_WIDTH - GUTTER * (self.columns - 1)) // self.columns
-        if width <= room:  # enlarge a small image by a whole factor: each pixel a crisp block
-            k = max(1, min(room // width, math.ceil(MIN_PANEL_WIDTH / width)))
-            size = (width * k, height * k)
-        else:
-            size = (room, max(1, round(height * room / width)))
-        if size[1] > MAX_PANEL_HEIGHT:
-            size = (max(1, round(size[0] * MAX_PANEL_HEIGHT / size[1])), MAX_PANEL_HEIGHT)
-        self.size = size  # (width, height) of a panel's image, without its caption
-
-    def panel(self, pixels: np.ndarray | None, text: str) -> np.ndarray:
-        """A frame resized to the panel (LANCZOS down, nearest up by whole factors), captioned below."""
-        if pixels is None:
-            image = np.full((self.size[1], self.size[0], 3), animate.STRIP_RGB, np.uint8)
-        else:
-            h, w = pixels.shape[:2]
-            whole = self.size[0] % w == 0 and self.size[1] % h == 0 and self.size[0] // w == self.size[1] // h
-            resample = Image.Resampling.NEAREST if whole else Image.Resampling.LANCZOS
-            image = pixels if (w, h) == self.size else np.asarray(Image.fromarray(pixels).resize(self.size, resample))
-        return animate.caption_frame(image, text, min_height=0)
-
-    def target_panel(self) -> np.ndarray:
-        pixels = (self.target.pixels * 255).round().astype(np.uint8)
-        return self.panel(pixels, f"target\n{self.target.name}   {self.target.width}x{self.target.height}")
-
-    def run_panel(self, run: _RunFrames, frame_epoch: int | None) -> np.ndarray:
-        pixels = None if frame_epoch is None else _load_rgb(run.run.frame_path(frame_epoch))
-        return self.panel(pixels, run.caption(frame_epoch))
-
-    def final_panel(self, run: _RunFrames) -> np.ndarray:
-        last = run.frame_at(math.inf)
-        final = run.run.path / "final.png"
-        pixels = _load_rgb(final) if final.exists() else None if last is None else _load_rgb(run.run.frame_path(last))
-        return self.panel(pixels, run.caption(last, final=True))
-
-    def compose(self, panels: list[np.ndarray]) -> np.ndarray:
-        """Rows of ``columns`` panels, the last row padded with empty space, GUTTER pixels between."""
-        h, w, _ = panels[0].shape
-        empty = np.full((h, w, 3), GUTTER_RGB, np.uint8)
-        panels = panels + [empty] * (-len(panels) % self.columns)
-        column_gap = np.full((h, GUTTER, 3), GUTTER_RGB, np.uint8)
-        rows = [_join([*panels[i:i + self.columns]], column_gap, axis=1) for i in range(0, len(panels), self.columns)]
-        return _join(rows, np.full((GUTTER, rows[0].shape[1], 3), GUTTER_RGB, np.uint8), axis=0)
-
-
-def _join(parts: list[np.ndarray], gap: np.ndarray, axis: int) -> np.ndarray:
-    pieces = [parts[0]]
-    for part in parts[1:]:
-        pieces += [gap, part]
-    return np.concatenate(pieces, axis=axis)
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def grid_frames(target: Target, runs: list[_RunFrames], layout: _Layout) -> list[np.ndarray]:
-    """One grid frame per epoch that any run has a frame for (log-spaced past MAX_GRID_FRAMES).
-
-    At epoch e each panel shows its run's latest frame at or before e, so runs that save
-    frames on different schedules stay in step, and a run that ended earlier holds its last.
-    """
-    epochs = sorted(set().union(*[run.frame_epochs for run in runs])) or [0]
-    if len(epochs) > MAX_GRID_FRAMES:  # keep more of the early epochs, where most of the learning happens
-        picks = np.unique(np.geomspace(1, len(epochs), MAX_GRID_FRAMES).round().astype(int) - 1)
-        epochs = [epochs[i] for i in picks]
-    target_panel = layout.target_panel()
-    shown: list[tuple[int | None, np.ndarray] | None] = [None] * len(runs)  # each run's current panel
-    frames = []
-    for epoch in epochs:
-        panels = [target_panel]
-        for i, run in enumerate(runs):
-            frame_epoch = run.frame_at(epoch)
-            if shown[i] is None or shown[i][0] != frame_epoch:
-                shown[i] = (frame_epoch, layout.run_panel(run, frame_epoch))
-            panels.append(shown[i][1])
-        frames.append(layout.compose(panels))
-    return frames
-
-
-def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
-    """PSNR against epoch and against cumulative training seconds, one line per run."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
-
-    fig = Figure(figsize=(12, 5.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    by_epoch, by_time = fig.subplots(1, 2, sharey=True)
-    palette = colormaps["tab10"]
-    styles = ("-", "--", ":", "-.")  # after 10 colours, the next 10 repeat them dashed
-    log_epochs = max((len(run.metrics) for run in runs), default=0) > animate.LOG_EPOCHS_ABOVE
-    values = []
-    for i, run in enumerate(runs):
-        label = f"{run.row['label']} ({run.row['parameters']:,} params)" + (", diverged" if run.diverged else "")
-        style = {"color": palette(i % 10), "ls": styles[i // 10 % 4], "lw": 1.8}
-        if not run.metrics:  # diverged in epoch 1: still in the legend
-            by_epoch.plot([], [], label=label, **style)
-            continue
-        epoch = np.array([m["epoch"] for m in run.metrics], dtype=float)
-        seconds = np.cumsum([m["train_seconds"] for m in run.metrics])
-        psnr = np.array([m["psnr"] for m in run.metrics], dtype=float)
-        psnr[~np.isfinite(psnr)] = np.nan
-        values.append(psnr)
-        marker = {"marker": "o", "ms": 3.5} if len(epoch) <= 30 else {}
-        by_epoch.plot(epoch, psnr, label=label, **style, **marker)
-        by_time.plot(seconds, psnr, **style, **marker)
-        if run.diverged:  # where it stopped
-            by_epoch.plot(epoch[-1], psnr[-1], "x", color="black", ms=8, mew=2)
-            by_time.plot(seconds[-1], psnr[-1], "x", color="black", ms=8, mew=2)
-    every = np.concatenate(values) if values else np.array([])
-    for db in THRESHOLDS:  # reference lines, only inside the data's range (they would stretch the axis)
-        if every.size and np.nanmin(every) <= db <= np.nanmax(every):
-            for ax in (by_epoch, by_time):
-                ax.axhline(db, color="0.55", lw=0.9, ls=(0, (4, 4)), zorder=0)
-            by_epoch.annotate(f"{db:g} dB", (0, db), xycoords=("axes fraction", "data"), xytext=(3, 3),
-                              textcoords="offset points", fontsize=8, color="0.4")
-    for ax in (by_epoch, by_time):
-        ax.grid(True, which="major", alpha=0.3)
-        ax.spines[["top", "right"]].set_visible(False)
-        if log_epochs:  # log on both: the early epochs hold most of the change
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-    if not log_epochs:
-        by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-        by_time.set_xlim(left=0)  # time from the start: an axis cut at the first epoch would flatter the slow
-    by_epoch.set_xlabel("epoch" + (" (log scale)" if log_epochs else ""))
-    by_time.set_xlabel("cumulative training time (s)" + (" (log scale)" if log_epochs else ""))
-    by_epoch.set_ylabel("PSNR (dB)")
-    by_epoch.set_title("PSNR by epoch", fontsize=11)
-    by_time.set_title("PSNR by training time", fontsize=11)
-    long_labels = max(len(run.row["label"]) for run in runs) > 24
-    fig.legend(loc="outside lower center", ncol=min(len(runs), 3 if long_labels else 4), frameon=False, fontsize=9)
-    fig.suptitle(title, fontsize=13)
-    with animate.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
-# -- reports ---------------------------------------------------------------------------
-
-VERDICTS = {True: "supported", False: "not supported", None: "inconclusive"}
-COLUMNS = ("run", "recipe", "parameters", "FLOPs / pixel", "PSNR (dB)", "MAE", "best PSNR (epoch)",
-           "s / epoch", "to 20 dB", "to 25 dB")
-DASH = "—"  # a figure the run never reached, or has not got
-
-
-def table_cells(row: dict) -> list[str]:
-    """One row of the report table, as text."""
-    def number(value, fmt: str) -> str:
-        return DASH if value is None else format(value, fmt)
-
-    def seconds(value) -> str:
-        return DASH if value is None else format_seconds(value)
-
-    run = row["label"] + (" (diverged)" if row["status"] == "diverged" else "")
-    best = DASH if row["best_psnr"] is None else f"{row['best_psnr']:.2f} ({row['best_epoch']})"
-    return [run, row["describe"], f"{row['parameters']:,}", _si(row["flops_per_pixel"]), number(row["psnr"], ".2f"),
-            number(row["mae"], ".4f"), best, seconds(row["seconds_per_epoch"]), seconds(row["seconds_to_20"]),
-            seconds(row["seconds_to_25"])]
-
-
-def _si(value: float) -> str:
-    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= factor:
-            return f"{value / factor:.3g} {prefix}"
-    return f"{value:g}"
-
-
-def _subtitle(summary: dict) -> str:
-    runs = summary["runs"]
-    diverged = sum(row["status"] == "diverged" for row in runs)
-    return (f"{summary['image']}, {summary['width']}x{summary['height']} pixels; {len(runs)} "
-            f"run{'s' * (len(runs) != 1)}" + (f", {diverged} diverged" if diverged else "") +
-            f"; {time.strftime('%Y-%m-%d %H:%M')}")
-
-
-def report_markdown(summary: dict) -> str:
-    def cell(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-    lines = [f"# {summary['title']}", "", _subtitle(summary), "", f"**Conclusion.** {summary['conclusion']}", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * 2 + "--:|" * (len(COLUMNS) - 2)]
-    lines += ["| " + " | ".join(cell(c) for c in table_cells(row)) + " |" for row in summary["runs"]]
-    lines += ["", "PSNR and MAE are the final epoch's; times are training seconds (rendering and writing excluded), "
-              f"{DASH} where a run never got there. FLOPs per pixel: forward and backward, per epoch "
-              "(compare.flops_per_pixel).", "",
-              "## Final frames", "", "![The target and each run's final frame](finals.png)", "",
-              "## Learning curves", "", "![PSNR against epoch and against training time](curves.png)", "",
-              "## Learning, side by side", "", "![The runs' frames in step by epoch](grid.gif)", "",
-              "Every shown epoch, full quality: [grid.mp4](grid.mp4). Each run's own directory is under "
-              "[runs/](runs/).", ""]
-    if summary["claims"]:
-        lines += ["## Claims", ""]
-        lines += [f"- **{VERDICTS[c['supported']]}**: {c['claim']}  \n  Evidence: {c['evidence']}"
-                  for c in summary["claims"]]
-        lines.append("")
-    lines += ["## Recipes", "", "The fields that differ from the original's (summary.json has every field):", ""]
-    lines += [f"- `{row['label']}`: `{json.dumps(_changes(row['recipe']))}`" for row in summary["runs"]]
-    return "\n".join(lines) + "\n"
-
-
-CSS = """
-:root { --fg: #1f2328; --muted: #656d76; --line: #d0d7de; --soft: #f6f8fa; --accent: #0969da; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff;
-       font: 16px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
-main { max-width: 1120px; margin: 0 auto; padding: 28px 18px 56px; }
-h1 { font-size: 1.9rem; line-height: 1.2; margin: 0 0 6px; }
-h2 { font-size: 1.25rem; margin: 36px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
-.meta { color: var(--muted); margin: 0 0 18px; }
-.conclusion { margin: 0 0 22px; padding: 12px 16px; background: var(--soft); border-left: 4px solid var(--accent);
-              border-radius: 6px; font-size: 1.05rem; }
-.table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 6px; }
-table { border-collapse: collapse; width: 100%; font-size: 0.9rem; font-variant-numeric: tabular-nums; }
-th, td { padding: 7px 10px; text-align: right; white-space: nowrap; border-bottom: 1px solid var(--line); }
-th { background: var(--soft); font-weight: 600; }
-th:nth-child(-n+2), td:nth-child(-n+2) { text-align: left; }
-td:nth-child(2) { color: var(--muted); }
-tbody tr:last-child td { border-bottom: 0; }
-tbody tr:hover { background: #fafbfc; }
-td.best { font-weight: 700; color: #1a7f37; }
-.note { color: var(--muted); font-size: 0.85rem; margin: 8px 0 0; }
-figure { margin: 0 0 8px; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
-figcaption { color: var(--muted); font-size: 0.85rem; margin-top: 6px; }
-ul.claims { list-style: none; margin: 0; padding: 0; }
-ul.claims li { margin: 0 0 10px; padding: 10px 14px; border: 1px solid var(--line); border-radius: 6px; }
-.verdict { display: inline-block; margin-right: 8px; padding: 1px 9px; border-radius: 999px; font-size: 0.75rem;
-           font-weight: 700; letter-spacing: 0.03em; text-transform: uppercase; vertical-align: 1px; }
-.supported { background: #dafbe1; color: #116329; }
-.not-supported { background: #ffebe9; color: #a40e26; }
-.inconclusive { background: #eaeef2; color: #57606a; }
-.evidence { color: var(--muted); font-size: 0.92rem; margin-top: 4px; }
-details pre { overflow-x: auto; background: var(--soft); padding: 10px 12px; border-radius: 6px; font-size: 0.8rem; }
-@media (max-width: 640px) {
-  body { font-size: 15px; } main { padding: 18px 12px 40px; } h1 { font-size: 1.45rem; }
-  th, td { padding: 6px 8px; }
-}
-"""
-
-
-def report_html(summary: dict, out: Path) -> str:
-    """The report as one self-contained page: every image embedded, every text escaped."""
-    e = html.escape
-    best = max((row["psnr"] for row in summary["runs"] if row["psnr"] is not None), default=None)
-    body_rows = []
-    for row in summary["runs"]:
-        cells = table_cells(row)
-        tds = [f"<td>{e(text)}</td>" for text in cells]
-        if best is not None and row["psnr"] is not None and round(row["psnr"], 2) == round(best, 2):
-            tds[4] = f'<td class="best">{e(cells[4])}</td>'
-        body_rows.append("<tr>" + "".join(tds) + "</tr>")
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{e(summary['title'])}</title>",
-        f"<style>{CSS}</style>", "</head>", "<body>", "<main>",
-        f"<h1>{e(summary['title'])}</h1>", f'<p class="meta">{e(_subtitle(summary))}</p>',
-        f'<p class="conclusion"><strong>Conclusion.</strong> {e(summary["conclusion"])}</p>',
-        '<div class="table-wrap"><table>',
-        "<thead><tr>" + "".join(f'<th scope="col">{e(c)}</th>' for c in COLUMNS) + "</tr></thead>",
-        "<tbody>" + "".join(body_rows) + "</tbody>", "</table></div>",
-        f'<p class="note">PSNR and MAE are the final epoch\'s; times are training seconds (rendering and writing '
-        f"excluded), {e(DASH)} where a run never got there. FLOPs per pixel: forward and backward, per epoch.</p>",
-        "<h2>Final frames</h2>", _figure(out / "finals.png", "The target and each run's final frame"),
-        "<h2>Learning curves</h2>", _figure(out / "curves.png", "PSNR against epoch and against training time"),
-        "<h2>Learning, side by side</h2>",
-        _figure(out / "grid.gif", "The runs' frames in step by epoch (grid.mp4 beside this file has every shown "
-                                  "epoch at full quality)"),
-    ]
-    if summary["claims"]:
-        parts += ["<h2>Claims</h2>", '<ul class="claims">']
-        for claim in summary["claims"]:
-            verdict = VERDICTS[claim["supported"]]
-            parts.append(f'<li><span class="verdict {verdict.replace(" ", "-")}">{e(verdict)}</span>{e(claim["claim"])}'
-                         f'<div class="evidence">{e(claim["evidence"])}</div></li>')
-        parts.append("</ul>")
-    recipes = "\n".join(f"{row['label']}: {json.dumps(_changes(row['recipe']))}" for row in summary["runs"])
-    parts += ["<h2>Recipes</h2>", "<details><summary>The fields that differ from the original's "
-              f"(summary.json has every field)</summary><pre>{e(recipes)}</pre></details>",
-              "</main>", "</body>", "</html>"]
-    return "\n".join(parts) + "\n"
-
-
-def _changes(recipe: dict) -> dict:
-    """A recipe dict less the fields that equal the original's defaults."""
-    defaults = Recipe().to_dict()
-    return {key: value for key, value in recipe.items() if value != defaults[key]}
-
-
-def _figure(path: Path, caption: str) -> str:
-    mime = {".png": "image/png", ".gif": "image/gif"}[path.suffix]
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:{mime};base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
