@@ -139,12 +139,14 @@ def work(run_dir: str, run_id: str, action: str, threads: int, events, parent: i
             from ..experiment import resume_run
 
             result = resume_run(run_dir, quiet=True, callbacks=[LiveReporter(run_id, events)])
-            status = "complete"
+            status = "complete"  # from here on a late pause or stop changes nothing
             message = None if result.stopped_by == "epochs" else f"stopped by {result.stopped_by}"
     except Paused:
-        status = "paused"
+        if status != "complete":
+            status = "paused"
     except Stopped:
-        status = _finish(run)
+        if status != "complete":
+            status = _finish(run)
     except Diverged as exc:
         status, message = "diverged", str(exc)
     except UserError as exc:
