@@ -355,5 +355,9 @@ def test_the_page_and_the_api_docs_are_served(lab_client):
     schema = client.get("/openapi.json").json()
     for path in ("/api/images", "/api/runs", "/api/events", "/api/recipes/check"):
         assert path in schema["paths"]
+    reference = client.get("/api")  # the API reference that needs no CDN
+    assert reference.status_code == 200 and reference.headers["content-type"].startswith("text/html")
+    for text in ("/api/runs/{run_id}/pause", "recipe_text (body)", "epochs (body)", "layer (query)"):
+        assert text in reference.text
     options = client.get("/api/options").json()
     assert "quick" in options["presets"] and "leaky_relu" in options["choices"]["activation"]

@@ -15,6 +15,7 @@ are read, and no path from a request is used before store.py has checked it.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import math
 from collections import OrderedDict
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from fastapi import Body, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -251,6 +252,11 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    @app.get("/api", include_in_schema=False)
+    def api_reference():
+        # /docs (Swagger UI) loads its script from a CDN; this page needs nothing but the server.
+        return HTMLResponse(_api_reference(app.openapi()))
+
     # -- run files -------------------------------------------------------------------
 
     @app.get("/runs/{path:path}", summary="A file of a run directory: /runs/<run id>/<file>")
@@ -259,6 +265,30 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
         return FileResponse(file, headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _api_reference(schema: dict) -> str:
+    """The API as one self-contained HTML page: every route, its summary, parameters and body fields."""
+    def fields(operation: dict) -> str:
+        names = [f"{p['name']} ({p['in']})" for p in operation.get("parameters", [])]
+        for content in operation.get("requestBody", {}).get("content", {}).values():  # JSON or multipart
+            body = content.get("schema", {})
+            for ref in [body.get("$ref", "")] + [option.get("$ref", "") for option in body.get("anyOf", [])]:
+                model = schema.get("components", {}).get("schemas", {}).get(ref.rsplit("/", 1)[-1], {})
+                names += [f"{name} (body)" for name in model.get("properties", {})]
+        return ", ".join(html.escape(n) for n in names)
+
+    rows = "".join(
+        f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
+        f"<td>{html.escape(operation.get('summary', ''))}</td><td>{fields(operation)}</td></tr>"
+        for path, item in schema["paths"].items() for method, operation in item.items())
+    return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(schema['info']['title'])} API</title>"
+            "<style>body{font:15px system-ui;margin:2em;max-width:70em}td{padding:.3em .8em;vertical-align:top;"
+            "border-bottom:1px solid #ddd}</style>"
+            f"<h1>{html.escape(schema['info']['title'])} API</h1><p>{html.escape(schema['info']['description'])} "
+            "Errors are <code>{\"error\": ..., \"field\": ...}</code> with a 4xx status. "
+            "<a href='/openapi.json'>openapi.json</a> · <a href='/docs'>interactive docs</a> (needs the internet)</p>"
+            f"<table><tr><th>method</th><th>path</th><th>what</th><th>inputs</th></tr>{rows}</table>")
 
 
 def _clean(value):
