@@ -3,7 +3,8 @@
 Every route translates a request into one call on ``Lab`` (jobs.py) and its
 answer into JSON; errors are ``{"error": "<one line>", "field": <form field or
 null>}`` with a 4xx status, the same messages the CLI prints. FastAPI writes
-the API's documentation at /docs (and /openapi.json).
+the API's schema at /openapi.json and interactive docs at /docs (Swagger UI,
+from a CDN); /api is a plain reference page made from the same schema.
 
 Safety, besides binding to 127.0.0.1 (server.py): requests must name this
 server in their Host header (a web page elsewhere cannot reach it by DNS
