@@ -53,7 +53,7 @@ from .experiment import resume_run, train_run
 from .images import Target
 from .models import build_model
 from .recipes import Recipe
-from .record import RunDirectory, read_metrics, write_json
+from .record import RunDirectory, json_safe, read_metrics, write_json
 from .registry import ENCODINGS
 from .report import THRESHOLDS, format_seconds, write_outputs
 from .train import Trainer
@@ -377,7 +377,7 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
                           "target": target if action == "start" else None, "device": device})
     _train_all(tasks, len(entries), jobs or usable_cores(), device, progress)
 
-    rows = [_finite(table_row(out, label, parameters[label])) for label, _ in entries]
+    rows = [json_safe(table_row(out, label, parameters[label])) for label, _ in entries]
     verdicts = _check_claims(claims(copy.deepcopy(rows))) if claims else []
     summary = {"title": title, "image": target.name, "width": target.width, "height": target.height,
                "runs": rows, "conclusion": conclusion(rows), "claims": verdicts}
@@ -556,16 +556,5 @@ def _check_claims(claims: list[dict]) -> list[dict]:
         supported = None if item["supported"] is None else bool(item["supported"])
         checked.append({"claim": item["claim"], "supported": supported, "evidence": item["evidence"]})
     return checked
-
-
-def _finite(value):
-    """JSON has no infinity or NaN: a non-finite number (a perfect fit's PSNR) becomes None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
 
 

@@ -195,7 +195,8 @@ def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = 
     checkpoint = run.checkpoint()
     if checkpoint is None:
         raise UserError(f"{str(run.path)!r} has no checkpoint yet: wait for its first epoch")
-    model = build_model(run.recipe())
+    recipe = run.recipe()
+    model = build_model(recipe)
     model.load_state_dict(checkpoint["model"])
     if not 0 <= layer <= model.depth:
         hidden = "hidden layer 1" if model.depth == 1 else f"hidden layers 1-{model.depth}"
@@ -208,7 +209,7 @@ def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = 
                         "choose a smaller --tile")
     device = resolve_device(device)
     maps = layer_maps(model.to(device), size[1], size[0], layer, device)
-    rectifier = layer > 0 and run.recipe().layer_activations()[layer - 1].split(":")[0] in RECTIFIERS
+    rectifier = layer > 0 and recipe.layer_activations()[layer - 1].split(":")[0] in RECTIFIERS
     return neuron_grid(maps, layer=layer, layers=model.depth, epoch=checkpoint.get("epoch"), rectifier=rectifier)
 
 

@@ -58,6 +58,17 @@ def write_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
+def json_safe(value):
+    """JSON has no infinity or NaN: a non-finite number (a perfect fit's PSNR) becomes None, at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -164,7 +175,7 @@ class RunDirectory:
 
     def write_ending(self, history: list[dict], animations: bool = True) -> None:
         """final.png (the newest frame on disk) and, with ``animations``, the GIF, MP4 and curves."""
-        frames = [self.frame_path(row["epoch"]) for row in history if self.frame_path(row["epoch"]).exists()]
+        frames = [path for path in (self.frame_path(row["epoch"]) for row in history) if path.exists()]
         if frames:
             with animate.atomic_path(self.path / "final.png") as tmp:
                 Path(tmp).write_bytes(frames[-1].read_bytes())

@@ -16,9 +16,9 @@ are read, and no path from a request is used before store.py has checked it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
-import math
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,13 +32,15 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from .. import __version__
 from ..errors import UserError
 from ..recipes import ORDERS, PRESETS, Recipe
 from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES, forms
 from .jobs import Lab
 from . import store
-from .store import LabError, run_file, run_path
+from ..record import json_safe
+from .store import LabError, run_file, run_path, url_path
 from .worker import png_bytes
 
 STATIC = Path(__file__).parent / "static"
@@ -87,7 +89,7 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
             if manage:
                 await run_in_threadpool(lab.close)
 
-    app = FastAPI(title="monalisa lab", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="monalisa lab", version=__version__, lifespan=lifespan,
                   description="Train coordinate networks on one image and watch them learn. "
                               "The page at / uses exactly this API.")
     app.add_middleware(_Guard, allowed_hosts=allowed_hosts)
@@ -145,7 +147,7 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
 
     @app.get("/api/options", summary="Presets, component names and sizes for the recipe form")
     def options():
-        return _clean({
+        return json_safe({
             "presets": {name: recipe.to_dict() for name, recipe in PRESETS.items()},
             "default_preset": DEFAULT_PRESET,
             "default_size": DEFAULT_SIZE,
@@ -159,17 +161,17 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
     @app.post("/api/recipes/check", summary="Check a recipe; its canonical form, or the error and its field")
     def check(body: CheckRequest):
         recipe = forms.build_recipe(body.preset, body.recipe_text, body.recipe)
-        return _clean(forms.describe_recipe(recipe))
+        return json_safe(forms.describe_recipe(recipe))
 
     # -- runs ------------------------------------------------------------------------
 
     @app.get("/api/runs", summary="Every run under --runs, newest first")
     def runs():
-        return _clean({"runs": lab.runs()})
+        return json_safe({"runs": lab.runs()})
 
     @app.post("/api/runs", status_code=201, summary="Create a run and queue it")
     def create_run(body: RunRequest):
-        return _clean({"run": lab.create_run(body.image, body.size, body.preset, body.recipe_text, body.recipe)})
+        return json_safe({"run": lab.create_run(body.image, body.size, body.preset, body.recipe_text, body.recipe)})
 
     @app.get("/api/runs/{run_id:path}/frame.png", summary="The newest reconstruction (live preview or last frame)")
     def frame(run_id: str):
@@ -186,9 +188,8 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
         key = (run_id, layer, checkpoint.stat().st_mtime_ns if checkpoint.exists() else None)
         if key not in neuron_cache:
             grid = run_neurons(path, layer)
-            meta = {"layer": grid.layer, "layers": grid.layers, "units": grid.units, "constant": grid.constant,
-                    "silent": grid.silent, "columns": grid.columns, "rows": grid.rows, "tile": list(grid.tile),
-                    "gutter": grid.gutter, "epoch": grid.epoch, "summary": grid.summary}
+            meta = {field.name: getattr(grid, field.name) for field in dataclasses.fields(grid)
+                    if field.name != "image"} | {"summary": grid.summary}
             neuron_cache[key] = (meta, png_bytes(grid.image))
             while len(neuron_cache) > NEURON_CACHE:
                 neuron_cache.popitem(last=False)
@@ -201,25 +202,25 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
     @app.get("/api/runs/{run_id:path}/neurons", summary="What each unit of a hidden layer computes: layout and PNG")
     def neurons(run_id: str, layer: int = Query(1, description="1..depth; 0 is the encoding")):
         meta, _ = neuron_grid(run_id, layer)
-        image = f"/api/runs/{_quote_id(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"
-        return _clean({**meta, "image": image})
+        image = f"/api/runs/{url_path(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"
+        return json_safe({**meta, "image": image})
 
     @app.post("/api/runs/{run_id:path}/pause", summary="Pause a queued or running run (it resumes from its last epoch)")
     def pause(run_id: str):
-        return _clean({"run": lab.pause(run_id)})
+        return json_safe({"run": lab.pause(run_id)})
 
     @app.post("/api/runs/{run_id:path}/resume", summary="Queue a paused, stopped or interrupted run again; "
                                                        "with epochs, extend a run")
     def resume(run_id: str, body: ResumeRequest | None = Body(None)):
-        return _clean({"run": lab.resume(run_id, body.epochs if body else None)})
+        return json_safe({"run": lab.resume(run_id, body.epochs if body else None)})
 
     @app.post("/api/runs/{run_id:path}/stop", summary="Stop a run and write its ending (final image, GIF, MP4)")
     def stop(run_id: str):
-        return _clean({"run": lab.stop(run_id)})
+        return json_safe({"run": lab.stop(run_id)})
 
     @app.get("/api/runs/{run_id:path}", summary="One run: its summary and every epoch's metrics")
     def run(run_id: str):
-        return _clean({"run": lab.summary(run_id), "metrics": lab.metrics(run_id)})
+        return json_safe({"run": lab.summary(run_id), "metrics": lab.metrics(run_id)})
 
     @app.get("/api/events", summary="Server-sent events: run changes, progress, frames, epochs")
     async def events(request: Request):
@@ -246,7 +247,7 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
                             return
                         yield ": keep-alive\n\n"
                         continue
-                    yield f"data: {json.dumps(_clean(event))}\n\n"
+                    yield f"data: {json.dumps(json_safe(event))}\n\n"
             finally:
                 lab.unsubscribe(listener)
 
@@ -290,29 +291,6 @@ def _api_reference(schema: dict) -> str:
             "Errors are <code>{\"error\": ..., \"field\": ...}</code> with a 4xx status. "
             "<a href='/openapi.json'>openapi.json</a> · <a href='/docs'>interactive docs</a> (needs the internet)</p>"
             f"<table><tr><th>method</th><th>path</th><th>what</th><th>inputs</th></tr>{rows}</table>")
-
-
-def _clean(value):
-    """JSON-safe: infinite or NaN figures (a perfect fit's PSNR, a diverged run) become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _quote_id(run_id: str) -> str:
-    from urllib.parse import quote
-
-    return "/".join(quote(s, safe="") for s in run_id.split("/"))
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 class _TooLarge(Exception):

@@ -26,11 +26,13 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 from ..images import BUILTIN_IMAGES, Target, load_image, resize
+from ..recipes import Recipe
 from ..record import RunDirectory, read_metrics, write_json
 
 UPLOADS = ".uploads"
@@ -84,7 +86,7 @@ def run_file(root: Path, run_id_and_file: str) -> Path:
     owner = path.parent.parent if path.parent.name == "frames" else path.parent
     if not resolved.is_relative_to(base) or not resolved.is_file() or not (owner / "run.json").is_file():
         raise LabError("not found", status=404)
-    if owner.resolve() == base or segments[0] == UPLOADS:
+    if owner.resolve() == base:
         raise LabError("not found", status=404)
     return resolved
 
@@ -155,8 +157,6 @@ class RunReader:
 
     def summary(self, run: Path) -> dict:
         """The run as the API describes it (see RunSummary in the API docs); status as on disk."""
-        from ..recipes import Recipe
-
         run_id = run_id_of(self.root, run)
         info = self.json(run / "run.json") or {}
         recipe_data = self.json(run / "recipe.json") or {}
@@ -168,7 +168,7 @@ class RunReader:
         metrics = self.metrics(run)
         last = metrics[-1] if metrics else {}
         finite = [row["psnr"] for row in metrics if row["psnr"] == row["psnr"]]
-        base = "/runs/" + "/".join(_quote(s) for s in run_id.split("/"))
+        base = f"/runs/{url_path(run_id)}"
 
         def file_url(name: str) -> str | None:
             return f"{base}/{name}" if (run / name).is_file() else None
@@ -200,16 +200,15 @@ class RunReader:
                 "curves": file_url("curves.png"),
                 "recipe": file_url("recipe.json"),
             },
-            "frame": f"/api/runs/{'/'.join(_quote(s) for s in run_id.split('/'))}/frame.png",
+            "frame": f"/api/runs/{url_path(run_id)}/frame.png",
             "live": None,
             "actions": [],
         }
 
 
-def _quote(segment: str) -> str:
-    from urllib.parse import quote
-
-    return quote(segment, safe="")
+def url_path(run_id: str) -> str:
+    """A run id as it goes into a URL: each segment quoted, the slashes kept."""
+    return "/".join(quote(segment, safe="") for segment in run_id.split("/"))
 
 
 def latest_frame(run: Path) -> Path | None:

@@ -103,10 +103,13 @@ class LiveReporter(Callback):
             self.send("frame", epoch=row["epoch"], fraction=1.0, png=png_bytes(frame))
 
 
-def _raise_on(signum, frame):
-    # Only the first signal counts: a second one while the run is being finished would cut that short.
+def _ignore_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _raise_on(signum, frame):
+    _ignore_signals()  # only the first signal counts: a second one while the run is finished would cut that short
     raise Paused() if signum == signal.SIGINT else Stopped()
 
 
@@ -154,15 +157,13 @@ def work(run_dir: str, run_id: str, action: str, threads: int, events, parent: i
     except Exception as exc:  # a bug or a full disk: say so on the page, keep the server alive
         status, message = "error", f"{type(exc).__name__}: {exc}"
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_signals()
         run.update_info(status=status, message=message)
         events.put({"type": "end", "id": run_id, "status": status, "message": message})
 
 
 def _finish(run) -> str:
     """A stopped run's ending from what is on disk: its last frame as final.png, the animations, the curves."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _ignore_signals()
     run.write_ending(run.metrics())
     return "stopped"
