@@ -8,6 +8,8 @@ torch model), ``state_dict()`` / ``load_state_dict()`` (optimiser state).
 - ``batched``: PyTorch minibatches, every recipe, CPU or CUDA.
 
 ``auto`` picks ``online`` wherever it can run the recipe exactly on the CPU.
+That question is answered by online_support.py, without numba: numba (0.2-0.4 s
+to import, measured with -X importtime) loads only when the online engine is made.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from ..errors import UserError
 from ..recipes import Recipe
+from .online_support import supports
 
 ENGINES = ("auto", "online", "batched")
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,8 +39,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def choose_engine(name: str, recipe: Recipe, device: torch.device) -> str:
-    from .online import supports
-
     if name not in ENGINES:
         raise UserError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
     reason = supports(recipe)
@@ -53,7 +54,7 @@ def choose_engine(name: str, recipe: Recipe, device: torch.device) -> str:
 def make_engine(name: str, model: torch.nn.Sequential, recipe: Recipe, coords: np.ndarray, colours: np.ndarray,
                 device: torch.device):
     if name == "online":
-        from .online import OnlineEngine  # numba compiles on first use: import only when needed
+        from .online import OnlineEngine  # imports numba: only when this engine runs
 
         return OnlineEngine(model, recipe, coords, colours)
     from .batched import BatchedEngine

@@ -4,13 +4,11 @@ Loss per pixel is the original's half sum of squared errors over R, G, B; a
 batch takes its mean, so a step's size does not grow with the batch size and
 batch size 1 is exactly the online algorithm.
 
-What it does beyond the textbook loop, and why (benchmarks/epoch_time.py
-measures the difference):
-- the original's family of recipes (online.compiled_subset) takes a hand-written backward pass
-  that updates each layer in place with one ``addmm_`` as soon as its delta is
-  known (the online kernel's scheme, batched): no autograd graph, no gradient
-  tensors, no separate optimiser sweep over the weights. Other recipes use
-  autograd and torch.optim;
+A step is the textbook one: forward, ``loss.backward()``, the registry's torch
+optimiser (components.py). A hand-written backward pass with in-place SGD for
+the original's family measured 0.9-1.09x the speed of this on 1 and 2 threads
+(benchmarks/batched_engine.py, 2026-11) and was dropped.
+Two things beyond the textbook loop, and why:
 - the epoch's permutation is applied once, as one gather, so each batch is a
   contiguous slice rather than an indexing op;
 - the divergence check reads the loss back only every few batches on CUDA, so
@@ -27,8 +25,7 @@ import torch
 from ..errors import Diverged
 from ..models import linear_layers
 from ..recipes import Recipe
-from ..registry import ACTIVATIONS, OPTIMIZERS, SCHEDULES
-from .online import compiled_subset
+from ..registry import OPTIMIZERS, SCHEDULES
 
 # An error signal above 1000 stopped the original; half its square is the
 # smallest per-pixel loss that such a delta implies.
@@ -61,12 +58,6 @@ class BatchedEngine:
         self.coords = torch.from_numpy(np.ascontiguousarray(coords)).to(device)
         self.colours = torch.from_numpy(np.ascontiguousarray(colours)).to(device)
         self.optimizer = make_optimizer(self.model, recipe)
-        self.layers = linear_layers(self.model)
-        self.layer_lr = [group["lr"] for group in self.optimizer.param_groups[:len(self.layers)]]
-        self.manual = compiled_subset(recipe) is None  # see the module docstring
-        if self.manual:
-            hidden = ACTIVATIONS.parse(recipe.layer_activations()[0])
-            self.hidden, self.slope = hidden.name, getattr(hidden.options, "slope", 0.0)
         self.schedule = SCHEDULES.build(recipe.schedule)
         # How often the loss is read back for the divergence check.
         self.check_every = 1 if device.type == "cpu" else 50
@@ -85,16 +76,12 @@ class BatchedEngine:
             self._set_rates((epoch - 1 + step / steps) / self.recipe.epochs)
             x = coords[step * batch:(step + 1) * batch]
             t = colours[step * batch:(step + 1) * batch]
-            check = step % self.check_every == 0 or step == steps - 1
-            if self.manual:
-                self._manual_sgd_step(x, t, epoch, step, check)
-            else:
-                loss = 0.5 * (self.model(x) - t).square().sum(dim=1).mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if check:
-                    self._check(loss, epoch, step)
-                self.optimizer.step()
+            loss = 0.5 * (self.model(x) - t).square().sum(dim=1).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if step % self.check_every == 0 or step == steps - 1:
+                self._check(loss, epoch, step)
+            self.optimizer.step()
             if on_progress is not None and (step % progress_every == 0 or step == steps - 1):
                 on_progress((step + 1) / steps)
 
@@ -108,55 +95,9 @@ class BatchedEngine:
         if not value <= DIVERGENCE_LOSS:  # written this way round to catch NaN too
             raise Diverged(epoch, f"loss {value:.3g} at batch {step:,}")
 
-    @torch.no_grad()
-    def _manual_sgd_step(self, x: torch.Tensor, t: torch.Tensor, epoch: int, step: int, check: bool) -> None:
-        """One SGD step on the batch's mean half squared error, by hand (see the module docstring)."""
-        acts = [x]  # acts[i]: input of layer i, (B, widths[i])
-        for index, layer in enumerate(self.layers):
-            z = torch.addmm(layer.bias, acts[-1], layer.weight.t())  # (B, n_out)
-            last = index == len(self.layers) - 1
-            acts.append(_activate(z, self.recipe.output if last else self.hidden, self.slope))
-        y = acts.pop()
-        error = t - y  # (B, 3)
-        if check:
-            self._check(0.5 * error.square().sum(dim=1).mean(), epoch, step)
-        delta = error * _derivative(y, self.recipe.output, self.slope)
-        scale = 1.0 / len(x)  # the loss is a mean over the batch
-        for index in range(len(self.layers) - 1, -1, -1):
-            layer, x_in = self.layers[index], acts[index]
-            back = delta @ layer.weight if index > 0 else None  # with the old weights, as autograd would
-            layer.weight.addmm_(delta.t(), x_in, alpha=self.layer_lr[index] * scale)
-            layer.bias.add_(delta.sum(dim=0), alpha=self.layer_lr[index] * scale)
-            if back is not None:
-                delta = back.mul_(_derivative(x_in, self.hidden, self.slope))
-
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
 
-
-def _activate(z: torch.Tensor, name: str, slope: float) -> torch.Tensor:
-    if name == "leaky_relu":
-        return torch.nn.functional.leaky_relu(z, slope)
-    if name == "relu":
-        return torch.relu(z)
-    if name == "tanh":
-        return torch.tanh(z)
-    if name == "sigmoid":
-        return torch.sigmoid(z)
-    return z  # linear
-
-
-def _derivative(y: torch.Tensor, name: str, slope: float) -> torch.Tensor | float:
-    """f'(z) expressed through y = f(z), as the online kernel does."""
-    if name == "leaky_relu":
-        return torch.where(y >= 0, 1.0, slope)
-    if name == "relu":
-        return (y > 0).to(y.dtype)
-    if name == "tanh":
-        return 1 - y * y
-    if name == "sigmoid":
-        return y * (1 - y)
-    return 1.0  # linear
