@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from monalisa.images import load_target
 from monalisa.models import build_model, linear_layers
 from monalisa.recipes import get_preset
 
-REFERENCE_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mona_lisa.jpg"
+REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 
 
 def plain_optimizer(model, recipe):
@@ -75,7 +74,7 @@ def report(name: str, ours: list[float], baseline: list[float], baseline_name: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(REFERENCE_IMAGE))
+    parser.add_argument("--image", default=REFERENCE_IMAGE, help="image file or built-in name")
     parser.add_argument("--preset", default="original")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine (median reported)")
     parser.add_argument("--plain-pixels", type=int, default=2000, help="pixels per timed slice of the plain loop")

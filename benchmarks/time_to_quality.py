@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
@@ -26,9 +25,9 @@ from monalisa.images import load_target
 from monalisa.recipes import PRESETS, get_preset
 from monalisa.train import Trainer
 
-REFERENCE_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mona_lisa.jpg"
+REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 THRESHOLDS = (20.0, 25.0, 30.0)
-ORIGINAL_PARAMETERS = 272_703  # the original 4x300 network (RECIPE.md)
+ORIGINAL_PARAMETERS = 272_703  # the original 4x300 network (docs/original.md)
 
 
 def seconds_to_reach(history: list[dict], db: float) -> float | None:
@@ -52,7 +51,7 @@ def psnr_at(history: list[dict], seconds: float) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(REFERENCE_IMAGE))
+    parser.add_argument("--image", default=REFERENCE_IMAGE, help="image file or built-in name")
     parser.add_argument("--presets", default=",".join(p for p in PRESETS if p != "quick"),
                         help="comma-separated preset names")
     parser.add_argument("--limit", type=float, default=60.0, help="training seconds per preset")

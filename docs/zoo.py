@@ -11,7 +11,6 @@ the target is the last panel. Everything is computed here by monalisa's own API.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -20,13 +19,13 @@ from monalisa.images import load_target
 from monalisa.recipes import get_preset
 from monalisa.train import Trainer, render, to_frame
 
-REFERENCE_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mona_lisa.jpg"
+REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 PRESETS = ("original", "rprop-sigmoid", "siren", "fourier", "hashgrid", "fast")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(REFERENCE_IMAGE))
+    parser.add_argument("--image", default=REFERENCE_IMAGE, help="image file or built-in name")
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--seconds", type=float, default=20.0, help="training seconds per preset")
     parser.add_argument("--out", required=True)
