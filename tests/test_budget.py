@@ -15,7 +15,7 @@ def torch_count(recipe: Recipe) -> int:
 
 
 def test_the_original_is_4x300():
-    # RECIPE.md: 2*300+300 + 3*(300*300+300) + 300*3+3 = 272,703
+    # docs/original.md: 2*300+300 + 3*(300*300+300) + 300*3+3 = 272,703
     assert width_for_budget(4, 272_703) == 300
     assert parameter_count((300,) * 4) == 272_703
 

@@ -248,7 +248,22 @@ def test_images_lists_the_builtin_images(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(BUILTIN_IMAGES)
     astronaut = next(line for line in lines if line.split()[0] == "astronaut")
-    assert astronaut.split()[1:] == ["512x512", "RGB"]
+    assert astronaut.split()[1:] == ["512x512", "RGB", "scikit-image"]
+
+
+def test_images_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`monalisa images | head -1`: the reader is gone before the list is written; no traceback."""
+    script = Path(sys.executable).parent / "monalisa"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "monalisa.cli"]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before anything is written: every write fails, deterministically
+    try:
+        done = subprocess.run([*command, "images"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141  # 128 + SIGPIPE, as a shell reports `head` closing on a tool
 
 
 # -- a tiny successful run ------------------------------------------------------------------------
@@ -338,7 +353,7 @@ def test_metrics_and_frame_match_a_reference_computation(tiny_run):
     assert float(last["mse"]) == pytest.approx(mse, rel=1e-4)
     assert float(last["mae"]) == pytest.approx(mae, rel=1e-4)
     assert float(last["psnr"]) == pytest.approx(10 * np.log10(1 / mse), rel=1e-4)
-    # The frame: x 255, clamped, truncated (RECIPE.md); one level of slack for float rounding at a boundary.
+    # The frame: x 255, clamped, truncated (docs/original.md); one level of slack for float rounding at a boundary.
     expected = np.clip(output * 255, 0, 255).astype(np.uint8).reshape(HEIGHT, WIDTH, 3)
     frame = np.asarray(Image.open(out / "frames" / "epoch-00002.png").convert("RGB"))
     assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1

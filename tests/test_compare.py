@@ -320,7 +320,7 @@ def test_flops_per_pixel_of_the_original_is_recipe_md_figure():
     # Multiply-adds of 2->300->300->300->300->3, six FLOPs each (forward 2, backward 4).
     macs = 2 * 300 + 3 * 300 * 300 + 300 * 3
     assert flops_per_pixel(Recipe()) == 6 * macs == 1_629_000
-    # RECIPE.md: "about 6 floating-point operations per parameter per pixel, so about 1.6 MFLOP a pixel".
+    # docs/original.md: about 6 FLOPs per parameter per pixel, so about 1.6 MFLOP a pixel.
     assert flops_per_pixel(Recipe()) == pytest.approx(6 * 272_703, rel=0.01)
     assert round(flops_per_pixel(Recipe()) / 1e6, 1) == 1.6
     # The hash grid preset: 16 levels x 2 features into 2x64, plus 16 FLOPs a level and feature.

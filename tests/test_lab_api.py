@@ -361,3 +361,35 @@ def test_the_page_and_the_api_docs_are_served(lab_client):
         assert text in reference.text
     options = client.get("/api/options").json()
     assert "quick" in options["presets"] and "leaky_relu" in options["choices"]["activation"]
+
+
+# -- runs on uploads, and renders at any width --------------------------------------------------
+
+
+def test_runs_on_an_upload_are_named_after_it_and_render_at_a_chosen_width(lab_client):
+    client, lab = lab_client
+    noise = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    named = client.post("/api/images", files={"file": ("../My Mona Lisa.png", buffer.getvalue(), "image/png")}).json()
+    unnamed = client.post("/api/images", files={"file": ("蒙娜丽莎.png", png(), "image/png")}).json()
+    run = create(client, image=named["id"], size="full")
+    other = create(client, image=unnamed["id"], size="full")
+    # The display name, kept to letters, digits, '_' and '-'; a name with none of them falls back to the hash.
+    assert run["id"].startswith("My_Mona_Lisa-"), run["id"]
+    assert other["id"].startswith(f"upload-{unnamed['id'][7:15]}-"), other["id"]
+    assert {p.name for p in lab.root.iterdir() if not p.name.startswith(".")} == {run["id"], other["id"]}
+
+    wait_for(client, run["id"], lambda r: r["status"] == "complete")
+    url = f"/api/runs/{run['id']}/render.png"
+    # At the training width the render is the final frame (one level of slack for float rounding).
+    same = client.get(url, params={"width": 24})
+    assert same.status_code == 200 and same.headers["content-type"] == "image/png"
+    final = np.asarray(Image.open(lab.root / run["id"] / "final.png").convert("RGB")).astype(int)
+    assert np.abs(np.asarray(Image.open(io.BytesIO(same.content)).convert("RGB")).astype(int) - final).max() <= 1
+    wide = client.get(url, params={"width": 60})
+    assert Image.open(io.BytesIO(wide.content)).size == (60, 40)  # the aspect ratio kept
+    assert f'filename="{run["id"]}-render-60x40.png"' in wide.headers["content-disposition"]
+    for width in ("0", "100000", "wide"):
+        refused = client.get(url, params={"width": width})
+        assert refused.status_code == 400 and refused.json()["field"] == "width", refused.text

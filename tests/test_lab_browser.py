@@ -1,5 +1,8 @@
 """End to end in a real headless Chromium: `monalisa serve`, the page, a short run watched live.
 
+Every page a test opens fails the test on any console error or uncaught exception
+(the ``pages`` fixture), unless the test names the error it expects.
+
 Debian's chromium (/usr/bin/chromium, installed by .ci/run) is driven by
 Playwright; Playwright's own browser download is never used. Set
 MONALISA_SCREENSHOTS=DIR to keep the screenshots (the README's comes from here:
@@ -15,6 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from monalisa.images import builtin_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless as root in a container, and no calls home (this machine's network refuses them).
@@ -55,6 +61,37 @@ def browser():
         chromium.close()
 
 
+class Pages:
+    """Opens pages and keeps every console error and uncaught exception they report."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.errors: list[str] = []
+        self.expected: list[re.Pattern] = []
+
+    def new(self, **options):
+        page = self.browser.new_page(**options)
+        page.on("console", lambda message: self.errors.append(
+            f"console error: {message.text} ({message.location.get('url')})") if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught exception: {error}"))
+        return page
+
+    def expect(self, pattern: str) -> None:
+        """An error the test provokes on purpose (a refused request logs one in the console)."""
+        self.expected.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
+
+
+@pytest.fixture
+def pages(browser):
+    """``pages.new(viewport=...)``; the test fails at its end if any page reported an unexpected error."""
+    opened = Pages(browser)
+    yield opened
+    assert not opened.unexpected(), "the page reported errors:\n" + "\n".join(opened.unexpected())
+
+
 def keep_screenshot(page, name: str) -> None:
     folder = os.environ.get("MONALISA_SCREENSHOTS")
     if folder:
@@ -62,11 +99,9 @@ def keep_screenshot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name))
 
 
-def test_pick_an_image_start_a_run_and_watch_it_learn(server, browser, tmp_path):
+def test_pick_an_image_start_a_run_and_watch_it_learn(server, pages, tmp_path):
     url, runs = server
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = pages.new(viewport={"width": 1280, "height": 800})
     page.goto(url)
 
     astronaut = page.locator('[data-testid="gallery"] [data-image="astronaut"]')
@@ -81,6 +116,9 @@ def test_pick_an_image_start_a_run_and_watch_it_learn(server, browser, tmp_path)
 
     panel = page.locator('[data-testid="panel"]').first
     sync_api.expect(panel).to_be_visible(timeout=30_000)
+    # Before the first frame the panel says what it waits for, not only that it waits.
+    sync_api.expect(panel.locator('[data-testid="waiting"]')).to_have_text(
+        re.compile(r"queued|starting the worker|epoch \d+ in progress: \d+%"))
     reconstruction = panel.locator('img[data-testid="reconstruction"]')
     psnr = panel.locator('[data-testid="psnr"]')
     sync_api.expect(psnr).to_have_text(re.compile(r"\d+\.\d+ dB"), timeout=60_000)
@@ -94,6 +132,8 @@ def test_pick_an_image_start_a_run_and_watch_it_learn(server, browser, tmp_path)
             break
     else:
         raise AssertionError("the reconstruction never changed")
+    # Once an epoch is done, a training run tells the time it has left.
+    sync_api.expect(panel.locator('[data-testid="eta"]')).to_have_text(re.compile(r"^\d+(\.\d)? s left$"))
     sync_api.expect(panel.locator('[data-testid="status"]')).to_have_text(re.compile("complete", re.I),
                                                                           timeout=120_000)
     final_psnr = float(psnr.inner_text().split()[0])
@@ -108,12 +148,11 @@ def test_pick_an_image_start_a_run_and_watch_it_learn(server, browser, tmp_path)
     # Reloading the page finds the run again.
     page.reload()
     sync_api.expect(page.locator(f'[data-testid="panel"][data-run="{run_dir.name}"]')).to_be_visible(timeout=15_000)
-    assert not errors, errors
 
 
-def test_the_page_fits_a_phone(server, browser):
+def test_the_page_fits_a_phone(server, pages):
     url, _ = server
-    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    page = pages.new(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     page.goto(url)
     sync_api.expect(page.locator('[data-testid="gallery"] [data-image="astronaut"]')).to_be_visible()
     page.wait_for_timeout(500)
@@ -122,9 +161,10 @@ def test_the_page_fits_a_phone(server, browser):
     keep_screenshot(page, "lab-phone.png")
 
 
-def test_a_bad_recipe_is_explained_next_to_its_field(server, browser):
+def test_a_bad_recipe_is_explained_next_to_its_field(server, pages):
     url, runs = server
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    pages.expect(r"status of 400 .*/api/(recipes/check|runs)\)$")  # the refused requests, which the browser logs
+    page = pages.new(viewport={"width": 1280, "height": 800})
     page.goto(url)
     sync_api.expect(page.locator('[data-testid="gallery"] [data-image="astronaut"]')).to_be_visible()
     page.fill("#arch", "4y300")
@@ -135,7 +175,8 @@ def test_a_bad_recipe_is_explained_next_to_its_field(server, browser):
     assert not [p for p in runs.glob("*") if not p.name.startswith(".")]  # nothing started
 
 
-REFERENCE_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mona_lisa.jpg"
+# The reference Mona Lisa, the file the package ships as its built-in image `mona_lisa`.
+REFERENCE_IMAGE = builtin_path("mona_lisa")
 
 
 def start_run(page, preset: str, epochs: int) -> None:
@@ -147,19 +188,13 @@ def start_run(page, preset: str, epochs: int) -> None:
     page.click("#start")
 
 
-def test_two_architectures_side_by_side_on_an_upload(server, browser, tmp_path):
+def test_two_architectures_side_by_side_on_an_upload(server, pages, tmp_path):
     """As a new user: upload a picture, run two architectures beside each other, download an animation."""
     url, runs = server
     source = REFERENCE_IMAGE
-    if not source.exists():  # a clone without the reference image: any picture will do
-        from monalisa.images import builtin_path
-
-        source = builtin_path("chelsea")
     # Larger and longer when the screenshot is for the README.
     size, epochs = ("128", 60) if os.environ.get("MONALISA_SCREENSHOTS") else ("40", 12)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = pages.new(viewport={"width": 1280, "height": 800})
     page.goto(url)
     sync_api.expect(page.locator('[data-testid="gallery"] [data-image="astronaut"]')).to_be_visible()
     page.set_input_files("#upload", str(source))
@@ -174,6 +209,34 @@ def test_two_architectures_side_by_side_on_an_upload(server, browser, tmp_path):
     start_run(page, "fast", epochs)  # a hash grid and Adam
     panels = page.locator('[data-testid="panel"]')
     sync_api.expect(panels).to_have_count(2, timeout=15_000)
+    # Named after the upload's file, not its hash.
+    ids = [panels.nth(i).get_attribute("data-run") for i in range(2)]
+    assert all(i.startswith(f"{source.stem}-") for i in ids), ids
+
+    # The Runs view while both train: rows update in place and keep their order, and the page throws
+    # nothing (the pages fixture fails the test on an uncaught exception).
+    page.click("#tab-runs")
+    rows = page.locator('[data-testid="run-row"]')
+    sync_api.expect(rows).to_have_count(2)
+    # The server's order (newest first); the view takes it once its own fetch of the list is in.
+    order = page.evaluate("() => fetch('/api/runs').then((r) => r.json()).then((a) => a.runs.map((r) => r.id))")
+    assert sorted(order) == sorted(ids)
+    page.wait_for_function("order => [...document.querySelectorAll('[data-testid=run-row]')]"
+                           ".map((r) => r.dataset.run).join() === order.join()", arg=order)
+    seen = set()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert rows.evaluate_all("rows => rows.map((r) => r.dataset.run)") == order
+        states = rows.evaluate_all("rows => rows.map((r) => r.querySelector('.nums').innerText)")
+        seen.update(states)
+        if all("complete" in state for state in states):
+            break
+        page.wait_for_timeout(200)
+    else:
+        raise AssertionError(f"the runs did not complete; the rows showed {sorted(seen)}")
+    epochs_shown = {re.search(r"(\d+) / \d+ epochs", state).group(1) for state in seen}
+    assert len(epochs_shown) >= 3, seen  # the rows followed the training, not only its start and end
+    page.click("#tab-lab")
     for index in range(2):
         sync_api.expect(panels.nth(index).locator('[data-testid="status"]')).to_have_text(
             re.compile("complete", re.I), timeout=240_000)
@@ -182,6 +245,17 @@ def test_two_architectures_side_by_side_on_an_upload(server, browser, tmp_path):
     boxes = [panels.nth(i).bounding_box() for i in range(2)]
     assert abs(boxes[0]["y"] - boxes[1]["y"]) < 5 and boxes[0]["x"] != boxes[1]["x"]
     keep_screenshot(page, "lab.png")
+
+    # A render of the hash grid run's network at a chosen width, downloaded from its panel.
+    fast = panels.filter(has_text="hashgrid")
+    fast.locator('[data-testid="render-width"]').select_option("256")
+    with page.expect_download() as download:
+        fast.locator('[data-testid="render"]').click()
+    rendered = tmp_path / "render.png"
+    download.value.save_as(rendered)
+    with Image.open(rendered) as image, Image.open(runs / fast.get_attribute("data-run") / "final.png") as final:
+        assert image.format == "PNG" and image.width == 256
+        assert image.height == round(256 * final.height / final.width)  # the run's aspect ratio
 
     # The neuron view of the original network's second hidden layer: 300 units.
     original = page.locator('[data-testid="panel"]', has_text="4x300")
@@ -201,7 +275,6 @@ def test_two_architectures_side_by_side_on_an_upload(server, browser, tmp_path):
 
     # The runs view lists both; download one run's animation.
     page.click("#tab-runs")
-    rows = page.locator('[data-testid="run-row"]')
     sync_api.expect(rows).to_have_count(2)
     with page.expect_download() as download:
         rows.first.locator('a[download][href$="learning.gif"]').click()
@@ -210,4 +283,45 @@ def test_two_architectures_side_by_side_on_an_upload(server, browser, tmp_path):
     assert saved.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     run_dirs = [p for p in runs.iterdir() if not p.name.startswith(".")]
     assert saved.read_bytes() in [(p / "learning.gif").read_bytes() for p in run_dirs]
-    assert not errors, errors
+
+
+def test_the_eta_counts_the_time_limit(server, pages):
+    """siren --time-limit 60 once showed an ETA of 1:09:29 and stopped at 84 s: the limit ends the run first."""
+    url, _ = server
+    page = pages.new(viewport={"width": 800, "height": 600})
+    page.goto(url)
+    # Ten epochs done at 1 s of wall clock each, 0.8 s of it training; epoch 11 half done.
+    rows = [{"epoch": e, "seconds": float(e), "train_seconds": 0.8} for e in range(1, 11)]
+    left = page.evaluate("""async ([rows, recipes]) => {
+        const { timeLeft } = await import("/static/panels.js");
+        return recipes.map((recipe) => timeLeft({ epochs: 5000, recipe }, rows, { epoch: 11, fraction: 0.5 }));
+    }""", [rows, [{"time_limit": 60}, {"time_limit": None}, {"time_limit": 1e6}]])
+    # 60 - 8 s of training left is 65 epochs of 0.8 s (the limit is checked after each), 64.5 from here.
+    assert left[0] == {"seconds": pytest.approx(64.5), "limited": True}
+    assert left[1] == left[2] == {"seconds": pytest.approx(5000 - 10.5), "limited": False}
+
+
+def test_the_report_table_fits_a_laptop_screen(browser, tmp_path):
+    """report.html at 1280 px: every column of a five-run table inside its box, none cut off."""
+    from monalisa.recipes import Recipe
+    from monalisa.report import COLUMNS, report_html
+
+    for name in ("finals.png", "curves.png", "grid.gif"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    labels = ["4x300-leaky_relu-sgd-b1", "3x256-sine-adam-b8192", "hashgrid-1x32-relu-adam-b8192",
+              "hashgrid-2x64-relu-adam-b16384", "fourier-256-4x256-relu-adam-b16384"]
+    runs = [{"label": label, "status": "complete", "describe": label.replace("-", " "), "parameters": 291_777,
+             "flops_per_pixel": 1_629_000, "psnr": 21.5, "mae": 0.0412, "best_psnr": 21.52, "best_epoch": 300,
+             "seconds_per_epoch": 0.0971, "seconds_to_20": 12.3, "seconds_to_25": None,
+             "recipe": Recipe().to_dict()} for label in labels]
+    summary = {"title": "Comparison", "image": "mona_lisa", "width": 240, "height": 358, "runs": runs,
+               "conclusion": "a conclusion", "claims": []}
+    (tmp_path / "report.html").write_text(report_html(summary, tmp_path))
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto((tmp_path / "report.html").as_uri())
+    box, table = page.evaluate("""() => [document.querySelector('.table-wrap').clientWidth,
+                                          document.querySelector('table').scrollWidth]""")
+    assert table <= box, f"the table is {table} px wide in a {box} px box"
+    assert "training MFLOP per pixel per epoch" in COLUMNS
+    sync_api.expect(page.locator("p.note")).to_contain_text("Training MFLOP per pixel per epoch: ")
+    keep_screenshot(page, "report.png")

@@ -126,7 +126,7 @@ def test_divergence_is_caught_not_propagated():
     Recipe(arch=(24, 12), optimizer="adam", batch_size=32),
 ], ids=["leaky", "tanh-sigmoid-out", "relu", "momentum", "adam"])
 def test_batched_engine_matches_plain_minibatch_loop(recipe):
-    """The batched engine (hand-written SGD path or torch.optim) against the textbook loop."""
+    """The batched engine (one gather an epoch, per-layer rates) against the textbook loop."""
     from monalisa.engines.batched import BatchedEngine
 
     coords, colours, _ = problem(recipe)

@@ -1,4 +1,4 @@
-"""Recipes as data: the presets against RECIPE.md's figures, specs, parsing, round trips, validation, initialisation."""
+"""Recipes as data: the presets against docs/original.md's figures, specs, parsing, round trips, validation, initialisation."""
 
 import dataclasses
 import json
@@ -24,7 +24,7 @@ def options(registry, spec):
     return registry.parse(spec).options
 
 
-# -- presets against RECIPE.md ------------------------------------------------------------
+# -- presets against docs/original.md ------------------------------------------------------------
 
 
 def test_original_preset_is_the_post():
@@ -41,7 +41,7 @@ def test_original_preset_is_the_post():
     assert (recipe.schedule, recipe.encoding_lr, recipe.until_psnr, recipe.time_limit) == ("constant", None, None,
                                                                                           None)
     assert (recipe.order, recipe.epochs) == ("shuffled", 500)
-    # RECIPE.md: 2*300+300 + 3*(300*300+300) + 300*3+3
+    # docs/original.md: 2*300+300 + 3*(300*300+300) + 300*3+3
     assert recipe.parameter_count() == 272_703
     assert sum(p.numel() for p in build_model(recipe).parameters()) == 272_703
 
@@ -468,7 +468,7 @@ def test_original_init_statistics():
     first, last = linear_layers(model)
     assert first.weight.shape == (2000, 2) and last.weight.shape == (3, 2000)
     for layer, fan_in in ((first, 2), (last, 2000)):
-        expected = 0.3 / math.sqrt(fan_in + 1)  # RECIPE.md
+        expected = 0.3 / math.sqrt(fan_in + 1)  # docs/original.md
         values = torch.cat([layer.weight.flatten(), layer.bias.flatten()])
         assert sample_std(values) == pytest.approx(expected, rel=0.05)
         assert abs(values.double().mean().item()) < 4 * expected / math.sqrt(values.numel())
@@ -520,7 +520,7 @@ def test_model_shape_activations_and_output():
     torch.testing.assert_close(out, torch.sigmoid(h @ layers[-1].weight.T + layers[-1].bias))
     leaky = build_model(Recipe(arch=(4,), activation="leaky_relu:slope=0.2"))
     assert leaky.activations[0].negative_slope == 0.2
-    assert build_model(Recipe(arch=(4,))).activations[0].negative_slope == 0.01  # RECIPE.md's slope
+    assert build_model(Recipe(arch=(4,))).activations[0].negative_slope == 0.01  # docs/original.md's slope
     identity = build_model(Recipe(arch=(4,)))  # linear outputs, as the original
     x = torch.tensor([[-50.0, 80.0]])  # far enough out that any squashing would show
     last = linear_layers(identity)[-1]

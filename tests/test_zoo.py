@@ -523,7 +523,7 @@ def test_presets_match_their_sources():
     fast = PRESETS["fast"]  # a hash grid that stays under the original network's parameter budget
     assert ENCODINGS.parse(fast.encoding).name == "hashgrid"
     assert fast.parameter_count() < PRESETS["original"].parameter_count()
-    rprop = PRESETS["rprop-sigmoid"]  # RECIPE.md's failing set-up: RPROP, 3x300 ReLU, sigmoid outputs
+    rprop = PRESETS["rprop-sigmoid"]  # docs/original.md's failing set-up: RPROP, 3x300 ReLU, sigmoid outputs
     assert (rprop.optimizer, rprop.arch, rprop.activation, rprop.output) == ("rprop", (300,) * 3, "relu", "sigmoid")
     assert rprop.batch_size >= 300 * 429  # full batch: the whole image in one step
 
@@ -562,7 +562,7 @@ def network_of(run: Path, trained: bool = True):
 
 
 def expected_image(run: Path, rows: np.ndarray, cols: np.ndarray, trained: bool = True) -> np.ndarray:
-    """The network on the grid rows x cols, as a frame: x 255, clamped, truncated (RECIPE.md)."""
+    """The network on the grid rows x cols, as a frame: x 255, clamped, truncated (docs/original.md)."""
     grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2).astype(np.float32)
     with torch.no_grad():
         out = network_of(run, trained)(torch.from_numpy(grid)).numpy().astype(np.float64)
@@ -622,13 +622,21 @@ def test_render_at_scale_1_is_the_final_frame(trained_run, capsys):
 
 def test_render_zoomed_into_the_centre(trained_run, capsys):
     path = render([str(trained_run), "--zoom", "4", "--center", "0.5,0.5"], capsys)
-    assert path == trained_run / f"render-{4 * WIDTH}x{4 * HEIGHT}-zoom4.png"  # --scale 4 by default
+    assert path == trained_run / f"render-{4 * WIDTH}x{4 * HEIGHT}-zoom4-at0.5,0.5.png"  # --scale 4 by default
     # 1/4 of each side around the centre: [0.375, 0.625]^2.
     rows = 0.375 + 0.25 * np.arange(4 * HEIGHT) / (4 * HEIGHT - 1)
     cols = 0.375 + 0.25 * np.arange(4 * WIDTH) / (4 * WIDTH - 1)
     image = read_png(path)
     assert_within_one_level(image, expected_image(trained_run, rows, cols))
     assert not np.array_equal(image, read_png(render([str(trained_run), "--scale", "4"], capsys)))
+
+
+def test_renders_at_two_centres_keep_both(trained_run, capsys):
+    first = render([str(trained_run), "--zoom", "4", "--center", "0.3,0.5", "--size", "9x7"], capsys)
+    second = render([str(trained_run), "--zoom", "4", "--center", "0.7,0.5", "--size", "9x7"], capsys)
+    assert first == trained_run / "render-9x7-zoom4-at0.3,0.5.png"
+    assert second == trained_run / "render-9x7-zoom4-at0.7,0.5.png"
+    assert first.is_file() and not np.array_equal(read_png(first), read_png(second))
 
 
 def test_render_zoom_near_an_edge_stays_inside_the_image(trained_run, capsys, tmp_path):

@@ -16,6 +16,7 @@ half-written file: the old file stays until the new one is complete.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import secrets
@@ -25,6 +26,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .limits import MAX_ANIMATION_FRAMES, MAX_HOLD_FRAMES, check_animation
 
 PathLike = str | os.PathLike
 
@@ -54,16 +57,40 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     like ``*.mp4``. The file is not pre-created (no mkstemp): mkstemp makes it
     0600, and the result should get the usual umask permissions. If the body
     raises, the temp file is removed and ``path`` is left untouched.
+
+    The temp name carries the writer's pid (``.learning.mp4.tmp-4242-1a2b3c4d.mp4``): a writer
+    killed outright (SIGKILL, power loss) cannot clean up, so each new write of ``path`` first
+    removes the temporaries of ``path`` whose writer process is gone.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    _remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:  # also KeyboardInterrupt: never leave litter behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``path``'s leftover temporaries whose writer process no longer exists."""
+    prefix = f".{path.name}.tmp-"
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or a pid no process has: leave the file alone
+    return True
 
 
 def save_png(pixels_uint8: np.ndarray, path: PathLike) -> None:
@@ -170,6 +197,7 @@ def write_gif(
     Note: Pillow merges consecutive identical frames into one (adding their
     durations), so a GIF of repeated frames has fewer frames but the same timing.
     """
+    check_animation(fps=fps, frames=max_frames)
     frames = _check_frames(frames)
     frames = [frames[i] for i in subsample_indices(len(frames), max_frames)]
     # GIF delays are in hundredths of a second and browsers treat delays under
@@ -224,14 +252,17 @@ def write_mp4(
     yuv420p stores colour at half resolution, so H.264 needs even width and
     height; odd frames get one extra row/column copied from the edge (no
     rescaling, which would blur the pixel blocks). The last frame is repeated
-    to hold it for ``final_hold_s``.
+    to hold it for ``final_hold_s`` (at most limits.MAX_HOLD_FRAMES frames). More than
+    limits.MAX_ANIMATION_FRAMES frames are evenly subsampled, first and last kept.
     """
     import imageio_ffmpeg  # imported here: only MP4 writing needs the ffmpeg binary
 
-    frames = _check_frames(frames)
+    check_animation(fps=fps)
+    # Every frame, up to the limit; past it an evenly spaced subset, as write_gif keeps.
+    frames = _check_frames([frames[i] for i in subsample_indices(len(frames), MAX_ANIMATION_FRAMES)])
     h, w, _ = frames[0].shape
     pad = ((0, h % 2), (0, w % 2), (0, 0))
-    hold = max(0, round(final_hold_s * fps))
+    hold = min(MAX_HOLD_FRAMES, max(0, round(final_hold_s * fps)))
 
     with atomic_path(path) as tmp:
         writer = imageio_ffmpeg.write_frames(

@@ -10,7 +10,7 @@ parameter count fixed and trades width for depth. A fully connected network of
 parameters (input layer, the hidden-to-hidden layers, the output layer). P is a
 quadratic in w, increasing for w > 0, so the width for a budget B is the positive
 root of P(w) = B, rounded to whichever neighbouring integer comes closest. The
-original 4x300 network has P(300) = 272,703 (RECIPE.md), so ``width_for_budget(4,
+original 4x300 network has P(300) = 272,703 (docs/original.md), so ``width_for_budget(4,
 272_703)`` is 300.
 
 A budget cannot always be met: a deep network needs at least P(1) parameters, and
@@ -33,6 +33,31 @@ def parameter_count(arch: tuple[int, ...] | list[int], in_features: int = 2, out
     """Weights and biases of the MLP in_features -> arch[0] -> ... -> arch[-1] -> out_features."""
     widths = (in_features, *arch, out_features)
     return sum(n_in * n_out + n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
+
+
+def encoding_size(spec, in_features: int = 2) -> tuple[int, int]:
+    """(output features, trainable parameters) of an encoding spec, from its options alone.
+
+    A built-in encoding registers a ``size`` hook beside its builder (encodings.py), so nothing is
+    allocated; a user's encoding registered without one is built and measured.
+    """
+    import torch
+
+    from . import encodings  # noqa: F401  (registers the built-in encodings)
+    from .registry import ENCODINGS
+
+    parsed = ENCODINGS.parse(spec) if isinstance(spec, str) else spec
+    size = ENCODINGS.entry(parsed.name).size
+    if size is not None:
+        return size(parsed.options, in_features)
+    module = encodings.build_encoding(parsed, in_features, torch.Generator().manual_seed(0))
+    return module.out_features, sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def recipe_parameters(recipe) -> int:
+    """A recipe's trainable parameters: its encoding's, plus the MLP from the encoding's width."""
+    features, encoding = encoding_size(recipe.encoding)
+    return encoding + parameter_count(recipe.arch, features, 3)
 
 
 def width_for_budget(depth: int, budget: int, in_features: int = 2, out_features: int = 3,

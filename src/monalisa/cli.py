@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -22,11 +23,12 @@ from .compare import label_for, load_comparison, run_comparison
 from .errors import Diverged, UserError
 from .experiment import default_run_path, resume_run, train_run
 from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
+from .limits import MAX_PARAMETERS, MAX_PIXELS, allowing_large
 from .recipes import ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
 from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 from .animate import save_png
 from .neurons import DEFAULT_TILE, run_neurons, save_neuron_grid
-from .record import FRAME_SCHEDULES, RunDirectory
+from .record import FRAME_SCHEDULES, RunDirectory, write_errors
 from .rendering import Region, output_size, render_run
 from .report import VERDICTS
 from .studies import DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_OPTIONS, DepthOptions, default_base
@@ -44,6 +46,8 @@ RECIPE_FLAGS = ("arch", "activation", "output", "encoding", "residual", "init", 
 STUDY_FLAGS = ("budget", "depths")
 DEVICES = ["auto", "cpu", "cuda"]
 ARCH_HELP = "hidden layers: DEPTHxWIDTH (4x300) or widths (300,300,100)"
+ALLOW_LARGE_HELP = (f"lift the memory limits (over {MAX_PARAMETERS:,} parameters, {MAX_PIXELS:,} training pixels, "
+                    "...: see limits.py) on a machine with the memory")
 
 COMPARE_DESCRIPTION = f"""\
 Train several recipes on one image, each run in its own process, and write one
@@ -79,9 +83,9 @@ The recipe flags change the study's base recipe, which every entry starts from
 study's quick epochs.
 
 examples:
-  monalisa study depth path/to/mona_lisa.jpg --quick
+  monalisa study depth mona_lisa --quick
   monalisa study depth --budget 50000 --depths 1,2,4 --epochs 10 --quick
-  monalisa study tips path/to/mona_lisa.jpg --quick --resume runs/study-tips-mona_lisa-20250101-120000"""
+  monalisa study tips mona_lisa --quick --resume runs/study-tips-mona_lisa-20250101-120000"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -192,6 +196,7 @@ def add_parallel_run_flags(parser: argparse.ArgumentParser, default_out: str, re
     run.add_argument("--out", metavar="DIR", help=f"comparison directory (default: {default_out})")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--resume", metavar="DIR", help=resume_help)
+    run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<image>-<preset>-<time>)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--resume", metavar="RUN", help="continue a stopped run directory")
+    run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
 
     compare = commands.add_parser("compare", help="train several recipes on one image side by side, with a report",
                                   description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("study", choices=list(STUDIES), help="which study")
     study.add_argument("image", nargs="?",
                        help=f"image file or built-in name (default: {DEFAULT_IMAGE}); the 2012 experiment trained "
-                            "on the Mona Lisa: give the path of a copy to ask its questions of its image")
+                            "on the Mona Lisa: give mona_lisa to ask its questions of its image")
     study.add_argument("--quick", action="store_true",
                        help=f"the image shrunk to {QUICK_SIDE} px on its longest side, the study's quick epochs")
     options = study.add_argument_group("study options")
@@ -289,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--runs", default="runs", metavar="DIR", help="where runs are kept and found (default: runs)")
     srv.add_argument("--jobs", type=positive_int, default=2, help="runs that train at once; the rest wait (default: 2)")
     srv.add_argument("--open", action="store_true", help="open the page in the default browser")
+    srv.add_argument("--allow-large", action="store_true",
+                     help=ALLOW_LARGE_HELP + "; the lab's requests can never lift them themselves")
 
     anim = commands.add_parser("animate", help="write a run's animation again: smaller, log-spaced, or after a stop")
     anim.add_argument("run", help="run directory")
@@ -440,26 +448,31 @@ def interruptible(how: str, function, /, *args, **kwargs):
 def command_images(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    for name in BUILTIN_IMAGES:
+    for name, builtin in BUILTIN_IMAGES.items():
         with Image.open(builtin_path(name)) as image:
-            print(f"{name:22s} {image.width}x{image.height} {image.mode}")
+            print(f"{name:22s} {f'{image.width}x{image.height}':9s} {image.mode:4s} {builtin.credit}")
 
 
 def command_render(args: argparse.Namespace) -> None:
     run = RunDirectory.open(args.run)
     width, height = output_size(run, args.size, args.scale)
     region = Region.zoom(args.zoom or 1.0, args.center)  # zoom 1 is the whole image; --center still checked
-    zoom = f"-zoom{args.zoom:g}" if args.zoom else ""
+    # A zoomed render names its centre too: a second --center must not overwrite the first.
+    zoom = f"-zoom{args.zoom:g}-at{args.center[0]:g},{args.center[1]:g}" if args.zoom else ""
     out = Path(args.out) if args.out else run.path / f"render-{width}x{height}{zoom}.png"
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {str(out)!r} must end in .png")
-    save_png(render_run(run, width, height, region, device=args.device), out)
+    pixels = render_run(run, width, height, region, device=args.device)
+    with write_errors(out):  # a read-only run directory or a full disk: one line, choose another --out
+        save_png(pixels, out)
     print(out)
 
 
 def command_neurons(args: argparse.Namespace) -> None:
     grid = run_neurons(args.run, args.layer, tile=args.tile, device=args.device)
-    out = save_neuron_grid(grid, args.out or Path(args.run) / f"neurons-layer{args.layer}.png")
+    out = args.out or Path(args.run) / f"neurons-layer{args.layer}.png"
+    with write_errors(Path(out)):  # a read-only run directory or a full disk: one line, choose another --out
+        out = save_neuron_grid(grid, out)
     print(out)
     print(grid.summary)
 
@@ -485,9 +498,11 @@ def command_animate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        {"train": command_train, "compare": command_compare, "study": command_study, "images": command_images,
-         "animate": command_animate, "render": command_render, "neurons": command_neurons,
-         "serve": command_serve}[args.command](args)
+        with allowing_large(getattr(args, "allow_large", False)):  # inherited by the runs' processes
+            {"train": command_train, "compare": command_compare, "study": command_study, "images": command_images,
+             "animate": command_animate, "render": command_render, "neurons": command_neurons,
+             "serve": command_serve}[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not in Python's exit
     except UserError as exc:
         print(f"monalisa: error: {exc}", file=sys.stderr)
         return 2
@@ -500,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nmonalisa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`monalisa images | head -1`): stop quietly, as Unix tools do. Point
+        # stdout at devnull so Python's own flush at exit does not raise again (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell reports for a tool its reader closed on
     return 0
 
 

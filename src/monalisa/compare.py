@@ -56,7 +56,6 @@ from .recipes import Recipe
 from .record import RunDirectory, json_safe, read_metrics, write_json
 from .registry import ENCODINGS
 from .report import THRESHOLDS, format_seconds, write_outputs
-from .train import Trainer
 
 COMPARISON_FILE = "comparison.json"
 RUN_FRAMES = "log"  # every epoch to 10, then ~20 a decade: enough for the grid, far less disk than "all"
@@ -109,7 +108,7 @@ def flops_per_pixel(recipe: Recipe) -> int:
 
     Linear layers: 6 per weight, 6 x sum(n_in x n_out) (Kaplan et al. 2020's 6N rule): a
     multiply-add (2 FLOPs) forward, two backward (the input's gradient and the weight's). For
-    the original 4x300 network that is 6 x 271,500 = 1.63 MFLOP, RECIPE.md's "about 1.6 MFLOP
+    the original 4x300 network that is 6 x 271,500 = 1.63 MFLOP, docs/original.md's "about 1.6 MFLOP
     a pixel". Biases, activations and the update add O(width) and are left out.
 
     Encodings, counting every elementwise operation (sin and cos included) as one FLOP:
@@ -256,18 +255,9 @@ def _run_one(task: dict) -> dict:
 
 
 def _continue_run(path: Path) -> None:
-    """Resume a run; one killed after its last epoch but before its animations only needs finishing."""
-    run = RunDirectory.open(path)
-    checkpoint = run.checkpoint()
-    if checkpoint is None or checkpoint["epoch"] < run.recipe().epochs:
-        resume_run(path, quiet=True)  # on the device and engine it recorded
-        return
-    from .record import Recorder
-
-    info = run.info()
-    trainer = Trainer(run.target(), run.recipe(), device=info.get("device", "auto"), engine=info.get("engine", "auto"))
-    trainer.load_state_dict(checkpoint)
-    trainer.fit([Recorder(run, frames=info.get("frames", RUN_FRAMES))])  # no epochs left: writes the ending
+    """Resume a run on the device and engine it recorded; resume_run finishes one killed after its last
+    epoch but before its animations, and holds the run's lock (a second writer is refused)."""
+    resume_run(path, quiet=True)
 
 
 def _stop_workers(executor: ProcessPoolExecutor) -> None:

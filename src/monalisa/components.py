@@ -2,12 +2,12 @@
 
 - activations: leaky_relu, relu, tanh, sigmoid, gelu, silu, sine (SIREN)
 - outputs: linear, sigmoid, clamp
-- initialisers: original (RECIPE.md), torch (PyTorch's default), siren
+- initialisers: original (docs/original.md), torch (PyTorch's default), siren
 - optimisers: sgd, momentum, adam, rprop
 - learning-rate schedules: constant, step, exponential, cosine
 
 Input encodings live in encodings.py. Sources: the 2012 original
-(../shared/RECIPE.md); SIREN, Sitzmann et al. 2020, "Implicit Neural
+(docs/original.md); SIREN, Sitzmann et al. 2020, "Implicit Neural
 Representations with Periodic Activation Functions" (sine units, omega_0 = 30,
 and their initialisation); RPROP, Riedmiller & Braun 1993.
 """
@@ -28,10 +28,11 @@ from .registry import ACTIVATIONS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES, NoOpti
 
 @dataclass(frozen=True)
 class LeakyOptions:
-    slope: float = 0.01  # RECIPE.md: "so the derivative never goes completely to zero"
+    slope: float = 0.01  # docs/original.md: "so the derivative never goes completely to zero"
 
     def __post_init__(self):
-        require(self.slope >= 0, f"leaky_relu slope must be >= 0, got {self.slope}")
+        # Past 1 the "leak" is the steeper side: no longer a leaky rectifier (and 1e308 overflows float32).
+        require(0 <= self.slope <= 1, f"leaky_relu slope must be from 0 to 1, got {self.slope}")
 
 
 @ACTIVATIONS.register("leaky_relu", LeakyOptions)
@@ -44,13 +45,21 @@ for _name, _module in (("relu", nn.ReLU), ("tanh", nn.Tanh), ("sigmoid", nn.Sigm
     ACTIVATIONS.register(_name)(lambda options, layer_index, _module=_module: _module())
 
 
+# SIREN's omega_0 (30 in the paper): below 1e-3 sin(omega x) is a straight line over the inputs, and
+# SIREN's initialisation divides by omega (1e-308 overflows it); above 1e4 float32 keeps ~3 digits of
+# omega x's phase.
+OMEGA_RANGE = (1e-3, 1e4)
+
+
 @dataclass(frozen=True)
 class SineOptions:
     omega: float = 30.0  # SIREN's omega_0 for hidden layers
     first_omega: float = 30.0  # SIREN's omega_0 for the first layer, which sets the frequencies the net can see
 
     def __post_init__(self):
-        require(self.omega > 0 and self.first_omega > 0, "sine omega and first_omega must be > 0")
+        low, high = OMEGA_RANGE
+        require(low <= min(self.omega, self.first_omega) and max(self.omega, self.first_omega) <= high,
+                f"sine omega and first_omega must be from {low:g} to {high:g}")
 
 
 class Sine(nn.Module):
@@ -92,7 +101,7 @@ OUTPUTS.register("clamp")(lambda options: Clamp())
 
 @dataclass(frozen=True)
 class OriginalInitOptions:
-    scale: float = 0.3  # RECIPE.md; the author found the initial scale "very important"
+    scale: float = 0.3  # docs/original.md; the author found the initial scale "very important"
 
     def __post_init__(self):
         require(self.scale > 0, f"original init scale must be > 0, got {self.scale}")
@@ -122,7 +131,8 @@ class SirenInitOptions:
     omega: float = 30.0  # must match the sine activation's hidden omega_0
 
     def __post_init__(self):
-        require(self.omega > 0, f"siren init omega must be > 0, got {self.omega}")
+        require(OMEGA_RANGE[0] <= self.omega <= OMEGA_RANGE[1],
+                f"siren init omega must be from {OMEGA_RANGE[0]:g} to {OMEGA_RANGE[1]:g}, got {self.omega}")
 
 
 @INITS.register("siren", SirenInitOptions)
@@ -196,6 +206,9 @@ class RpropOptions:
 
     def __post_init__(self):
         require(0 < self.eta_minus < 1 < self.eta_plus, "rprop needs 0 < eta_minus < 1 < eta_plus")
+        # Riedmiller & Braun use 1.2; at 10 a step grows tenfold per agreeing sign, and torch keeps
+        # the factor in float32 (1e308 overflows it).
+        require(self.eta_plus <= 10, f"rprop eta_plus must be at most 10, got {self.eta_plus}")
 
 
 @OPTIMIZERS.register("rprop", RpropOptions)
@@ -217,7 +230,8 @@ class StepOptions:
     gamma: float = 0.3  # factor at each drop
 
     def __post_init__(self):
-        require(self.every > 0 and self.gamma > 0, "step schedule needs every > 0 and gamma > 0")
+        # A step schedule drops the rate; a factor above 1 would compound past float32 at each step.
+        require(self.every > 0 and 0 < self.gamma <= 1, "step schedule needs every > 0 and 0 < gamma <= 1")
 
 
 @SCHEDULES.register("step", StepOptions)
@@ -244,7 +258,8 @@ class CosineOptions:
     warmup: float = 0.0  # fraction of the run with a linear ramp up from 0
 
     def __post_init__(self):
-        require(self.final >= 0, f"cosine schedule final must be >= 0, got {self.final}")
+        # Annealing goes down, to final x the rate (1e308 x the rate overflows float32).
+        require(0 <= self.final <= 1, f"cosine schedule final must be from 0 to 1, got {self.final}")
         require(0 <= self.warmup < 1, f"cosine schedule warmup must be in [0, 1), got {self.warmup}")
 
 

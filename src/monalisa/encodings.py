@@ -18,6 +18,8 @@ the module maps (N, in_features) -> (N, module.out_features). Anything random
 (the Fourier matrix, the hash tables' initial values) is drawn from
 ``generator``, a CPU ``torch.Generator``, so a recipe's seed rebuilds the same
 model. ``build_encoding`` is ``ENCODINGS.build`` plus a check of that contract.
+Each also registers ``size(options, in_features) -> (out_features, parameters)``,
+the same figures by arithmetic, so limits.py can size a recipe before building it.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
-from .registry import ENCODINGS, NoOptions, Spec
+from .registry import ENCODINGS, NoOptions, Spec, require
 
 
 def build_encoding(spec: str | Spec, in_features: int, generator: torch.Generator) -> nn.Module:
@@ -57,7 +58,7 @@ class Identity(nn.Module):
         return x
 
 
-@ENCODINGS.register("none", NoOptions)
+@ENCODINGS.register("none", NoOptions, size=lambda options, in_features: (in_features, 0))
 def build_none(options: NoOptions, in_features: int, generator: torch.Generator) -> nn.Module:
     return Identity(in_features)
 
@@ -71,6 +72,16 @@ class PositionalOptions:
     # 1.2-2 pixels for 300-513 pixels: the finest band sits at the pixel Nyquist (see Positional)
     octaves: int = 10
     include_input: bool = True  # NeRF's code (get_embedder, include_input=True) keeps p itself
+
+    def __post_init__(self):
+        # Past 2^52 pi p a float64 angle keeps no fraction of a period: such octaves are noise.
+        require(0 <= self.octaves <= 52, f"positional octaves must be 0 to 52, got {self.octaves}")
+        require(self.octaves > 0 or self.include_input, "positional with octaves=0 and include_input=false "
+                "encodes nothing")
+
+
+def positional_size(options: PositionalOptions, in_features: int) -> tuple[int, int]:
+    return in_features * options.include_input + 2 * in_features * options.octaves, 0  # no trainable parameters
 
 
 class Positional(nn.Module):
@@ -104,12 +115,8 @@ class Positional(nn.Module):
         return torch.cat(parts + [bands.flatten(1)], 1)  # (N, in*include_input + 2*in*L)
 
 
-@ENCODINGS.register("positional", PositionalOptions)
+@ENCODINGS.register("positional", PositionalOptions, size=positional_size)
 def build_positional(options: PositionalOptions, in_features: int, generator: torch.Generator) -> nn.Module:
-    if options.octaves < 0:
-        raise UserError(f"positional octaves must be >= 0, got {options.octaves}")
-    if options.octaves == 0 and not options.include_input:
-        raise UserError("positional with octaves=0 and include_input=false encodes nothing")
     return Positional(in_features, options.octaves, options.include_input)
 
 
@@ -120,6 +127,15 @@ def build_positional(options: PositionalOptions, in_features: int, generator: to
 class FourierOptions:
     features: int = 256  # Tancik et al.'s 2-D image demo: mapping_size (their m) = 256
     sigma: float = 10.0  # the best of their image sweep (1, 10, 100) for natural photographs
+
+    def __post_init__(self):
+        require(self.features >= 1, f"fourier features must be >= 1, got {self.features}")
+        # 2 pi sigma |B v| past ~1e7 radians: float32 angles keep no fraction of a period.
+        require(0 < self.sigma <= 1e6, f"fourier sigma must be > 0 and at most 1e6, got {self.sigma}")
+
+
+def fourier_size(options: FourierOptions, in_features: int) -> tuple[int, int]:
+    return 2 * options.features, 0  # B is a fixed buffer, not trained
 
 
 class Fourier(nn.Module):
@@ -141,12 +157,8 @@ class Fourier(nn.Module):
         return torch.cat([angles.cos(), angles.sin()], 1)  # (N, 2*features)
 
 
-@ENCODINGS.register("fourier", FourierOptions)
+@ENCODINGS.register("fourier", FourierOptions, size=fourier_size)
 def build_fourier(options: FourierOptions, in_features: int, generator: torch.Generator) -> nn.Module:
-    if options.features < 1:
-        raise UserError(f"fourier features must be >= 1, got {options.features}")
-    if not options.sigma > 0:
-        raise UserError(f"fourier sigma must be > 0, got {options.sigma}")
     return Fourier(in_features, options.features, options.sigma, generator)
 
 
@@ -162,6 +174,22 @@ class HashGridOptions:
     table_size: int = 2**14
     base: int = 16  # coarsest resolution N_min; Table 1: 16
     finest: int = 512  # N_max; Table 1's low end 512, about one cell per pixel of a 300x429 image
+
+    def __post_init__(self):
+        for name in ("levels", "features", "table_size", "base"):
+            require(getattr(self, name) >= 1, f"hashgrid {name} must be >= 1, got {getattr(self, name)}")
+        require(self.finest >= self.base, f"hashgrid finest ({self.finest}) must be >= base ({self.base})")
+        # 64 levels is 4x the paper's 16; the resolutions are listed one per level.
+        require(self.levels <= 64, f"hashgrid levels must be at most 64, got {self.levels}")
+        # The hash multiplies a vertex index by 2654435761 (~2^31) in int64: indices below 2^24 keep
+        # it far from overflow, and a grid 16 million cells a side is finer than any image here.
+        require(self.finest <= 2**24, f"hashgrid finest must be at most 2**24, got {self.finest}")
+
+
+def hashgrid_size(options: HashGridOptions, in_features: int) -> tuple[int, int]:
+    """(levels x features, table entries): HashGrid's own layout, by arithmetic (see HashGrid)."""
+    rows = sum(min((n + 1) ** 2, options.table_size) for n in hashgrid_resolutions(options))
+    return options.levels * options.features, rows * options.features
 
 
 # instant-ngp's spatial hash, one factor per dimension: h(x) = (x_0 * 1 XOR x_1 * 2654435761) mod T
@@ -336,11 +364,6 @@ class HashGrid(nn.Module):
         return torch.einsum("nyxf,nyx->nf", values, weights)  # (N, F)
 
 
-@ENCODINGS.register("hashgrid", HashGridOptions)
+@ENCODINGS.register("hashgrid", HashGridOptions, size=hashgrid_size)
 def build_hashgrid(options: HashGridOptions, in_features: int, generator: torch.Generator) -> nn.Module:
-    for name in ("levels", "features", "table_size", "base"):
-        if getattr(options, name) < 1:
-            raise UserError(f"hashgrid {name} must be >= 1, got {getattr(options, name)}")
-    if options.finest < options.base:
-        raise UserError(f"hashgrid finest ({options.finest}) must be >= base ({options.base})")
     return HashGrid(options, in_features, generator)

@@ -1,49 +1,67 @@
 """Images in, training targets out.
 
-``load_image`` opens anything Pillow can (or a built-in name from the gallery
-scikit-image ships) and returns float32 RGB in [0, 1], shape (H, W, 3). ``Target``
-turns that into the dataset: one (row, col) coordinate and one colour per pixel.
+``load_image`` opens anything Pillow can (or a built-in name: the reference Mona
+Lisa, or one of the gallery scikit-image ships) and returns float32 RGB in [0, 1],
+shape (H, W, 3). ``Target`` turns that into the dataset: one (row, col) coordinate
+and one colour per pixel.
 
-The coordinate convention, used everywhere in monalisa (RECIPE.md):
+The coordinate convention, used everywhere in monalisa (docs/original.md):
     pixel (r, c) of an H x W image  ->  input (r / (H - 1), c / (W - 1)), row first,
 and pixels are listed in scan order, index r * W + c.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+from .limits import check_image_size
 
-# Built-in images: files scikit-image ships inside its wheel (no download).
-# Name -> file in skimage/data.
+
+class BuiltinImage(NamedTuple):
+    package: str  # the installed package whose files hold it
+    file: str  # its path inside that package
+    credit: str  # where the picture comes from, as `monalisa images` prints it
+
+
+def _scikit_image(file: str) -> BuiltinImage:
+    return BuiltinImage("skimage", f"data/{file}", "scikit-image")
+
+
+# Built-in images: name -> where its file lies, always inside an installed wheel (no
+# download). The reference Mona Lisa ships in this package (src/monalisa/data; its
+# provenance and sha256 are in the README's "Built-in images"); the rest are the
+# gallery scikit-image ships in skimage/data.
 BUILTIN_IMAGES = {
-    "astronaut": "astronaut.png",
-    "brick": "brick.png",
-    "camera": "camera.png",
-    "cell": "cell.png",
-    "chelsea": "chelsea.png",
-    "coffee": "coffee.png",
-    "coins": "coins.png",
-    "grass": "grass.png",
-    "gravel": "gravel.png",
-    "horse": "horse.png",
-    "hubble_deep_field": "hubble_deep_field.jpg",
-    "immunohistochemistry": "ihc.png",
-    "logo": "logo.png",
-    "microaneurysms": "microaneurysms.png",
-    "moon": "moon.png",
-    "motorcycle": "motorcycle_left.png",
-    "page": "page.png",
-    "retina": "retina.jpg",
-    "rocket": "rocket.jpg",
-    "text": "text.png",
+    "mona_lisa": BuiltinImage("monalisa", "data/mona_lisa.jpg", "Leonardo da Vinci, public domain"),
+    "astronaut": _scikit_image("astronaut.png"),
+    "brick": _scikit_image("brick.png"),
+    "camera": _scikit_image("camera.png"),
+    "cell": _scikit_image("cell.png"),
+    "chelsea": _scikit_image("chelsea.png"),
+    "coffee": _scikit_image("coffee.png"),
+    "coins": _scikit_image("coins.png"),
+    "grass": _scikit_image("grass.png"),
+    "gravel": _scikit_image("gravel.png"),
+    "horse": _scikit_image("horse.png"),
+    "hubble_deep_field": _scikit_image("hubble_deep_field.jpg"),
+    "immunohistochemistry": _scikit_image("ihc.png"),
+    "logo": _scikit_image("logo.png"),
+    "microaneurysms": _scikit_image("microaneurysms.png"),
+    "moon": _scikit_image("moon.png"),
+    "motorcycle": _scikit_image("motorcycle_left.png"),
+    "page": _scikit_image("page.png"),
+    "retina": _scikit_image("retina.jpg"),
+    "rocket": _scikit_image("rocket.jpg"),
+    "text": _scikit_image("text.png"),
 }
 
 DEFAULT_IMAGE = "astronaut"
@@ -53,7 +71,8 @@ def builtin_path(name: str) -> Path:
     if name not in BUILTIN_IMAGES:
         raise UserError(f"unknown built-in image {name!r}; `monalisa images` lists them")
     # Located without importing skimage (slow to import; we only need the file).
-    return Path(str(resources.files("skimage") / "data" / BUILTIN_IMAGES[name]))
+    package, file, _ = BUILTIN_IMAGES[name]
+    return Path(str(resources.files(package) / file))
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -118,13 +137,15 @@ def _to_rgb_float(image: Image.Image) -> np.ndarray:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return rgb / 255.0  # RECIPE.md: the 8-bit channels divided by 255
+    return rgb / 255.0  # docs/original.md: the 8-bit channels divided by 255
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """'150x214' -> (150, 214), width first as image sizes are usually written."""
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+    # At most 9 digits a side, checked before int(): enough for any image, and no 10^5000 to convert.
+    if (len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() and len(p.strip().lstrip("0")) <= 9
+                                   for p in parts) or min(int(p) for p in parts) < 1):
         raise UserError(f"malformed --size {text!r}; write WIDTHxHEIGHT such as 150x214")
     return int(parts[0]), int(parts[1])
 
@@ -135,11 +156,12 @@ def resize(pixels: np.ndarray, size: tuple[int, int] | None = None, scale: float
         raise UserError("give --size or --scale, not both")
     height, width = pixels.shape[:2]
     if scale is not None:
-        if not scale > 0:
+        if not (scale > 0 and math.isfinite(width * scale * height * scale)):
             raise UserError(f"--scale must be a positive number, got {scale}")
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size is None or size == (width, height):
         return pixels
+    check_image_size(*size)  # before Pillow allocates the output
     channels = [
         np.asarray(Image.fromarray(pixels[:, :, c], mode="F").resize(size, Image.Resampling.LANCZOS))
         for c in range(3)

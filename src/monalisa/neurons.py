@@ -197,7 +197,7 @@ def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = 
         raise UserError(f"{str(run.path)!r} has no checkpoint yet: wait for its first epoch")
     recipe = run.recipe()
     model = build_model(recipe)
-    model.load_state_dict(checkpoint["model"])
+    run.load_weights(model, checkpoint)  # a checkpoint of another network: one line, not a traceback
     if not 0 <= layer <= model.depth:
         hidden = "hidden layer 1" if model.depth == 1 else f"hidden layers 1-{model.depth}"
         raise UserError(f"--layer {layer} is out of range: {str(run.path)!r} has {hidden} (0 is the encoding)")

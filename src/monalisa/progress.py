@@ -6,6 +6,7 @@ pipe it prints one line per epoch, so logs stay readable.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -18,6 +19,10 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 class Progress(Callback):
@@ -40,14 +45,28 @@ class Progress(Callback):
         self.stream.flush()
 
     def _eta(self, trainer: Trainer, fraction: float) -> str:
+        """Wall time left at the recent pace: to the last epoch, or to the time limit if that comes first.
+
+        time_limit counts training seconds and is checked after each epoch, so the run ends with the
+        epoch that crosses it. until_psnr cannot be foreseen: the ETA then says "or sooner".
+        """
         remaining = trainer.recipe.epochs - trainer.epoch - fraction
         if self.epoch_wall:
-            per_epoch = sorted(self.epoch_wall[-5:])[len(self.epoch_wall[-5:]) // 2]
+            per_epoch = _median(self.epoch_wall[-5:])
         elif fraction > 0.05:
             per_epoch = (time.perf_counter() - self.epoch_started) / fraction
         else:
             return "ETA --:--"
-        return f"ETA {format_duration(max(0.0, remaining * per_epoch))}"
+        limited = False
+        if trainer.recipe.time_limit is not None:
+            recent = [row["train_seconds"] for row in trainer.history[-5:]]
+            per_train = _median(recent) if recent else per_epoch
+            left = trainer.recipe.time_limit - trainer.training_seconds()
+            by_limit = max(1, math.ceil(left / per_train)) - fraction if per_train > 0 else remaining
+            limited = by_limit < remaining
+            remaining = min(remaining, by_limit)
+        sooner = " or sooner" if trainer.recipe.until_psnr is not None else ""
+        return f"ETA {format_duration(max(0.0, remaining * per_epoch))}{' (time limit)' if limited else sooner}"
 
     def on_progress(self, trainer: Trainer, epoch: int, fraction: float) -> None:
         now = time.perf_counter()

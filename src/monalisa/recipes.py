@@ -10,7 +10,7 @@ command-line flags override single fields. Every way in (``from_dict``,
 raises ``UserError`` naming the valid ones, so a misspelt option can never be
 silently ignored.
 
-The ``original`` preset is the 2012 experiment as ../shared/RECIPE.md records it.
+The ``original`` preset is the 2012 experiment as docs/original.md records it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import components, encodings  # noqa: F401  (they register the built-in components)
 from .errors import UserError
+from .limits import MAX_LAYERS, MAX_LR, MAX_RECIPE_BYTES
 from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES, format_spec
 
 ORDERS = ("shuffled", "scan")
@@ -36,7 +37,7 @@ SPEC_FIELDS = {"encoding": ENCODINGS, "output": OUTPUTS, "init": INITS, "optimiz
 
 @dataclass(frozen=True)
 class Recipe:
-    """A network and its training; every default is the 2012 original's (RECIPE.md)."""
+    """A network and its training; every default is the 2012 original's (docs/original.md)."""
 
     arch: tuple[int, ...] = (300, 300, 300, 300)  # hidden widths: the post's 4 layers of 300
     activation: str | tuple[str, ...] = "leaky_relu"  # hidden units: one spec, or one per hidden layer
@@ -56,6 +57,8 @@ class Recipe:
     seed: int = 0  # initial weights, encoding draws and pixel order
 
     def __post_init__(self):
+        if isinstance(self.arch, (list, tuple)) and len(self.arch) > MAX_LAYERS:  # before anything walks it
+            raise UserError(f"arch has {len(self.arch):,} hidden layers; at most {MAX_LAYERS:,}")
         if isinstance(self.arch, list):  # a direct Recipe(arch=[...]) call: keep the recipe hashable
             object.__setattr__(self, "arch", tuple(self.arch))
         if isinstance(self.activation, list):
@@ -78,6 +81,9 @@ class Recipe:
             value = getattr(self, name)
             if value is not None and (type(value) not in (int, float) or not (math.isfinite(value) and value > 0)):
                 raise UserError(f"{name} must be a positive number, got {value!r}")
+        for name in ("lr", "encoding_lr"):
+            if getattr(self, name) is not None and getattr(self, name) > MAX_LR:
+                raise UserError(f"{name} must be at most {MAX_LR:g} (limits.MAX_LR), got {getattr(self, name):g}")
         # Check every spec now (parse raises UserError); store the canonical form.
         for name, registry in SPEC_FIELDS.items():
             object.__setattr__(self, name, format_spec(registry.parse(getattr(self, name))))
@@ -110,9 +116,10 @@ class Recipe:
         return [self.learning_rate / math.sqrt(fan_in + 1) for fan_in in fan_ins]
 
     def parameter_count(self) -> int:
-        from .models import build_model
+        """Trainable parameters, by arithmetic (budget.recipe_parameters): nothing is built."""
+        from .budget import recipe_parameters
 
-        return sum(p.numel() for p in build_model(self).parameters())
+        return recipe_parameters(self)
 
     def describe(self) -> str:
         """A short label such as '4x300 leaky_relu sgd b1' for captions and tables."""
@@ -160,6 +167,8 @@ def _coerce(name: str, value):
     if name == "arch":
         if isinstance(value, str):
             return parse_arch(value)
+        if isinstance(value, (list, tuple)) and len(value) > MAX_LAYERS:  # before walking the list
+            raise UserError(f"arch has {len(value):,} hidden layers; at most {MAX_LAYERS:,}")
         if isinstance(value, (list, tuple)) and all(type(w) is int for w in value):
             return tuple(value)
         raise UserError(f"arch must be like '4x300' or a list of widths, got {value!r}")
@@ -177,26 +186,40 @@ def _coerce(name: str, value):
         return float(value)
     default = getattr(Recipe(), name)
     if type(value) is not type(default):
-        kind = {int: "whole number", bool: "true or false", str: "string"}[type(default)]
-        raise UserError(f"{name} must be a {kind}, got {value!r}")
+        kind = {int: "a whole number", bool: "true or false", str: "a string"}[type(default)]
+        raise UserError(f"{name} must be {kind}, got {value!r}")
     return value
 
 
 _ARCH_REPEAT = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+# Digits of one number in an --arch: a width of 10^12 already needs terabytes, and bounding the
+# text keeps int() and the layer tuple cheap whatever is typed.
+ARCH_DIGITS = 12
 
 
 def parse_arch(text: str) -> tuple[int, ...]:
-    """'4x300' -> (300, 300, 300, 300); '300,300,100' -> (300, 300, 100)."""
+    """'4x300' -> (300, 300, 300, 300); '300,300,100' -> (300, 300, 100).
+
+    The depth and the digits are bounded on the text, before any tuple is made (limits.MAX_LAYERS).
+    """
     match = _ARCH_REPEAT.match(text) if text.isascii() else None
     if match:
+        if max(len(match.group(1).lstrip("0")), len(match.group(2).lstrip("0"))) > ARCH_DIGITS:
+            raise UserError(f"--arch {text.strip()[:40]!r} has a number of more than {ARCH_DIGITS} digits")
         depth, width = int(match.group(1)), int(match.group(2))
+        if depth > MAX_LAYERS:
+            raise UserError(f"--arch {text.strip()!r} has {depth:,} hidden layers; at most {MAX_LAYERS:,}")
         widths = (width,) * depth
     else:
+        if text.count(",") >= MAX_LAYERS:
+            raise UserError(f"--arch has {text.count(',') + 1:,} hidden layers; at most {MAX_LAYERS:,}")
         parts = [p.strip() for p in text.split(",")]
         if not all(p.isascii() and p.isdigit() for p in parts):
             raise UserError(
-                f"malformed --arch {text!r}; write DEPTHxWIDTH such as 4x300, or widths such as 300,300,100"
+                f"malformed --arch {text[:60]!r}; write DEPTHxWIDTH such as 4x300, or widths such as 300,300,100"
             )
+        if any(len(p.lstrip("0")) > ARCH_DIGITS for p in parts):
+            raise UserError(f"--arch {text[:40]!r} has a number of more than {ARCH_DIGITS} digits")
         widths = tuple(int(p) for p in parts)
     if not widths or min(widths) < 1:
         raise UserError(f"--arch {text!r} needs at least one layer, each at least 1 unit wide")
@@ -238,7 +261,7 @@ PRESETS: dict[str, Recipe] = {
     # one thread: 30 dB in 0.5 s, against 2.2 s for `hashgrid`.
     "fast": Recipe(arch=(32,), activation="relu", encoding="hashgrid:levels=12,base=8", init="torch",
                    optimizer="adam:beta2=0.99,eps=1e-15", lr=2e-2, batch_size=8192, epochs=100),
-    # The reader's failing set-up from RECIPE.md: RPROP (a full-batch method, so one batch an epoch),
+    # The reader's failing set-up from docs/original.md: RPROP (a full-batch method, so one batch an epoch),
     # 3 hidden layers of 300 rectifiers, sigmoid outputs, PyTorch's initialisation.
     "rprop-sigmoid": Recipe(arch=(300,) * 3, activation="relu", output="sigmoid", init="torch", optimizer="rprop",
                             batch_size=10**9, epochs=500),
@@ -255,6 +278,9 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe from a .json or .toml file (missing keys take the defaults)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise UserError(f"recipe file {str(path)!r} is over {MAX_RECIPE_BYTES // 2**10:,} KB; a recipe is a few "
+                            "lines of keys and values")
         text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"recipe file {str(path)!r} does not exist") from None
@@ -264,6 +290,10 @@ def load_recipe(path: str | Path) -> Recipe:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"recipe file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise UserError(f"recipe file {str(path)!r} is nested too deeply; a recipe is flat keys and values") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts (sys.int_info)
+        raise UserError(f"recipe file {str(path)!r} is not a readable recipe: {str(exc)[:100]}") from None
     if not isinstance(data, dict):
         raise UserError(f"recipe file {str(path)!r} must hold a table of recipe keys")
     return Recipe.from_dict(data)

@@ -18,16 +18,31 @@ Every file is written to a temporary name and renamed into place, so a
 SIGKILL at any moment leaves either the old file or the new one. The order in
 an epoch is frame, checkpoint, metrics; ``metrics.csv`` is always rewritten
 from the checkpoint's history, so it can lag the checkpoint but never lead it.
+
+Reading and writing are kept apart. ``RunDirectory.open`` reads and changes
+nothing (a run may be training while it is read). A process writes a run only
+while it holds the run's lock (``lock()`` / ``writing()``): an OS lock
+(``flock``) on ``.lock`` in the run directory, so there is one writer per run,
+and the kernel drops the lock when its process dies (a SIGKILL leaves no stale
+lock). The writer, and only the writer, removes the temporary files a killed
+writer left behind. Checkpoints hold tensors and plain Python values only and
+are loaded with ``weights_only=True``: a run directory is data, never code.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
+import os
+import pickle
+import shutil
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +57,38 @@ from .train import METRIC_COLUMNS, Callback, Trainer
 
 FRAME_SCHEDULES = ("all", "log")
 STATUS_RUNNING = "running"
+LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
+STALE_TEMPORARIES = ".*.tmp-*"  # animate.atomic_path's temporary names
+
+
+class RunBusy(UserError):
+    """Another process holds the run's lock: it is writing the run."""
+
+
+def write_failure(path: Path, exc: OSError, run: Path | None = None) -> UserError:
+    """An OSError while writing ``path`` (a full disk, a read-only folder) as one line that says what to do.
+
+    EFBIG (a file past RLIMIT_FSIZE or the filesystem's limit) counts as a full disk here.
+    """
+    reason = exc.strerror or str(exc)
+    # No errno: a short write (NumPy's "9216 requested and 4968 written"), which is a full disk too.
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, None):
+        advice = "free some disk space, then " + (f"continue with --resume {run}" if run else "try again")
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "it is read-only: choose a writable place (copy a run there to continue it)"
+    else:
+        advice = "check the disk, then try again"
+    return UserError(f"cannot write {str(path)!r} ({reason}); {advice}")
+
+
+@contextmanager
+def write_errors(path: Path, run: Path | None = None):
+    """Turn an OSError inside the block into write_failure's line. Used around atomic_path, which has
+    already removed its temporary file, so the file under its real name is untouched."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_failure(path, exc, run) from None
 
 
 def frame_wanted(epoch: int, last_epoch: int, schedule: str) -> bool:
@@ -54,7 +101,7 @@ def frame_wanted(epoch: int, last_epoch: int, schedule: str) -> bool:
 
 
 def write_text(path: Path, text: str) -> None:
-    with animate.atomic_path(path) as tmp:
+    with write_errors(path), animate.atomic_path(path) as tmp:
         Path(tmp).write_text(text)
 
 
@@ -78,83 +125,265 @@ def read_metrics(path: Path) -> list[dict]:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def checkpoint_problem(state) -> str | None:
+    """What is wrong with a loaded checkpoint's layout (Trainer.state_dict's), or None."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a checkpoint"
+    for key, kind in (("epoch", int), ("model", dict), ("engine", dict), ("rng", dict), ("history", list)):
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            return f"its {key!r} is missing or not a {kind.__name__}"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        return "its weights are not all tensors"
+    if len(state["history"]) != state["epoch"]:
+        return f"{len(state['history'])} rows of history for {state['epoch']} epochs"
+    for row in state["history"]:
+        if not isinstance(row, dict) or not all(type(row.get(k)) in (int, float) for k in METRIC_COLUMNS):
+            return "a malformed row of history"
+    return None
+
+
 @dataclass
 class RunDirectory:
     path: Path
+    _lock: int | None = field(default=None, repr=False, compare=False)  # the lock file's descriptor, held
+    _depth: int = field(default=0, repr=False, compare=False)  # nested writing() blocks
 
     # -- creating and opening ------------------------------------------------------
 
     @classmethod
     def create(cls, path: str | Path, recipe: Recipe, target: Target, info: dict) -> RunDirectory:
-        """A new run directory; refuses one that already holds files, so nothing is overwritten."""
+        """A new run directory, locked for writing (``unlock()`` when done); refuses one that already holds
+        files, so nothing is overwritten. One that fails part-way (a full disk) is removed again, so no
+        half-made directory looks like a run."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
             raise UserError(
                 f"{str(path)!r} already exists; continue it with --resume {path} or choose another --out"
             )
+        made = not path.exists()
         try:
             (path / "frames").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run directory {str(path)!r}: {exc.strerror}") from None
         run = cls(path)
-        with animate.atomic_path(path / "target.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, target.pixels)
-        animate.save_png((target.pixels * 255).round().astype(np.uint8), path / "target.png")
-        write_text(path / "recipe.json", recipe.to_json())
-        run.write_info({"image": target.name, "width": target.width, "height": target.height,
-                        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "status": STATUS_RUNNING, **info})
+        run.lock()  # RunBusy if another process is creating it at this moment
+        if [p for p in path.iterdir() if p.name not in (LOCK_FILE, "frames")] or any((path / "frames").iterdir()):
+            run.unlock()  # another process made it between our check and our lock: it is theirs
+            raise UserError(f"{str(path)!r} already exists; continue it with --resume {path} or choose another --out")
+        try:
+            with write_errors(path / "target.npy"), animate.atomic_path(path / "target.npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, target.pixels)
+            with write_errors(path / "target.png"):
+                animate.save_png((target.pixels * 255).round().astype(np.uint8), path / "target.png")
+            write_text(path / "recipe.json", recipe.to_json())
+            run.write_info({"image": target.name, "width": target.width, "height": target.height,
+                            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "status": STATUS_RUNNING, **info})
+        except BaseException:
+            # Remove what this call made (it holds the lock, and the folder was empty): the folder if it
+            # made it, else the files it wrote. A library deletes nothing else on its own.
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                for child in path.iterdir():
+                    if child.name not in (LOCK_FILE, "frames"):
+                        child.unlink(missing_ok=True)
+            run.unlock()
+            raise
         return run
 
     @classmethod
     def open(cls, path: str | Path) -> RunDirectory:
+        """A run directory to read: nothing in it is changed (it may be training in another process)."""
         path = Path(path)
         missing = [name for name in ("run.json", "recipe.json", "target.npy") if not (path / name).is_file()]
         if not path.is_dir() or missing:
             raise UserError(f"{str(path)!r} is not a monalisa run directory (missing {', '.join(missing) or 'it'})")
-        # A SIGKILL mid-write leaves a hidden temporary file behind (never a half file under the real name).
-        for stale in path.rglob(".*.tmp-*"):
-            stale.unlink(missing_ok=True)
         return cls(path)
 
+    # -- the writer's lock ---------------------------------------------------------
+
+    def lock(self) -> RunDirectory:
+        """Become the run's one writer, or raise RunBusy naming the process that is.
+
+        flock(LOCK_EX | LOCK_NB) on ``.lock``: the kernel releases it when this process dies, however
+        it dies. Holding it, remove the temporary files a killed writer left behind (only a writer may:
+        a reader would delete a live writer's file before its rename). Calling it again on the same
+        object while held does nothing.
+        """
+        if self._lock is not None:
+            return self
+        lock_path = self.path / LOCK_FILE
+        while True:
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise write_failure(lock_path, exc) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+                raise RunBusy(f"{str(self.path)!r} is being written by {who}; wait for it to end, or stop it, "
+                              "then try again") from None
+            # unlock() removes the file before it lets go: if it went between our open and our flock,
+            # we hold a lock on a file nobody else will open, so open the new one.
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                break
+            os.close(fd)
+        self._lock = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message a second writer gets
+            for stale in self.path.rglob(STALE_TEMPORARIES):
+                stale.unlink(missing_ok=True)
+        except OSError:
+            pass  # a full disk or a read-only file: the lock holds all the same; the next write will say why
+        return self
+
+    def unlock(self) -> None:
+        """Stop being the writer (the kernel does it anyway when the process ends)."""
+        if self._lock is None:
+            return
+        try:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)  # before letting go: see lock()
+        except OSError:
+            pass
+        os.close(self._lock)
+        self._lock = None
+
+    @contextmanager
+    def writing(self):
+        """``with run.writing():`` hold the lock for the block; nested blocks share the outer one's."""
+        self.lock()
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.unlock()
+
     # -- reading -------------------------------------------------------------------
+    # Every file may be damaged or doctored: each reader checks what it gets and says, in one line,
+    # which file is wrong and what to do.
+
+    def _damaged(self, name: str, detail: str) -> UserError:
+        return UserError(f"{str(self.path / name)!r} cannot be read ({detail}); the run directory is damaged: "
+                         "restore the file from a copy, or train the run again")
+
+    def _json(self, name: str) -> dict:
+        try:
+            data = json.loads((self.path / name).read_text())
+        except OSError as exc:
+            raise self._damaged(name, exc.strerror or str(exc)) from None
+        except ValueError as exc:
+            raise self._damaged(name, f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise self._damaged(name, f"a JSON {type(data).__name__}, not an object")
+        return data
 
     def info(self) -> dict:
-        return json.loads((self.path / "run.json").read_text())
+        info = self._json("run.json")
+        if not isinstance(info.get("image"), str):
+            raise self._damaged("run.json", "no image name")
+        for key in ("width", "height"):
+            if type(info.get(key)) is not int or info[key] < 1:
+                raise self._damaged("run.json", f"{key} is not a positive whole number")
+        return info
 
     def recipe(self) -> Recipe:
-        return Recipe.from_dict(json.loads((self.path / "recipe.json").read_text()))
+        data = self._json("recipe.json")
+        try:
+            return Recipe.from_dict(data)
+        except (UserError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise self._damaged("recipe.json", f"not a valid recipe: {exc}") from None
 
     def target(self) -> Target:
-        return Target(name=self.info()["image"], pixels=np.load(self.path / "target.npy"))
+        info = self.info()
+        try:
+            pixels = np.load(self.path / "target.npy", allow_pickle=False)  # no pickles: data only
+        except (OSError, ValueError, EOFError) as exc:
+            raise self._damaged("target.npy", f"not a NumPy array file: {exc}") from None
+        shape = (info["height"], info["width"], 3)
+        if pixels.dtype != np.float32 or pixels.shape != shape:
+            raise self._damaged("target.npy", f"a {pixels.dtype} array of shape {pixels.shape}, "
+                                              f"not float32 of {shape} as run.json says")
+        if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+            raise self._damaged("target.npy", "values outside [0, 1]")
+        return Target(name=info["image"], pixels=pixels)
 
     def checkpoint(self) -> dict | None:
+        """The last checkpoint, or None before the first epoch. Loaded with ``weights_only=True``:
+        tensors and plain Python values only, so a doctored file cannot run code."""
         path = self.path / "checkpoint.pt"
         if not path.exists():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+                raise UserError(f"{str(path)!r} holds more than tensors and plain data, so it was not loaded "
+                                "(loading it could run code); delete it and train the run again, or restore "
+                                "it from a copy you trust") from None
+            raise self._damaged("checkpoint.pt", f"not a checkpoint: {exc}") from None
+        except Exception as exc:  # torch.load on garbage can raise almost anything (RuntimeError, EOFError, ...)
+            raise self._damaged("checkpoint.pt", f"truncated or not a checkpoint: {type(exc).__name__}") from None
+        problem = checkpoint_problem(state)
+        if problem:
+            raise self._damaged("checkpoint.pt", problem)
+        return state
+
+    def load_weights(self, model: torch.nn.Module, checkpoint: dict) -> None:
+        """The checkpoint's weights into ``model``; a checkpoint of another network is one line."""
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise self._damaged("checkpoint.pt", f"its weights do not fit recipe.json's network: {detail}") from None
 
     def metrics(self) -> list[dict]:
         path = self.path / "metrics.csv"
-        return read_metrics(path) if path.exists() else []
+        if not path.exists():
+            return []
+        try:
+            return read_metrics(path)
+        except (OSError, ValueError, KeyError, TypeError, csv.Error) as exc:
+            raise self._damaged("metrics.csv", f"{type(exc).__name__}: {exc}") from None
 
     def frame_path(self, epoch: int) -> Path:
         return self.path / "frames" / f"epoch-{epoch:05d}.png"
 
     # -- writing -------------------------------------------------------------------
 
+    def _writing(self, name: str | Path):
+        """write_errors for a file of this run: a full disk's line says how to continue the run."""
+        return write_errors(self.path / name, run=self.path)
+
     def write_info(self, data: dict) -> None:
-        write_json(self.path / "run.json", data)
+        with self._writing("run.json"):
+            write_json(self.path / "run.json", data)
 
     def update_info(self, **changes) -> None:
         self.write_info({**self.info(), **changes})
 
     def write_recipe(self, recipe: Recipe) -> None:
-        write_text(self.path / "recipe.json", recipe.to_json())
+        with self._writing("recipe.json"):
+            write_text(self.path / "recipe.json", recipe.to_json())
 
     def write_checkpoint(self, state: dict) -> None:
-        with animate.atomic_path(self.path / "checkpoint.pt") as tmp:
+        with self._writing("checkpoint.pt"), animate.atomic_path(self.path / "checkpoint.pt") as tmp:
             torch.save(state, tmp)
+
+    def write_frame(self, epoch: int, frame: np.ndarray) -> None:
+        with self._writing(self.frame_path(epoch)):
+            animate.save_png(frame, self.frame_path(epoch))
 
     def write_metrics(self, history: list[dict]) -> None:
         buffer = io.StringIO()
@@ -162,22 +391,42 @@ class RunDirectory:
         writer.writeheader()
         for row in history:
             writer.writerow({k: (row[k] if k == "epoch" else f"{row[k]:.6g}") for k in METRIC_COLUMNS})
-        write_text(self.path / "metrics.csv", buffer.getvalue())
+        with self._writing("metrics.csv"):
+            write_text(self.path / "metrics.csv", buffer.getvalue())
 
     def write_animations(self, history: list[dict]) -> None:
         """learning.gif, learning.mp4 and curves.png from the frames and metrics on disk."""
         frames = self.captioned_frames(history)
         if frames:
-            animate.write_gif(frames, self.path / "learning.gif")
-            animate.write_mp4(frames, self.path / "learning.mp4")
+            with self._writing("learning.gif"):
+                animate.write_gif(frames, self.path / "learning.gif")
+            with self._writing("learning.mp4"):
+                animate.write_mp4(frames, self.path / "learning.mp4")
         if history:
-            animate.plot_curves(history, self.path / "curves.png", title=self.path.name)
+            with self._writing("curves.png"):
+                animate.plot_curves(history, self.path / "curves.png", title=self.path.name)
+
+    def write_end(self, history: list[dict], stopped_by: str, last_frame: np.ndarray | None = None,
+                  animations: bool = True, status: str | None = None) -> None:
+        """How a run stopped, in run.json; for a run that ended (its epochs, its stopping rule, divergence,
+        or ``status="stopped"``: the user's stop) its ending first: the last epoch's frame if it is not on
+        disk yet (``last_frame``), final.png, the animations and curves. The status goes last, so
+        'complete' on disk means the ending is all there."""
+        ended = stopped_by in ("epochs", "until_psnr", "time_limit", "diverged") or status == "stopped"
+        if ended and history:
+            last = history[-1]["epoch"]
+            if not self.frame_path(last).exists() and last_frame is not None:
+                self.write_frame(last, last_frame)
+            self.write_ending(history, animations=animations)
+        if status is None:
+            status = "complete" if stopped_by in ("epochs", "until_psnr", "time_limit") else stopped_by
+        self.update_info(status=status, stopped_by=stopped_by, epochs_done=len(history))
 
     def write_ending(self, history: list[dict], animations: bool = True) -> None:
         """final.png (the newest frame on disk) and, with ``animations``, the GIF, MP4 and curves."""
         frames = [path for path in (self.frame_path(row["epoch"]) for row in history) if path.exists()]
         if frames:
-            with animate.atomic_path(self.path / "final.png") as tmp:
+            with self._writing("final.png"), animate.atomic_path(self.path / "final.png") as tmp:
                 Path(tmp).write_bytes(frames[-1].read_bytes())
         if animations:
             self.write_animations(history)
@@ -212,12 +461,14 @@ class RunDirectory:
         out = Path(out)
         if out.suffix.lower() not in (".gif", ".mp4"):
             raise UserError(f"--out {str(out)!r} must end in .gif or .mp4")
+        animate.check_animation(width=width, fps=fps, frames=max_frames)  # before any frame is read
         frames = self.captioned_frames(self.metrics(), width=width, min_height=0, max_frames=max_frames,
                                        spacing=spacing)
         if not frames:
             raise UserError(f"{str(self.path)!r} has no frames yet")
         writer = animate.write_gif if out.suffix.lower() == ".gif" else animate.write_mp4
-        writer(frames, out, fps=fps)
+        with write_errors(out):
+            writer(frames, out, fps=fps)
         return out
 
 
@@ -231,6 +482,7 @@ class Recorder(Callback):
         self.last_frame: np.ndarray | None = None
 
     def on_start(self, trainer: Trainer) -> None:
+        self.run.lock()  # the caller normally holds it already (train_run, resume_run): then this does nothing
         # A resumed run's metrics may lag its checkpoint by one epoch (killed in between).
         self.run.write_metrics(trainer.history)
         self.run.update_info(status=STATUS_RUNNING, engine=trainer.engine_name, device=str(trainer.device))
@@ -238,16 +490,15 @@ class Recorder(Callback):
     def on_epoch(self, trainer: Trainer, row: dict, frame: np.ndarray) -> None:
         self.last_frame = frame
         if frame_wanted(row["epoch"], trainer.recipe.epochs, self.frames):
-            animate.save_png(frame, self.run.frame_path(row["epoch"]))
+            self.run.write_frame(row["epoch"], frame)
         self.run.write_checkpoint(trainer.state_dict())
         self.run.write_metrics(trainer.history)
 
     def on_end(self, trainer: Trainer, stopped_by: str) -> None:
-        finished = stopped_by in ("epochs", "until_psnr", "time_limit", "diverged")
-        if finished and trainer.history:
-            last = trainer.history[-1]["epoch"]
-            if not self.run.frame_path(last).exists() and self.last_frame is not None:
-                animate.save_png(self.last_frame, self.run.frame_path(last))
-            self.run.write_ending(trainer.history, animations=self.animate_at_end)
-        status = "complete" if stopped_by in ("epochs", "until_psnr", "time_limit") else stopped_by
-        self.run.update_info(status=status, stopped_by=stopped_by, epochs_done=trainer.epoch)
+        try:
+            self.run.write_end(trainer.history, stopped_by, self.last_frame, animations=self.animate_at_end)
+        except UserError:
+            if stopped_by != "error":
+                raise
+            # Already failing (a full disk, most likely, and this write hit it too): let the first error
+            # through. Every file keeps its last whole version, so the run resumes from its checkpoint.

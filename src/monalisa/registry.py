@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -48,6 +49,10 @@ class Entry:
     name: str
     options: type  # a frozen dataclass of the component's options and their defaults
     build: Callable[..., Any]
+    # Encodings only: size(options, in_features) -> (out_features, parameters), arithmetic on the
+    # options, so a recipe's size is checked before anything is allocated (limits.py). Optional: an
+    # encoding registered without it is built to be measured.
+    size: Callable[..., tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,13 @@ class Registry:
         self.kind = kind  # "activation", "encoding", ...: used in error messages
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, options: type = NoOptions):
-        """Decorator: register ``build(options, ...)`` under ``name``."""
+    def register(self, name: str, options: type = NoOptions, size: Callable[..., tuple[int, int]] | None = None):
+        """Decorator: register ``build(options, ...)`` under ``name`` (``size``: see Entry)."""
         if not dataclasses.is_dataclass(options):
             raise TypeError(f"options of {self.kind} {name!r} must be a dataclass")
 
         def decorate(build):
-            self._entries[name] = Entry(name, options, build)
+            self._entries[name] = Entry(name, options, build, size)
             return build
 
         return decorate
@@ -104,6 +109,8 @@ class Registry:
             if key not in fields:
                 valid = ", ".join(fields) or "none"
                 raise UserError(f"unknown option {key!r} for {self.kind} {entry.name!r}; valid options: {valid}")
+            if key in values:  # last-wins would silently drop one of the two
+                raise UserError(f"option {key!r} is given twice in {spec!r}; give it once")
             values[key] = _parse_value(text.strip(), entry.options().__getattribute__(key), key, spec)
         return Spec(entry.name, entry.options(**values))
 
@@ -126,29 +133,46 @@ def format_spec(spec: Spec) -> str:
     return spec.name + (":" + ",".join(changed) if changed else "")
 
 
+# Whole-number options are written as literals or as powers of two (table_size=2**14), never as
+# arithmetic: Python's int() and ** would happily spend minutes and gigabytes on 9**999999999.
+# 18 digits keep a literal below 2**63 (torch's int64); 2**40 is far past any size the limits allow.
+MAX_INT_DIGITS = 18
+MAX_POWER_OF_TWO = 40
+_INT_LITERAL = re.compile(r"[+-]?\d{1,%d}" % MAX_INT_DIGITS)
+_POWER_OF_TWO = re.compile(r"2\s*\*\*\s*([+-]?\d{1,3})")
+
+
 def _parse_value(text: str, default, key: str, spec: str):
-    """Parse an option value to the type of its default: bool, int, float or str."""
-    try:
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            if "**" in text:  # table sizes read best as powers of two: table_size=2**14
-                base, _, exponent = text.partition("**")
-                return int(base) ** int(exponent)
-            return int(text)
-        if isinstance(default, float):
+    """Parse an option value to the type of its default: bool, int, float or str.
+
+    The text is checked before anything is computed from it, so no value can cost more than its parse.
+    """
+    where = f"option {key}={text!r} in {spec!r}"
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise UserError(f"{where} must be true or false")
+        return text.lower() in ("true", "1", "yes")
+    if isinstance(default, int):
+        power = _POWER_OF_TWO.fullmatch(text)
+        if power:  # table sizes read best as powers of two: table_size=2**14
+            exponent = int(power.group(1))
+            if not 0 <= exponent <= MAX_POWER_OF_TWO:
+                raise UserError(f"{where}: write a power of two as 2**K with K a whole number from 0 to "
+                                f"{MAX_POWER_OF_TWO}")
+            return 2**exponent
+        if not _INT_LITERAL.fullmatch(text.strip()):
+            raise UserError(f"{where} must be a whole number of at most {MAX_INT_DIGITS} digits, or a power of "
+                            f"two written 2**K (K from 0 to {MAX_POWER_OF_TWO})")
+        return int(text)
+    if isinstance(default, float):
+        try:
             value = float(text)
-            if not math.isfinite(value):
-                raise ValueError
-            return value
-        return text
-    except ValueError:
-        raise UserError(
-            f"option {key}={text!r} in {spec!r} must be a "
-            f"{ {bool: 'true or false', int: 'whole number', float: 'finite number'}.get(type(default), 'string')}"
-        ) from None
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise UserError(f"{where} must be a finite number")
+        return value
+    return text
 
 
 ACTIVATIONS = Registry("activation")

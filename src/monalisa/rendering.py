@@ -50,7 +50,7 @@ def trained_model(run: RunDirectory, device: torch.device) -> torch.nn.Module:
     if checkpoint is None:
         raise UserError(f"{str(run.path)!r} has no checkpoint yet: train at least one epoch first")
     model = build_model(run.recipe())
-    model.load_state_dict(checkpoint["model"])
+    run.load_weights(model, checkpoint)  # a checkpoint of another network: one line, not a traceback
     return model.to(device).eval()
 
 

@@ -2,7 +2,7 @@
 
     depth      deep against shallow at the original's parameter count: the experiment's thesis
     tips       each of the author's six tips to a reader whose copy failed, against its opposite,
-               and the reader's own failing set-up (../shared/RECIPE.md)
+               and the reader's own failing set-up (docs/original.md)
     encodings  raw coordinates against positional, Gaussian Fourier and hash-grid encodings at
                one parameter budget (Tancik et al. 2020, "Fourier Features Let Networks Learn High
                Frequency Functions in Low Dimensional Domains"; Mueller et al. 2022, instant-ngp)
@@ -13,7 +13,7 @@ claims function: rows of the finished table in, verdicts out (``supported`` True
 None for inconclusive). The claims functions are pure, so they can be checked on handmade rows.
 
     from monalisa.studies import STUDIES, default_base, study_target
-    target = study_target("mona_lisa.jpg", quick=True)          # longest side 64 px
+    target = study_target("mona_lisa", quick=True)              # longest side 64 px
     summary = STUDIES["depth"](target, "studies/depth", quick=True)
     for claim in summary["claims"]: print(claim)
 
@@ -37,11 +37,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .budget import TOLERANCE, parameter_count, width_for_budget
 from .compare import run_comparison  # a name of this module, so that tests can replace it
-from .encodings import HashGridOptions, build_encoding, hashgrid_resolutions
+from .encodings import HashGridOptions, hashgrid_resolutions
 from .errors import UserError
 from .images import Target, load_target, resize
 from .recipes import Recipe, format_arch, get_preset
@@ -88,7 +86,7 @@ QUICK_DEPTHS = (1, 2, 4, 8)  # one per doubling: the same question in 4 runs
 class DepthOptions:
     """The depth study's settings: ``study_depth(..., budget=100_000, depths=(1, 4))``."""
 
-    budget: int = 272_703  # the original 4x300's parameter count (RECIPE.md): the thesis at its own size
+    budget: int = 272_703  # the original 4x300's parameter count (docs/original.md): the thesis at its own size
     depths: tuple[int, ...] | None = None  # None: DEPTHS, or QUICK_DEPTHS in quick mode
     margin: float = 0.5  # dB, 12% in MSE: a gap that shows in the frames (not calibrated against seeds)
 
@@ -198,7 +196,7 @@ def _layers(depth: int) -> str:
 
 
 # -----------------------------------------------------------------------------
-# tips: each of the author's tips against its opposite (RECIPE.md)
+# tips: each of the author's tips against its opposite (docs/original.md)
 
 # Full: 50 epochs. Eight of the nine runs are 4x300 online SGD at 44 us a pixel, 5.6 s an epoch
 # on 300x429; the reader's RPROP is one full batch an epoch, ~2.5 s. 9 runs x 50 epochs on 2
@@ -440,9 +438,10 @@ def hashgrid_table_size(options: HashGridOptions, parameters: int) -> int:
 
 
 def encoding_size(spec: str) -> tuple[int, int]:
-    """(output features, trainable parameters) of an encoding spec, from the module it builds."""
-    module = build_encoding(spec, 2, torch.Generator().manual_seed(0))
-    return module.out_features, sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """(output features, trainable parameters) of an encoding spec: budget.encoding_size, nothing built."""
+    from .budget import encoding_size as measure  # this module's `budget` is a parameter name
+
+    return measure(spec)
 
 
 # -----------------------------------------------------------------------------

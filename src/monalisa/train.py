@@ -9,7 +9,7 @@ progress.py). Each epoch:
 3. figures on the raw network output against the target (never clamped;
    clamping is for the frame only): ``mae`` (the original's printed figure),
    ``mse``, and ``psnr`` = 10 log10(1 / mse) in dB for [0, 1] values;
-4. the frame: each channel x 255, clamped to [0, 255], truncated (RECIPE.md).
+4. the frame: each channel x 255, clamped to [0, 255], truncated (docs/original.md).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from .engines import choose_engine, make_engine, resolve_device
 from .errors import Diverged
 from .images import Target
+from .limits import check_recipe
 from .models import build_model
 from .recipes import Recipe
 
@@ -97,6 +98,7 @@ class Trainer:
         self.recipe = recipe
         self.device = resolve_device(device)
         self.engine_name = choose_engine(engine, recipe, self.device)
+        check_recipe(recipe, pixels=target.height * target.width)  # sizes by arithmetic, before allocating
         self.model = build_model(recipe).to(self.device)
         self.coords = target.coords  # (N, 2) scan order
         self.colours = target.colours  # (N, 3)
@@ -111,6 +113,9 @@ class Trainer:
         return len(self.history)
 
     def state_dict(self) -> dict:
+        """Tensors and plain Python values only (dicts, lists, str, int, float, None): record.py loads
+        checkpoints with ``torch.load(weights_only=True)``, which refuses anything else, so a
+        checkpoint is data and never code. The generator's state is already a dict of str and int."""
         self.engine.sync()
         return {
             "epoch": self.epoch,
@@ -129,11 +134,7 @@ class Trainer:
 
     def stopping_rule(self) -> str | None:
         """'until_psnr' or 'time_limit' once the recipe's early-stopping rule is met."""
-        if self.recipe.until_psnr is not None and self.history and self.history[-1]["psnr"] >= self.recipe.until_psnr:
-            return "until_psnr"
-        if self.recipe.time_limit is not None and self.training_seconds() >= self.recipe.time_limit:
-            return "time_limit"
-        return None
+        return stopping_rule(self.recipe, self.history)
 
     @contextmanager
     def untimed(self):
@@ -206,6 +207,15 @@ class Trainer:
             for callback in callbacks:
                 callback.on_end(self, stopped_by)
         return FitResult(history=self.history, stopped_by=stopped_by, model=self.model)
+
+
+def stopping_rule(recipe: Recipe, history: list[dict]) -> str | None:
+    """'until_psnr' or 'time_limit' once ``history`` meets the recipe's early-stopping rule, else None."""
+    if recipe.until_psnr is not None and history and history[-1]["psnr"] >= recipe.until_psnr:
+        return "until_psnr"
+    if recipe.time_limit is not None and sum(row["train_seconds"] for row in history) >= recipe.time_limit:
+        return "time_limit"
+    return None
 
 
 def fit(target: Target, recipe: Recipe, *, device: str = "auto", engine: str = "auto",

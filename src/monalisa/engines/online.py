@@ -18,10 +18,12 @@ import torch
 from ..errors import Diverged
 from ..models import linear_layers
 from ..recipes import Recipe
-from ..registry import ACTIVATIONS, OPTIMIZERS
+from ..registry import ACTIVATIONS
 from . import online_kernel as kernel
 from . import online_kernel2 as kernel2
+from .online_support import supports
 
+# The kernel's code for each name online_support admits (tests/test_engines.py checks they agree).
 _ACTIVATION_CODES = {
     "leaky_relu": kernel.LEAKY_RELU,
     "relu": kernel.RELU,
@@ -30,7 +32,7 @@ _ACTIVATION_CODES = {
 }
 _OUTPUT_CODES = {"linear": kernel.IDENTITY, "sigmoid": kernel.SIGMOID}
 
-# RECIPE.md: "a delta above 1000 in magnitude stopped the run".
+# docs/original.md: an error signal (delta) above 1000 in magnitude stops the run.
 MAX_DELTA = 1000.0
 
 # Pixels per kernel call: small enough for progress several times an epoch,
@@ -53,31 +55,6 @@ def two_cores_available(widths) -> bool:
     cores = os.cpu_count() or 1
     return cores >= 2 and numba.get_num_threads() >= 2 and torch.get_num_threads() >= 2 \
         and os.getloadavg()[0] < cores / 2 and max(widths[1:-1], default=0) >= 64
-
-
-def supports(recipe: Recipe) -> str | None:
-    """None if this engine can run the recipe exactly, else the reason it cannot."""
-    if recipe.batch_size != 1:
-        return "the online engine trains one pixel at a time (batch_size 1)"
-    return compiled_subset(recipe)
-
-
-def compiled_subset(recipe: Recipe) -> str | None:
-    """None if the recipe is within the original's family that the hand-written kernels implement.
-
-    That is: plain SGD at a constant rate, raw coordinates, no skips, one hidden
-    activation whose derivative follows from its output, a linear or sigmoid output.
-    """
-    activations = {ACTIVATIONS.parse(a) for a in recipe.layer_activations()}
-    if OPTIMIZERS.parse(recipe.optimizer).name != "sgd" or recipe.schedule != "constant":
-        return "it implements plain SGD at a constant rate only"
-    if recipe.encoding != "none" or recipe.residual:
-        return "it implements the original's plain network only (no encoding, no skips)"
-    if len(activations) != 1 or next(iter(activations)).name not in _ACTIVATION_CODES:
-        return f"it implements one hidden activation of {', '.join(_ACTIVATION_CODES)}"
-    if recipe.output not in _OUTPUT_CODES:
-        return f"it implements the outputs {', '.join(_OUTPUT_CODES)}"
-    return None
 
 
 class OnlineEngine:

@@ -1,6 +1,6 @@
 """The exact online-SGD kernel: one pixel at a time, compiled with numba.
 
-This is the 2012 algorithm (../shared/RECIPE.md) with nothing batched: for each
+This is the 2012 algorithm (docs/original.md) with nothing batched: for each
 pixel of a permutation, a forward pass through every layer, the output delta
 ``target - output`` (half squared error), and a backward pass that updates each
 layer as soon as its delta is known.

@@ -2,7 +2,9 @@
 
 Every route translates a request into one call on ``Lab`` (jobs.py) and its
 answer into JSON; errors are ``{"error": "<one line>", "field": <form field or
-null>}`` with a 4xx status, the same messages the CLI prints. FastAPI writes
+null>}`` with a 4xx status, the same messages the CLI prints. So are the
+server's own failures: a full disk is a 507, anything unexpected a 500 whose
+traceback goes to the server's log, never to the client (``_Errors``). FastAPI writes
 the API's schema at /openapi.json and interactive docs at /docs (Swagger UI,
 from a CDN); /api is a plain reference page made from the same schema.
 
@@ -17,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import html
 import json
+import logging
+import re
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,8 +34,9 @@ from fastapi import Body, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import UserError
@@ -39,8 +45,8 @@ from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHED
 from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES, forms
 from .jobs import Lab
 from . import store
-from ..record import json_safe
-from .store import LabError, run_file, run_path, url_path
+from ..record import RunDirectory, json_safe
+from .store import LabError, one_line, run_file, run_path, url_path
 from .worker import png_bytes
 
 STATIC = Path(__file__).parent / "static"
@@ -48,6 +54,10 @@ THUMBNAIL_SIDE = 160  # px, the gallery's tiles at 2x for sharp screens
 KEEPALIVE_SECONDS = 15.0  # an event-stream comment this often keeps proxies and browsers from timing out
 MAX_LISTENER_BACKLOG = 2000  # events waiting for a slow page; beyond it progress reports are dropped
 NEURON_CACHE = 32  # neuron grids kept, keyed by run, layer and checkpoint
+# A render download's widest: 4096 px of the original 4x300 network is ~4.5 TFLOP for a square image,
+# a minute or so on one CPU core; wider belongs to `monalisa render`, which has the whole machine.
+MAX_RENDER_WIDTH = 4096
+MAX_RENDER_PIXELS = 25_000_000  # and a tall image's height with it: 4096 px of the Mona Lisa is 24 megapixels
 
 
 class RunRequest(BaseModel):
@@ -67,7 +77,8 @@ class CheckRequest(BaseModel):
 
 
 class ResumeRequest(BaseModel):
-    epochs: int | None = Field(None, description="extend the run to this many epochs in total")
+    # Strict: "5", 5.0 and true are refused, not quietly read as 5 or 1.
+    epochs: StrictInt | None = Field(None, description="extend the run to this many epochs in total")
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -93,6 +104,7 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
                   description="Train coordinate networks on one image and watch them learn. "
                               "The page at / uses exactly this API.")
     app.add_middleware(_Guard, allowed_hosts=allowed_hosts)
+    app.add_middleware(_Errors, root=lab.root)  # added last: outermost, so it also answers for _Guard
     neuron_cache: OrderedDict[tuple, tuple[dict, bytes]] = OrderedDict()
     thumbnails: dict[str, bytes] = {}
 
@@ -102,14 +114,37 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
-        return JSONResponse({"error": str(exc), "field": None}, status_code=400)
+        # A UserError raised over a full disk or a refused write (record.write_failure) is the server's
+        # trouble, not the request's: its line already says what to do.
+        cause = _os_cause(exc)
+        status = 507 if cause is not None and cause.errno in DISK_FULL else \
+            500 if cause is not None and cause.errno in NO_PERMISSION else 400
+        return JSONResponse({"error": str(exc), "field": None}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # Starlette's own refusals (no such route, wrong method) in the lab's shape, not {"detail": ...}.
+        where = one_line(request.url.path)
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"nothing at {request.method} {where}; the API's routes are listed at /api"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "other methods")
+            message = f"{request.method} is not allowed on {where}; it allows {allowed}"
+        else:
+            message = one_line(str(exc.detail))
+        return JSONResponse({"error": message, "field": None}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
         field = where[0] if where else None
-        message = f"{'.'.join(where) or 'request'}: {first.get('msg', 'invalid').lower()}"
+        if first.get("type") == "json_invalid":  # its loc is the byte offset, no field
+            message, field = "the request body is not valid JSON", None
+        elif request.url.path == "/api/images" and field == "file":  # a part without a file name is a plain string
+            message = "send the image as the multipart field 'file', with a file name"
+        else:
+            message = one_line(f"{'.'.join(where) or 'request'}: {first.get('msg', 'invalid').lower()}")
         return JSONResponse({"error": message, "field": field}, status_code=400)
 
     # -- the page --------------------------------------------------------------------
@@ -205,6 +240,25 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
         image = f"/api/runs/{url_path(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"
         return json_safe({**meta, "image": image})
 
+    @app.get("/api/runs/{run_id:path}/render.png",
+             summary=f"The run's latest checkpoint rendered at a chosen width (at most {MAX_RENDER_WIDTH} px)")
+    def render_png(run_id: str, width: int = Query(1024, description=f"output width in px, 1..{MAX_RENDER_WIDTH}; "
+                                                                      "the height keeps the image's aspect ratio")):
+        from ..rendering import render_run
+
+        if not 1 <= width <= MAX_RENDER_WIDTH:
+            raise LabError(f"width must be 1 to {MAX_RENDER_WIDTH} px, got {width}; use `monalisa render` for "
+                           "larger images", field="width")
+        run = RunDirectory(run_path(lab.root, run_id))  # not .open(): a reader must not tidy a run a worker writes
+        info = run.info()
+        height = max(1, round(width * info["height"] / info["width"]))
+        if width * height > MAX_RENDER_PIXELS:
+            raise LabError(f"{width}x{height} is more than {MAX_RENDER_PIXELS // 10**6} megapixels; choose a smaller "
+                           "width, or use `monalisa render`", field="width")
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run.path.name}-render-{width}x{height}.png")  # a header is ASCII
+        return Response(png_bytes(render_run(run, width, height)), media_type="image/png",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
     @app.post("/api/runs/{run_id:path}/pause", summary="Pause a queued or running run (it resumes from its last epoch)")
     def pause(run_id: str):
         return json_safe({"run": lab.pause(run_id)})
@@ -288,7 +342,8 @@ def _api_reference(schema: dict) -> str:
             "<style>body{font:15px system-ui;margin:2em;max-width:70em}td{padding:.3em .8em;vertical-align:top;"
             "border-bottom:1px solid #ddd}</style>"
             f"<h1>{html.escape(schema['info']['title'])} API</h1><p>{html.escape(schema['info']['description'])} "
-            "Errors are <code>{\"error\": ..., \"field\": ...}</code> with a 4xx status. "
+            "Errors are <code>{\"error\": ..., \"field\": ...}</code> with a 4xx status (507: the disk is full; "
+            "500: the server failed, its log says why). "
             "<a href='/openapi.json'>openapi.json</a> · <a href='/docs'>interactive docs</a> (needs the internet)</p>"
             f"<table><tr><th>method</th><th>path</th><th>what</th><th>inputs</th></tr>{rows}</table>")
 
@@ -353,6 +408,77 @@ def _hostname(host: str) -> str:
     if host.startswith("["):
         return host.split("]")[0] + "]"
     return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+# -- errors no handler took ------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # EFBIG: a file past the filesystem's or RLIMIT_FSIZE's limit
+NO_PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class _Errors:
+    """ASGI middleware, outermost: an exception no handler took becomes a JSON answer with a one-line error.
+
+    Not ``exception_handler(Exception)``: Starlette answers with that and then re-raises, so the server
+    prints the traceback again (and a test client raises). Here the traceback is logged once, on the
+    server; the client gets a line that says what happened, never the exception's text.
+    """
+
+    def __init__(self, app, root: Path):
+        self.app = app
+        self.root = root
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if started:
+                raise  # the answer is under way: nothing can replace it
+            status, message = _failure(exc, self.root)
+            request = f"{scope['method']} {one_line(scope['path'])}"
+            if message == INTERNAL_ERROR:
+                log.error("%s failed", request, exc_info=exc)
+            else:
+                log.warning("%s failed: %s", request, message)
+            await _refuse(send, status, message)
+
+
+INTERNAL_ERROR = "an internal error happened in the lab server; its log has the details"
+
+
+def _failure(exc: Exception, root: Path) -> tuple[int, str]:
+    """An unexpected exception as (HTTP status, one line for the client)."""
+    cause = _os_cause(exc)
+    if cause is not None and cause.errno in DISK_FULL:
+        return 507, (f"the disk that holds the runs folder {str(root)!r} is full ({cause.strerror}); "
+                     "free some space, then try again")
+    if cause is not None and cause.errno in NO_PERMISSION:
+        where = f" {cause.filename!r}" if cause.filename else ""
+        return 500, (f"the lab server was refused access to{where} ({cause.strerror}); give the user running "
+                     f"`monalisa serve` read and write access to the runs folder {str(root)!r}, or choose "
+                     "another --runs")
+    return 500, INTERNAL_ERROR
+
+
+def _os_cause(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``: itself, or one it was raised from or while handling."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 async def _refuse(send, status: int, message: str) -> None:

@@ -12,17 +12,13 @@ from __future__ import annotations
 import json
 import tomllib
 
-import torch
-
 from ..errors import UserError
+from ..images import Target
+from ..limits import MAX_RECIPE_BYTES, LimitError, check_recipe
 from ..recipes import Recipe, get_preset
-from ..registry import ENCODINGS
 from . import DEFAULT_PRESET
 from .store import LabError
 
-# The lab trains in worker processes on the user's machine: refuse networks whose
-# weights alone would take gigabytes before a worker tries to allocate them.
-MAX_PARAMETERS = 50_000_000
 TEXT_FIELD = "recipe_text"
 
 
@@ -31,11 +27,19 @@ def recipe_data(text: str | None) -> dict:
     text = (text or "").strip()
     if not text:
         return {}
+    if len(text) > MAX_RECIPE_BYTES:
+        raise LabError(f"the recipe text is over {MAX_RECIPE_BYTES // 2**10:,} KB; a recipe is a few lines",
+                       field=TEXT_FIELD)
+    kind = "JSON" if text.startswith("{") else "TOML (key = value lines)"
     try:
         data = json.loads(text) if text.startswith("{") else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if text.startswith("{") else "TOML (key = value lines)"
         raise LabError(f"the recipe text is not valid {kind}: {exc}", field=TEXT_FIELD) from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise LabError("the recipe text is nested too deeply; a recipe is flat keys and values",
+                       field=TEXT_FIELD) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise LabError(f"the recipe text is not valid {kind}: {str(exc)[:100]}", field=TEXT_FIELD) from None
     if not isinstance(data, dict):
         raise LabError("the recipe text must hold recipe keys and values", field=TEXT_FIELD)
     return data
@@ -66,15 +70,13 @@ def _culprit(base: Recipe, data: dict) -> str:
     return TEXT_FIELD
 
 
-def check_size(recipe: Recipe) -> None:
-    """Refuse a network too large to build here, counting its weights before allocating any."""
-    encoding = ENCODINGS.build(recipe.encoding, 2, torch.Generator().manual_seed(0))
-    widths = (encoding.out_features, *recipe.arch, 3)
-    weights = sum(n_in * n_out + n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
-    weights += sum(p.numel() for p in encoding.parameters())
-    if weights > MAX_PARAMETERS:
-        raise LabError(f"arch {list(recipe.arch)} has {weights:,} parameters; the lab trains at most "
-                       f"{MAX_PARAMETERS:,}: use fewer or narrower layers", field="arch")
+def check_size(recipe: Recipe, target: Target | None = None) -> None:
+    """Refuse a network (and, given the target, a training image) past limits.py's limits, by
+    arithmetic: nothing is built. The server's --allow-large lifts them; no request can."""
+    try:
+        check_recipe(recipe, pixels=None if target is None else target.height * target.width)
+    except LimitError as exc:
+        raise LabError(str(exc), field=exc.field) from None
 
 
 def describe_recipe(recipe: Recipe) -> dict:

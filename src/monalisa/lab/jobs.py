@@ -29,6 +29,8 @@ import itertools
 import multiprocessing
 import os
 import queue
+import re
+import shutil
 import signal
 import threading
 import time
@@ -37,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engines import usable_cores
+from ..errors import UserError
 from ..images import BUILTIN_IMAGES, load_image
 from ..recipes import get_preset
-from ..record import RunDirectory
+from ..record import RunBusy, RunDirectory
 from . import DEFAULT_PRESET, forms
 from .store import LabError, RunReader, Uploads, find_runs, latest_frame, load_lab_target, run_id_of, run_path, \
     unique_run_path
@@ -55,6 +58,7 @@ ACTIONS = {
     "error": ["resume"],
     "complete": [],  # extend it with resume and a larger epoch count (the API's "epochs")
     "diverged": [],  # a resume would diverge again: the run is deterministic
+    "unreadable": [],  # a file of the run is damaged or missing (store.RunReader says which)
 }
 CLOSE_SECONDS = 20.0  # how long closing waits for workers to checkpoint and exit before killing them
 
@@ -93,8 +97,8 @@ class Lab:
         import torch
 
         torch.set_num_threads(1)  # the server's own torch work (neuron maps) must not starve the workers
-        queued = [p for p in find_runs(self.root) if (self.reader.json(p / "run.json") or {}).get("status") == "queued"]
-        queued.sort(key=lambda p: (self.reader.json(p / "run.json") or {}).get("created") or "")
+        queued = [p for p in find_runs(self.root) if self.reader.info(p).get("status") == "queued"]
+        queued.sort(key=lambda p: self.reader.info(p).get("created") or "")
         with self._lock:
             self._waiting = [(run_id_of(self.root, p), "train") for p in queued]
         self._pump = threading.Thread(target=self._pump_events, name="lab-events", daemon=True)
@@ -168,12 +172,23 @@ class Lab:
 
         recipe = forms.build_recipe(preset, recipe_text, fields)
         target, source = load_lab_target(self.root, self.uploads, image, size)
+        forms.check_size(recipe, target)  # the training image's pixels (limits.py), before target.npy is written
         preset = preset or DEFAULT_PRESET
         label = preset if recipe == get_preset(preset) else label_for(recipe)
+        # The stem goes into a path: an upload's display name and a run's recorded image name are
+        # both outside data (a browser, a stranger's run.json), so both are reduced to safe characters.
+        shown = self.uploads.describe(image[7:])["name"] if image.startswith("upload:") else target.name
+        stem = _safe_stem(shown, "upload-" + image[7:15] if image.startswith("upload:") else "run")
         with self._lock:
-            path = unique_run_path(self.root, f"{target.name}-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
-            run = RunDirectory.create(path, recipe, target, {"preset": preset, "frames": "all", "source": source})
-            run.update_info(status="queued")
+            path = unique_run_path(self.root, f"{stem}-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.mkdir()  # ours from here (unique_run_path found it free): removed again if the writing fails
+            try:
+                run = RunDirectory.create(path, recipe, target, {"preset": preset, "frames": "all", "source": source})
+                with run.writing():  # created locked; let go here, for its worker to take
+                    run.update_info(status="queued")
+            except BaseException:  # a full disk mid-write: a half run would be listed as unreadable forever
+                shutil.rmtree(path, ignore_errors=True)
+                raise
             run_id = run_id_of(self.root, path)
             self._waiting.append((run_id, "train"))
         self._announce(run_id)
@@ -181,7 +196,12 @@ class Lab:
         return self.summary(run_id)
 
     def runs(self) -> list[dict]:
-        summaries = [self.summary(run_id_of(self.root, p)) for p in find_runs(self.root)]
+        summaries = []
+        for path in find_runs(self.root):
+            try:
+                summaries.append(self.summary(run_id_of(self.root, path)))
+            except LabError:
+                pass  # deleted since it was found
         return sorted(summaries, key=lambda s: s["created"] or "", reverse=True)
 
     def summary(self, run_id: str) -> dict:
@@ -246,22 +266,32 @@ class Lab:
         return self.summary(run_id)
 
     def resume(self, run_id: str, epochs: int | None = None) -> dict:
-        """Queue a paused, stopped or interrupted run again; ``epochs`` extends it (a complete run too)."""
-        summary = self.summary(run_id)
-        if epochs is not None:
-            if type(epochs) is not int or epochs < 1:
-                raise LabError(f"epochs must be a positive whole number, got {epochs!r}", field="epochs")
-            if epochs <= summary["epoch"]:
-                raise LabError(f"epochs {epochs} is not more than the {summary['epoch']} epochs "
-                               f"{run_id!r} has trained", status=409, field="epochs")
-            if summary["status"] not in ("complete", "paused", "interrupted", "stopped", "error"):
-                raise LabError(f"run {run_id!r} is {summary['status']}; it cannot be extended now", status=409)
-            run = RunDirectory.open(run_path(self.root, run_id))
-            run.write_recipe(run.recipe().replace(epochs=epochs))
-        else:
-            self._act(run_id, "resume")
+        """Queue a paused, stopped or interrupted run again; ``epochs`` extends it (a complete run too).
+
+        The check and the queueing are one step under the lab's lock, so of many requests at once
+        exactly one queues the run and the others see it queued (409). The server writes the run only
+        under the run's own lock, so a run another process is writing (a CLI --resume) is refused (409).
+        """
+        if epochs is not None and (type(epochs) is not int or epochs < 1):
+            raise LabError(f"epochs must be a positive whole number, got {epochs!r}", field="epochs")
         with self._lock:
-            self._mark(run_id, "queued", None)
+            summary = self.summary(run_id)
+            if epochs is not None:
+                if epochs <= summary["epoch"]:
+                    raise LabError(f"epochs {epochs} is not more than the {summary['epoch']} epochs "
+                                   f"{run_id!r} has trained", status=409, field="epochs")
+                if summary["status"] not in ("complete", "paused", "interrupted", "stopped", "error"):
+                    raise LabError(f"run {run_id!r} is {summary['status']}; it cannot be extended now", status=409)
+            else:
+                self._act(run_id, "resume")
+            run = RunDirectory.open(run_path(self.root, run_id))
+            try:
+                with run.writing():
+                    if epochs is not None:
+                        run.write_recipe(run.recipe().replace(epochs=epochs))
+                    run.update_info(status="queued", message=None)
+            except RunBusy as exc:
+                raise LabError(str(exc), status=409) from None
             self._waiting.append((run_id, "train"))
         self._announce(run_id)
         self._fill()
@@ -282,26 +312,34 @@ class Lab:
     def _mark(self, run_id: str, status: str, message: str | None) -> None:
         try:
             RunDirectory(run_path(self.root, run_id)).update_info(status=status, message=message)
-        except (LabError, OSError, ValueError):
-            pass  # deleted meanwhile: nothing to mark
+        except (LabError, UserError, OSError, ValueError):
+            pass  # deleted (or damaged) meanwhile: nothing to mark
 
     # -- workers -----------------------------------------------------------------------
 
     def _fill(self) -> None:
-        """Start waiting runs while slots are free."""
+        """Start waiting runs while slots are free.
+
+        A run whose last worker has reported its end but not yet exited waits until it is reaped:
+        one worker per run, and every worker tracked until it is joined (never an orphan).
+        """
         with self._lock:
-            while not self._closing and self._waiting and len(self._workers) < self.jobs:
-                run_id, action = self._waiting.pop(0)
+            while not self._closing and len(self._workers) < self.jobs:
+                ready = [i for i, (run_id, _) in enumerate(self._waiting) if run_id not in self._workers]
+                if not ready:
+                    return
+                run_id, action = self._waiting.pop(ready[0])
                 try:
                     path = run_path(self.root, run_id)
                 except LabError:
                     continue  # deleted while it waited
+                # Marked before the worker starts, so the worker's own writes to run.json come after.
+                self._mark(run_id, "running", None)
                 process = self._context.Process(
                     target=work, name=f"monalisa-run {run_id}", daemon=False,
                     args=(str(path), run_id, action, self.threads, self._events, os.getpid()))
                 process.start()
                 self._workers[run_id] = _Worker(process, action)
-                self._mark(run_id, "running", None)
                 self._live[run_id] = {"epoch": None, "fraction": 0.0, "version": None}
 
     def _pump_events(self) -> None:
@@ -368,7 +406,7 @@ class Lab:
         """A worker ended without a word: 'interrupted', unless it wrote its own status before it went."""
         try:
             status = RunDirectory(run_path(self.root, run_id)).info().get("status")
-        except (LabError, OSError, ValueError):
+        except (LabError, UserError, OSError, ValueError):
             return
         if status == "running":
             self._mark(run_id, "interrupted", message)
@@ -387,6 +425,17 @@ class Lab:
             listeners = list(self._listeners)
         for listener in listeners:
             listener(event)
+
+
+def _safe_stem(name: str, fallback: str) -> str:
+    """A run directory's stem from a name we do not control ('Mona Lisa.jpg' -> 'Mona_Lisa').
+
+    Only letters, digits, '_' and '-' survive, so it can never become a path ('../x' -> 'x');
+    a name with none of them gives ``fallback``.
+    """
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem)
+    stem = stem.strip("_-")[:40].rstrip("_-")
+    return stem or fallback
 
 
 def _signal(process: multiprocessing.Process, signum: int) -> None:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,8 @@ MAX_RUN_DEPTH = 4  # <root>/compare-x/runs/<label> is 3 segments; a little room 
 # A run id's segment: no separators, no NUL, not hidden (which also rules out '.' and '..').
 _SEGMENT = re.compile(r"^[^./\\\x00][^/\\\x00]{0,199}$")
 _UPLOAD_ID = re.compile(r"^upload:([0-9a-f]{64})$")
+
+log = logging.getLogger(__name__)
 
 
 class LabError(Exception):
@@ -96,10 +100,14 @@ def run_id_of(root: Path, path: Path) -> str:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Every run directory under ``root`` (a folder holding run.json), at most MAX_RUN_DEPTH deep."""
+    """Every run directory under ``root`` (a folder holding run.json), at most MAX_RUN_DEPTH deep.
+
+    A run whose path run_path would refuse as an id (a backslash, a segment over 200 characters,
+    a name that is not UTF-8) is skipped and logged once: listed, its id would fail every request.
+    """
     found: list[Path] = []
 
-    def walk(folder: Path, depth: int) -> None:
+    def walk(folder: Path, depth: int, unnamed: str | None) -> None:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -108,13 +116,34 @@ def find_runs(root: Path) -> list[Path]:
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             path = Path(entry.path)
+            why = unnamed or _unnameable(entry.name)  # an odd folder's nested runs cannot be named either
             if (path / "run.json").is_file():
-                found.append(path)
+                if why is None:
+                    found.append(path)
+                elif str(path) not in _skipped:
+                    _skipped.add(str(path))
+                    log.warning("not listing run directory %r: %s, so it cannot be named as a run id", str(path), why)
             elif depth < MAX_RUN_DEPTH:
-                walk(path, depth + 1)
+                walk(path, depth + 1, why)
 
-    walk(root, 1)
+    walk(root, 1, None)
     return found
+
+
+_skipped: set[str] = set()  # directories find_runs already logged: the page lists runs every few seconds
+
+
+def _unnameable(name: str) -> str | None:
+    """Why a directory name cannot be one segment of a run id, or None when it can."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    if len(name) > 200:
+        return f"its name is {len(name)} characters long (the limit is 200)"
+    if not _SEGMENT.match(name):
+        return "its name holds a backslash"  # NUL and '/' cannot be in a name; hidden ones are skipped
+    return None
 
 
 @dataclass
@@ -135,37 +164,61 @@ class RunReader:
         self._cache: dict[Path, _Cached] = {}
 
     def _read(self, path: Path, reader):
+        """``reader(path)``, cached; None when the file is absent, Unreadable when it cannot be read."""
         try:
             stat = path.stat()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            return Unreadable(exc.strerror or type(exc).__name__)
         key = (stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(path)
         if cached is None or cached.key != key:
             try:
                 cached = _Cached(key, reader(path))
-            except (OSError, ValueError, KeyError):
-                return None  # being replaced right now, or not ours: treat as absent
+            except FileNotFoundError:
+                return None  # deleted between the stat and the read
+            except OSError as exc:  # not cached: a permission or I/O error may be fixed without touching the file
+                return Unreadable(exc.strerror or type(exc).__name__)
+            except (ValueError, KeyError, TypeError, UserError) as exc:  # the content: stays wrong until rewritten
+                cached = _Cached(key, Unreadable(one_line(str(exc)) or type(exc).__name__))
             self._cache[path] = cached
         return cached.value
 
     def metrics(self, run: Path) -> list[dict]:
-        return self._read(run / "metrics.csv", read_metrics) or []
+        """Every epoch's metrics; [] when there are none yet or metrics.csv is unreadable."""
+        metrics = self._read(run / "metrics.csv", _checked_metrics)
+        return metrics if isinstance(metrics, list) else []
 
-    def json(self, path: Path) -> dict | None:
-        return self._read(path, lambda p: json.loads(p.read_text()))
+    def info(self, run: Path) -> dict:
+        """run.json; {} when it is absent or unreadable."""
+        info = self._read(run / "run.json", _checked_info)
+        return info if isinstance(info, dict) else {}
 
     def summary(self, run: Path) -> dict:
-        """The run as the API describes it (see RunSummary in the API docs); status as on disk."""
+        """The run as the API describes it (see RunSummary in the API docs); status as on disk.
+
+        A run whose files cannot be read (garbage JSON, wrong types, a missing target) is listed
+        with status "unreadable" and a message naming the files, so it allows no action.
+        """
         run_id = run_id_of(self.root, run)
-        info = self.json(run / "run.json") or {}
-        recipe_data = self.json(run / "recipe.json") or {}
-        try:
-            recipe = Recipe.from_dict(recipe_data)
+        problems = []
+        info = self._read(run / "run.json", _checked_info)
+        recipe = self._read(run / "recipe.json", lambda p: Recipe.from_dict(_json_object(p)))
+        metrics = self._read(run / "metrics.csv", _checked_metrics)
+        for name, value in (("run.json", info), ("recipe.json", recipe), ("metrics.csv", metrics)):
+            if isinstance(value, Unreadable):
+                problems.append(f"{name} is unreadable ({value.why})")
+        if recipe is None:
+            problems.append("recipe.json is missing")
+        if not (run / "target.npy").is_file():
+            problems.append("target.npy is missing")
+        info = info if isinstance(info, dict) else {}
+        metrics = metrics if isinstance(metrics, list) else []
+        if isinstance(recipe, Recipe):
             describe, depth, epochs = recipe.describe(), len(recipe.arch), recipe.epochs
-        except UserError:
+        else:
             recipe, describe, depth, epochs = None, "unreadable recipe", 0, None
-        metrics = self.metrics(run)
         last = metrics[-1] if metrics else {}
         finite = [row["psnr"] for row in metrics if row["psnr"] == row["psnr"]]
         base = f"/runs/{url_path(run_id)}"
@@ -181,9 +234,9 @@ class RunReader:
             "height": info.get("height"),
             "preset": info.get("preset"),
             "describe": describe,
-            "recipe": recipe.to_dict() if recipe else recipe_data,
-            "status": info.get("status", "unknown"),
-            "message": info.get("message"),
+            "recipe": recipe.to_dict() if recipe else None,
+            "status": "unreadable" if problems else info.get("status", "unknown"),
+            "message": f"{'; '.join(problems)}: the lab cannot use this run" if problems else info.get("message"),
             "epoch": last.get("epoch", 0),
             "epochs": epochs,
             "psnr": last.get("psnr"),
@@ -204,6 +257,59 @@ class RunReader:
             "live": None,
             "actions": [],
         }
+
+
+class Unreadable:
+    """A run file that is there but cannot be read as what it should be; ``why`` says how."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+
+# run.json's fields the lab reads, and the types they must have (None: absent).
+_INFO_TYPES = {"image": str, "source": str, "preset": str, "created": str, "status": str, "message": str,
+               "width": int, "height": int}
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except json.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _checked_info(path: Path) -> dict:
+    info = _json_object(path)
+    for name, kind in _INFO_TYPES.items():
+        value = info.get(name)
+        if value is not None and (type(value) is not kind):
+            raise ValueError(f"{name} is {value!r}, not a {kind.__name__}")
+    return info
+
+
+def _checked_metrics(path: Path) -> list[dict]:
+    """metrics.csv's rows; ValueError when a column the lab reads is missing or not a number."""
+    try:
+        rows = read_metrics(path)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except (TypeError, ValueError):  # float(None) for a short row, float('x') for a word
+        raise ValueError("a row is short or holds something that is not a number") from None
+    for row in rows:
+        if not {"epoch", "psnr", "mae", "train_seconds"} <= row.keys():
+            raise ValueError("it lacks the columns epoch, psnr, mae and train_seconds")
+    return rows
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Text for an error message (an exception's, a path from a request) as one short line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def url_path(run_id: str) -> str:
@@ -250,34 +356,51 @@ class Uploads:
             raise LabError(f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); the limit is "
                            f"{MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels: shrink it first", status=413, field="file")
         digest = hashlib.sha256(data).hexdigest()
-        path = self.folder / digest
-        if not path.is_file():
+        path, meta = self.folder / digest, self.folder / f"{digest}.json"
+        if not (path.is_file() and meta.is_file()):
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{digest}.tmp-{os.getpid()}"
-            tmp.write_bytes(data)
+            # A random part, not the pid: two requests may upload the same bytes at once, on two threads.
+            tmp = self.folder / f".{digest}.tmp-{secrets.token_hex(4)}"
             try:
-                pixels = load_image(tmp)  # the full decode, with the same checks as the CLI
-            except UserError:
+                tmp.write_bytes(data)
+                try:
+                    pixels = load_image(tmp)  # the full decode, with the same checks as the CLI
+                except UserError:
+                    raise LabError("the upload is not an image Pillow can read; use a PNG, JPEG or other image "
+                                   "file", field="file") from None
+                height, width = pixels.shape[:2]  # after EXIF orientation
+                # The description first, the bytes last: an image is listed only once both are there.
+                write_json(meta, {"name": _display_name(sent_name), "width": width, "height": height,
+                                  "bytes": len(data)})
+                os.replace(tmp, path)
+            except BaseException:  # a full disk mid-write leaves no half file and no orphan description
                 tmp.unlink(missing_ok=True)
-                raise LabError("the upload is not an image Pillow can read; use a PNG, JPEG or other image file",
-                               field="file") from None
-            os.replace(tmp, path)
-            height, width = pixels.shape[:2]  # after EXIF orientation
-            write_json(self.folder / f"{digest}.json",
-                       {"name": _display_name(sent_name), "width": width, "height": height, "bytes": len(data)})
+                if not path.is_file():
+                    meta.unlink(missing_ok=True)
+                raise
         return self.describe(digest)
 
     def describe(self, digest: str) -> dict:
-        meta = json.loads((self.folder / f"{digest}.json").read_text())
-        return {"id": f"upload:{digest}", "name": meta["name"], "width": meta["width"], "height": meta["height"],
+        """An upload as the API lists it; LabError 404 when its description is missing or damaged."""
+        try:
+            meta = json.loads((self.folder / f"{digest}.json").read_text())
+            name, width, height = str(meta["name"]), int(meta["width"]), int(meta["height"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LabError(f"no uploaded image 'upload:{digest}'; upload it again", status=404, field="image") from None
+        return {"id": f"upload:{digest}", "name": name, "width": width, "height": height,
                 "thumbnail": f"/api/images/upload:{digest}/thumbnail.png"}
 
     def all(self) -> list[dict]:
         if not self.folder.is_dir():
             return []
-        metas = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        return [self.describe(p.stem) for p in metas if re.fullmatch(r"[0-9a-f]{64}", p.stem)
-                and (self.folder / p.stem).is_file()]
+        found = []
+        for meta in self.folder.glob("*.json"):
+            try:
+                if re.fullmatch(r"[0-9a-f]{64}", meta.stem) and (self.folder / meta.stem).is_file():
+                    found.append((meta.stat().st_mtime, self.describe(meta.stem)))
+            except (OSError, LabError):
+                continue  # removed meanwhile, or a damaged description: not offered
+        return [upload for _, upload in sorted(found, key=lambda pair: pair[0], reverse=True)]
 
     def path(self, image_id: str) -> Path:
         match = _UPLOAD_ID.match(image_id)
@@ -334,8 +457,10 @@ def load_lab_target(root: Path, uploads: Uploads, image_id: str, size: str | Non
     and 'compare with' train on the same pixels, so the size is ignored).
     """
     if image_id.startswith("run:"):
-        run = RunDirectory.open(run_path(root, image_id[4:]))
-        return run.target(), image_id
+        try:
+            return RunDirectory.open(run_path(root, image_id[4:])).target(), image_id
+        except UserError as exc:  # a damaged run: its target.npy or run.json cannot be read
+            raise LabError(str(exc), status=409, field="image") from None
     kind, value = parse_lab_size(size)
     if image_id in BUILTIN_IMAGES:
         pixels, name = load_image(image_id), image_id

@@ -122,10 +122,19 @@ def _pause_when_orphaned(parent: int) -> None:
 
 
 def work(run_dir: str, run_id: str, action: str, threads: int, events, parent: int) -> None:
-    """Train the run at ``run_dir`` to its recipe's epochs (action 'train'), or write its ending ('finish')."""
+    """Train the run at ``run_dir`` to its recipe's epochs (action 'train'), or write its ending ('finish').
+
+    The worker holds the run's lock from start to end (released before it reports its end, so the
+    server may queue the run again at once). A run it cannot lock is another process's: it reports
+    why and writes nothing."""
+    from ..experiment import resume_run
     from ..record import RunDirectory
 
-    run = RunDirectory.open(run_dir)
+    try:
+        run = RunDirectory.open(run_dir).lock()
+    except UserError as exc:
+        events.put({"type": "end", "id": run_id, "status": "error", "message": str(exc)})
+        return
     status, message = "error", None
     try:
         signal.signal(signal.SIGINT, _raise_on)
@@ -139,9 +148,7 @@ def work(run_dir: str, run_id: str, action: str, threads: int, events, parent: i
         if action == "finish":
             status = _finish(run)
         else:
-            from ..experiment import resume_run
-
-            result = resume_run(run_dir, quiet=True, callbacks=[LiveReporter(run_id, events)])
+            result = resume_run(run, quiet=True, callbacks=[LiveReporter(run_id, events)])
             status = "complete"  # from here on a late pause or stop changes nothing
             message = None if result.stopped_by == "epochs" else f"stopped by {result.stopped_by}"
     except Paused:
@@ -149,21 +156,30 @@ def work(run_dir: str, run_id: str, action: str, threads: int, events, parent: i
             status = "paused"
     except Stopped:
         if status != "complete":
-            status = _finish(run)
+            try:
+                status = _finish(run)
+            except UserError as exc:
+                status, message = "error", str(exc)
     except Diverged as exc:
         status, message = "diverged", str(exc)
     except UserError as exc:
         status, message = "error", str(exc)
-    except Exception as exc:  # a bug or a full disk: say so on the page, keep the server alive
+    except Exception as exc:  # a bug: say so on the page, keep the server alive
         status, message = "error", f"{type(exc).__name__}: {exc}"
     finally:
         _ignore_signals()
-        run.update_info(status=status, message=message)
+        try:
+            run.update_info(status=status, message=message)
+        except UserError as exc:  # a full disk: run.json keeps its last whole version
+            status, message = "error", str(exc)
+        run.unlock()
         events.put({"type": "end", "id": run_id, "status": status, "message": message})
 
 
 def _finish(run) -> str:
-    """A stopped run's ending from what is on disk: its last frame as final.png, the animations, the curves."""
+    """A stopped run's ending (experiment.finish_run), safe from a second signal."""
+    from ..experiment import finish_run
+
     _ignore_signals()
-    run.write_ending(run.metrics())
+    finish_run(run, stopped=True)
     return "stopped"

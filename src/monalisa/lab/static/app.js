@@ -253,6 +253,7 @@ function upsertRun(run) {
   const panel = state.panels.get(run.id);
   if (panel) panel.update(run);
   else if (ACTIVE.has(run.status)) addPanel(run.id);
+  for (const other of state.panels.values()) if (other !== panel) other.showWaiting();  // a queue moved
   if (state.image === `run:${run.id}`) renderGallery();
   renderRuns();
 }
@@ -269,6 +270,7 @@ function addPanel(id, { end = false, force = false } = {}) {
     action: runAction,
     remove: removePanel,
     neurons: (runId) => neurons.open(runId),
+    queue: queueOf,
   });
   const box = $("#panels");
   if (end) box.append(panel.el);
@@ -281,6 +283,17 @@ function addPanel(id, { end = false, force = false } = {}) {
   loadMetrics(id);
   writeUrl();
   return panel;
+}
+
+// Where a queued run stands: the runs training now, and the queued runs created before it.
+function queueOf(id) {
+  const me = state.runs.get(id);
+  let running = 0, ahead = 0;
+  for (const run of state.runs.values()) {
+    if (["running", "pausing", "stopping"].includes(run.status)) running++;
+    else if (run.status === "queued" && run.id !== id && (run.created || "") < (me?.created || "")) ahead++;
+  }
+  return { running, ahead };
 }
 
 function boardChanged() {

@@ -100,6 +100,24 @@ export function downloadLinks(run) {
       icon("download"), { gif: "GIF", mp4: "MP4", final: "PNG", recipe: "recipe" }[k]));
 }
 
+// Widths offered for a render download; app.py's MAX_RENDER_WIDTH (4096) is the server's cap.
+const RENDER_WIDTHS = [256, 512, 1024, 2048, 4096];
+
+// A width and a link that renders the run's latest checkpoint at that width (GET .../render.png):
+// the network is a function of continuous coordinates, so any width is a fresh image, not an upscale.
+export function renderControl(run) {
+  const select = h("select", { class: "render-width", "data-testid": "render-width",
+    "aria-label": "Width of the rendered PNG" }, RENDER_WIDTHS.map((w) => new Option(`${w} px`, String(w))));
+  select.value = "1024";
+  // download="" lets the server's Content-Disposition name the file (run, width and height).
+  const link = h("a", { class: "dl", "data-testid": "render", download: "",
+    title: "Render the latest checkpoint at this width (big widths take a while)" }, icon("download"), "Render");
+  const point = () => { link.href = `${runPath(run.id)}/render.png?width=${select.value}`; };
+  select.addEventListener("change", point);
+  point();
+  return h("span", { class: "render" }, select, link);
+}
+
 export class RunDetails {
   constructor(hooks) {
     this.hooks = hooks;
@@ -154,6 +172,7 @@ export class RunDetails {
     const button = (label, iconName, fn) => h("button", { type: "button", class: "small",
       onclick: () => { this.dialog.close(); fn(run.id); } }, icon(iconName), label);
     const links = downloadLinks(run);
+    if (run.epoch > 0) links.push(renderControl(run));  // a checkpoint to render from
     this.body.replaceChildren(
       h("div", { class: "details-top" }, main,
         h("div", { class: "side" },

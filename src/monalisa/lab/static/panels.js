@@ -5,6 +5,7 @@
 // addRow, frame) and receives the user's clicks through `hooks`.
 
 import { fmtPsnr, fmtSeconds, h, icon, withVersion, ACTIVE } from "./api.js";
+import { renderControl } from "./dialogs.js";
 
 const ACTION_LABELS = { pause: "Pause", resume: "Resume", stop: "Stop" };
 
@@ -19,6 +20,7 @@ export class RunPanel {
     this.loading = null;
     this.shown = null;
     this.failed = null;
+    this.live = { epoch: null, fraction: 0 };  // the epoch in progress, from progress events
     this.build(run);
     this.update(run);
   }
@@ -35,8 +37,8 @@ export class RunPanel {
     this.recon = h("img", { "data-testid": "reconstruction", alt: `reconstruction of ${run.id}`, decoding: "async" });
     this.recon.addEventListener("load", () => this.frameDone(true));
     this.recon.addEventListener("error", () => this.frameDone(false));
-    this.reconBox = h("figure", { class: "img-box empty" }, this.recon,
-      h("span", { class: "placeholder" }, "waiting for the first frame"));
+    this.placeholder = h("span", { class: "placeholder", "data-testid": "waiting" }, "waiting for the first frame");
+    this.reconBox = h("figure", { class: "img-box empty" }, this.recon, this.placeholder);
     this.reconCaption = h("figcaption", {}, "reconstruction");
     const pair = h("div", { class: "pair" },
       h("div", {}, h("figure", { class: "img-box" }, this.target), h("figcaption", {}, "target")),
@@ -46,6 +48,7 @@ export class RunPanel {
     this.psnr = h("span", { class: "psnr", "data-testid": "psnr" }, "–");
     this.epoch = h("span", { class: "epoch", "data-testid": "epoch" });
     this.extra = h("span", { class: "extra" });
+    this.eta = h("span", { class: "extra eta", "data-testid": "eta" });
     this.bar = h("div", { class: "bar", role: "progressbar", "aria-label": "progress of the current epoch",
       "aria-valuemin": "0", "aria-valuemax": "100" }, h("span"));
     this.message = h("p", { class: "message", role: "status" });
@@ -61,7 +64,7 @@ export class RunPanel {
     this.el = h("article", { class: "panel", "data-testid": "panel", "data-run": run.id },
       h("header", {}, h("div", { class: "titles" }, this.title, this.sub), this.badge, close),
       pair,
-      h("div", { class: "stats" }, this.psnr, h("div", { class: "stat-side" }, this.epoch, this.extra)),
+      h("div", { class: "stats" }, this.psnr, h("div", { class: "stat-side" }, this.epoch, this.extra, this.eta)),
       this.bar, this.curve, this.message, this.actions, this.extend);
 
     // Nearest-neighbour scaling only where small images are blown up more than 2x.
@@ -95,9 +98,13 @@ export class RunPanel {
     if (run.psnr != null || this.rows.length === 0) this.psnr.textContent = fmtPsnr(run.psnr);
     this.message.textContent = run.message || "";
     this.message.hidden = !run.message;
+    if (run.live) this.live = { epoch: run.live.epoch, fraction: run.live.fraction };
     if (!ACTIVE.has(run.status)) this.setProgress(run.status === "complete" ? 1 : null);
     else if (run.live) this.setProgress(run.live.fraction);
-    if (!old || old.status !== run.status || String(old.actions) !== String(run.actions)) this.renderActions();
+    if (!old || old.status !== run.status || String(old.actions) !== String(run.actions)
+        || (old.epoch > 0) !== (run.epoch > 0)) this.renderActions();
+    this.showWaiting();
+    this.showEta();
     // A frame we have not seen: the live preview's version, or (no live preview) the last epoch's.
     // (Version 0 of a live run that has not rendered yet would only 404; a failed version is not retried.)
     const version = run.live?.version || (run.epoch > 0 ? `e${run.epoch}` : null);
@@ -117,6 +124,7 @@ export class RunPanel {
     }
     buttons.push(h("button", { type: "button", class: "small ghost", "data-action": "neurons",
       title: "Heatmaps of each hidden unit", onclick: () => this.hooks.neurons(this.id) }, icon("neurons"), "Neurons"));
+    if (run.epoch > 0) buttons.push(renderControl(run));  // a checkpoint to render from
     this.actions.replaceChildren(...buttons);
     if (run.status !== "complete") this.extend.hidden = true;
   }
@@ -143,7 +151,46 @@ export class RunPanel {
   }
 
   progress(epoch, fraction) {
+    this.live = { epoch, fraction };
     if (this.run && ACTIVE.has(this.run.status)) this.setProgress(fraction);
+    this.showWaiting();
+    this.showEta();
+  }
+
+  // What the empty reconstruction waits for, from what the page already knows.
+  showWaiting() {
+    const run = this.run;
+    let text = "waiting for the first frame";
+    if (run.status === "queued") {
+      const { running, ahead } = this.hooks.queue(this.id);
+      text = running || ahead
+        ? `queued behind ${plural(running, "training run")}${ahead ? ` and ${plural(ahead, "queued run")}` : ""}; `
+          + "it starts when one of them ends"
+        : "queued; starting…";
+    } else if (run.status === "running") {
+      text = this.live.epoch === null || !(this.live.fraction > 0)
+        ? "starting the worker and compiling the training kernel…"
+        : `epoch ${this.live.epoch} in progress: ${Math.floor(this.live.fraction * 100)}%`;
+    } else if (run.status === "paused" || run.status === "interrupted") {
+      text = `${run.status} before its first frame`;
+    }
+    if (this.placeholder.textContent !== text) this.placeholder.textContent = text;
+  }
+
+  // The time left at the last epochs' pace: the epochs, or the time limit if that ends the run first.
+  showEta() {
+    const run = this.run;
+    const left = run.status === "running" ? timeLeft(run, this.rows, this.live) : null;
+    let text = "", title = "";
+    if (left) {
+      const psnr = run.recipe?.until_psnr;
+      text = `${psnr != null ? "≤ " : ""}${fmtSeconds(left.seconds)} left${left.limited ? " (time limit)" : ""}`;
+      title = (left.limited ? `the time limit of ${fmtSeconds(run.recipe.time_limit)} of training ends the run `
+        + `before its ${run.epochs} epochs` : `${run.epochs} epochs at the last epochs' pace`)
+        + (psnr != null ? `; it stops sooner if it reaches ${psnr} dB, which cannot be predicted` : "");
+    }
+    if (this.eta.textContent !== text) this.eta.textContent = text;
+    this.eta.title = title;
   }
 
   setProgress(fraction) {
@@ -209,6 +256,7 @@ export class RunPanel {
       this.reconCaption.textContent = `epoch ${last.epoch}`;
     }
     this.drawCurve();
+    this.showEta();
   }
 
   drawCurve() {
@@ -217,6 +265,31 @@ export class RunPanel {
 }
 
 const cssId = (id) => id.replace(/[^A-Za-z0-9_-]/g, "_");
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+// Wall seconds left for a training run, from its metrics rows (epoch, seconds: cumulative wall,
+// train_seconds: that epoch's training) and the epoch in progress; null before the first epoch.
+// The recipe's time_limit counts training seconds and is checked between epochs, so the run ends
+// with the epoch that crosses it. until_psnr cannot be predicted: the caller says so.
+export function timeLeft(run, rows, live) {
+  if (!rows.length || !run.epochs) return null;
+  const done = rows.at(-1).epoch;
+  const fraction = live.epoch > done ? live.fraction || 0 : 0;
+  const tail = rows.length > 5 ? rows.slice(-6) : [{ seconds: 0 }, ...rows];
+  const walls = tail.slice(1).map((r, i) => r.seconds - tail[i].seconds).filter((s) => s > 0);
+  const trains = rows.slice(-5).map((r) => r.train_seconds).filter((s) => s > 0);
+  if (!walls.length || !trains.length) return null;
+  let epochs = Math.max(0, run.epochs - done - fraction);
+  let limited = false;
+  const limit = run.recipe?.time_limit;
+  if (limit) {
+    const trained = rows.reduce((sum, r) => sum + r.train_seconds, 0);
+    const byLimit = Math.max(1, Math.ceil((limit - trained) / median(trains))) - fraction;
+    if (byLimit < epochs) [epochs, limited] = [byLimit, true];
+  }
+  return { seconds: epochs * median(walls), limited };
+}
 
 // PSNR against epoch as an inline SVG: y from the lowest to the highest value
 // rounded out to 5 dB, x over the run's full length so the curve grows rightwards.

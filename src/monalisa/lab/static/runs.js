@@ -24,7 +24,10 @@ export class RunList {
       if (!row || row.dataset.key !== key) {
         const fresh = this.row(run);
         fresh.dataset.key = key;
-        if (row) row.replaceWith(fresh);
+        if (row) {
+          row.replaceWith(fresh);
+          if (before === row) before = fresh;  // the old row was the anchor: it is out of the page now
+        }
         row = fresh;
         this.rows.set(run.id, row);
       }
@@ -42,8 +45,10 @@ export class RunList {
 
   row(run) {
     const files = run.files || {};
-    // The final image when there is one, else the current frame, else the target.
-    const thumb = files.final || (run.epoch > 0 || run.live ? withVersion(run.frame, run.live?.version ?? `e${run.epoch}`) : files.target);
+    // The final image when there is one, else the current frame (none before the first preview or
+    // epoch: asking would only 404), else the target.
+    const version = run.live?.version || (run.epoch > 0 ? `e${run.epoch}` : null);
+    const thumb = files.final || (version ? withVersion(run.frame, version) : files.target);
     const img = h("img", { src: thumb, alt: "", loading: "lazy", decoding: "async" });
     img.addEventListener("error", () => { if (files.target && img.src !== new URL(files.target, location.href).href) img.src = files.target; }, { once: true });
     return h("article", { class: "run-row", "data-testid": "run-row", "data-run": run.id },

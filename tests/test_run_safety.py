@@ -1,0 +1,380 @@
+"""The run directory under attack (issue 9): readers never write, one writer per run, checkpoints are
+data not code, a kill during the ending is finished by a resume, and damage or a full disk is one line.
+
+Each test reproduces the attack first and then checks the fix against what is on disk. Runs are tiny
+(a 2x8 network on 16x12 pixels) and every subprocess has a timeout and is killed in a finally.
+"""
+
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import assert_one_line_error, snapshot
+from monalisa import Recipe, load_target, train_run
+from monalisa import animate
+from monalisa.cli import main
+from monalisa import record
+from monalisa.errors import UserError
+from monalisa.experiment import resume_run
+from monalisa.record import RunBusy, RunDirectory
+
+RECIPE = Recipe(arch=(8, 8), epochs=3)
+SIZE = (16, 12)
+MEMORY = 4 * 2**30  # address-space cap for every subprocess: torch needs ~2 GiB of it
+
+
+def tiny_run(path: Path, recipe: Recipe = RECIPE, **kwargs) -> Path:
+    train_run(load_target("astronaut", size=SIZE), recipe, path, quiet=True, **kwargs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A complete 3-epoch run, copied by the tests that change it."""
+    return tiny_run(tmp_path_factory.mktemp("finished") / "run")
+
+
+def copy_of(run: Path, tmp_path: Path, **info) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    if info:
+        data = json.loads((copy / "run.json").read_text())
+        (copy / "run.json").write_text(json.dumps({**data, **info}))
+    return copy
+
+
+def python(code: str, **kwargs) -> subprocess.Popen:
+    def limits():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=limits, **kwargs)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=30)
+
+
+# -- 1. readers never write ---------------------------------------------------------------------
+
+
+def test_reading_a_run_leaves_a_writers_temporary_files_alone(finished, tmp_path, capsys):
+    """The attack: `monalisa neurons` deleted the trainer's half-written checkpoint before its rename."""
+    run = copy_of(finished, tmp_path)
+    (run / ".checkpoint.pt.tmp-1a2b3c4d.pt").write_bytes(b"half a checkpoint")  # a live writer's file
+    (run / "frames" / ".epoch-00004.png.tmp-5e6f7a8b.png").write_bytes(b"half a frame")
+    before = snapshot(run)
+    out = tmp_path / "out"
+    assert main(["neurons", str(run), "--layer", "1", "--out", str(out / "n.png")]) == 0
+    assert main(["render", str(run), "--out", str(out / "r.png")]) == 0
+    assert main(["animate", str(run), "--out", str(out / "a.gif")]) == 0
+    opened = RunDirectory.open(run)
+    opened.info(), opened.recipe(), opened.target(), opened.checkpoint(), opened.metrics()
+    assert snapshot(run) == before  # every file, the temporary ones included, byte for byte
+
+
+def test_a_run_read_while_its_checkpoint_is_half_written_keeps_training(tmp_path, capsys):
+    """The attack as reported (a trainer, and `neurons` in a loop), made deterministic: the trainer
+    stops inside its second checkpoint write, after the temporary file is written and before its
+    rename, while `monalisa neurons` reads the run; then the trainer must finish its rename and the run."""
+    out, inside, go = tmp_path / "run", tmp_path / "inside", tmp_path / "go"
+    code = ("import os, time\nimport torch\nsave = torch.save\ncalls = []\n"
+            "def held(state, path, *args, **kwargs):\n"
+            "    save(state, path, *args, **kwargs)\n"
+            "    calls.append(path)\n"
+            "    if len(calls) == 2:\n"
+            f"        open({str(inside)!r}, 'w').close()\n"
+            "        deadline = time.monotonic() + 60\n"
+            f"        while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+            "            time.sleep(0.01)\n"
+            "torch.save = held\nfrom monalisa.cli import main\n"
+            f"raise SystemExit(main(['train', 'astronaut', '--size', '16x12', '--arch', '2x8', '--epochs', '3', "
+            f"'--out', {str(out)!r}, '--quiet']))")
+    trainer = python(code)
+    try:
+        deadline = time.monotonic() + 60
+        while not inside.exists():
+            assert trainer.poll() is None and time.monotonic() < deadline, trainer.communicate()[1]
+            time.sleep(0.01)
+        assert list(out.glob(".checkpoint.pt.tmp-*"))  # the trainer's half-written file
+        for _ in range(3):
+            assert main(["neurons", str(out), "--out", str(tmp_path / "n.png")]) == 0
+        assert list(out.glob(".checkpoint.pt.tmp-*"))  # still there for its rename
+        go.touch()
+        _, err = trainer.communicate(timeout=60)
+        assert trainer.returncode == 0, err
+    finally:
+        stop(trainer)
+    assert [row["epoch"] for row in RunDirectory.open(out).metrics()] == [1, 2, 3]
+
+
+# -- 2. one writer per run -----------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_in_one_line(finished, tmp_path, capsys):
+    run = copy_of(finished, tmp_path, status="paused")
+    holder = RunDirectory.open(run).lock()  # another writer (a lock is per open file, so this process counts)
+    try:
+        before = snapshot(run)
+        assert main(["train", "--resume", str(run), "--epochs", "5", "--quiet"]) == 2
+        line = assert_one_line_error(capsys.readouterr().err)
+        assert f"is being written by another process (pid {os.getpid()})" in line
+        assert snapshot(run) == before
+        with pytest.raises(RunBusy):
+            RunDirectory.open(run).lock()
+    finally:
+        holder.unlock()
+    assert main(["train", "--resume", str(run), "--epochs", "5", "--quiet"]) == 0  # free again
+    assert RunDirectory.open(run).checkpoint()["epoch"] == 5
+    assert not (run / ".lock").exists()  # a writer that ends normally leaves no lock file
+
+
+def test_a_killed_writer_leaves_no_stale_lock(finished, tmp_path):
+    run = copy_of(finished, tmp_path)
+    holder = python(f"from monalisa.record import RunDirectory\nimport time\n"
+                    f"RunDirectory.open({str(run)!r}).lock()\nprint('locked', flush=True)\ntime.sleep(60)")
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunBusy, match=f"pid {holder.pid}"):
+            RunDirectory.open(run).lock()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        stop(holder)
+    assert (run / ".lock").exists()  # the file stays behind: harmless, the kernel dropped the lock
+    RunDirectory.open(run).lock().unlock()
+
+
+def test_the_writer_removes_what_a_killed_writer_left(finished, tmp_path):
+    run = copy_of(finished, tmp_path, status="paused")
+    (run / ".metrics.csv.tmp-00000000.csv").write_text("left by a SIGKILL")
+    with RunDirectory.open(run).writing():
+        assert not list(run.rglob(".*.tmp-*"))
+
+
+# -- 3. a checkpoint is data, never code ----------------------------------------------------------
+
+
+class Trap:
+    """Unpickling this calls open(marker, 'w'): the stand-in for any shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("command", ["render", "neurons", "resume"])
+def test_a_doctored_checkpoint_runs_nothing(finished, tmp_path, capsys, command):
+    run = copy_of(finished, tmp_path, status="paused")
+    marker = tmp_path / "pwned"
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "engine": {"optimizer": Trap(marker)}}, run / "checkpoint.pt")
+    argv = {"render": ["render", str(run), "--out", str(tmp_path / "r.png")],
+            "neurons": ["neurons", str(run), "--out", str(tmp_path / "n.png")],
+            "resume": ["train", "--resume", str(run), "--epochs", "5", "--quiet"]}[command]
+    assert main(argv) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "checkpoint.pt" in line and "not loaded" in line
+    assert not marker.exists()
+
+
+def test_checkpoints_of_every_engine_hold_plain_data_only(tmp_path):
+    """What this version writes loads under weights_only (and so did the previous version's: same layout)."""
+    for name, recipe in [("online", RECIPE), ("batched", RECIPE.replace(batch_size=8, optimizer="adam"))]:
+        run = tiny_run(tmp_path / name, recipe.replace(epochs=1))
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert state["epoch"] == 1 and isinstance(state["rng"]["state"]["state"], int)
+
+
+# -- 4. a kill during the ending is finished by a resume ------------------------------------------
+
+
+def killed_in_the_ending(tmp_path: Path) -> Path:
+    """A real run SIGKILLed by itself while it writes its MP4 (after every epoch's checkpoint)."""
+    out = tmp_path / "killed"
+    code = ("import os, signal\nimport monalisa.animate as a\n"
+            "a.write_mp4 = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "from monalisa.cli import main\n"
+            f"main(['train', 'astronaut', '--size', '16x12', '--arch', '8x8', '--epochs', '3', '--out', {str(out)!r},"
+            " '--quiet'])")
+    process = python(code)
+    try:
+        process.communicate(timeout=120)
+    finally:
+        stop(process)
+    assert process.returncode == -signal.SIGKILL
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    assert RunDirectory.open(out).checkpoint()["epoch"] == 3
+    assert not (out / "learning.mp4").exists() and not (out / "curves.png").exists()
+    return out
+
+
+def test_resume_finishes_a_run_killed_in_its_ending(tmp_path, capsys):
+    out = killed_in_the_ending(tmp_path)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    for name in ("final.png", "learning.gif", "learning.mp4", "curves.png"):
+        assert (out / name).is_file(), name
+    info = json.loads((out / "run.json").read_text())
+    assert (info["status"], info["stopped_by"], info["epochs_done"]) == ("complete", "epochs", 3)
+    assert (out / "final.png").read_bytes() == (out / "frames" / "epoch-00003.png").read_bytes()
+    assert [row["epoch"] for row in RunDirectory.open(out).metrics()] == [1, 2, 3]  # nothing trained again
+    # Complete now, with its ending: the usual refusal.
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2
+    assert "is complete (3 epochs, stopped by epochs)" in assert_one_line_error(capsys.readouterr().err)
+
+
+def test_finishing_renders_a_last_frame_that_was_never_written(finished, tmp_path):
+    run = copy_of(finished, tmp_path, status="running")
+    last = run / "frames" / "epoch-00003.png"
+    expected = last.read_bytes()
+    for name in ("final.png", "curves.png", "learning.gif", "learning.mp4", "frames/epoch-00003.png"):
+        (run / name).unlink()
+    result = resume_run(run, quiet=True)
+    assert result.stopped_by == "epochs" and len(result.history) == 3
+    assert last.read_bytes() == expected and (run / "final.png").read_bytes() == expected
+
+
+# -- 5. damage, a read-only run, a full disk: one line ---------------------------------------------
+
+DAMAGE = {
+    "checkpoint.pt": [b"", b"PK\x03\x04 not a zip", "truncate"],
+    "recipe.json": [b"{not json", b"[1, 2]", b'{"arch": 7, "epochs": "many"}'],
+    "run.json": [b"\x00\xff", b'"a string"', b'{"image": "x", "width": "wide", "height": 12}'],
+    "target.npy": ["truncate", "float64", "shape", "object"],
+    "metrics.csv": [b"epoch,psnr\nseven,x\n"],
+}
+
+
+def damage(path: Path, how) -> None:
+    if isinstance(how, bytes):
+        path.write_bytes(how)
+    elif how == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "float64":
+        np.save(path, np.load(path).astype(np.float64))
+    elif how == "shape":
+        np.save(path, np.load(path)[:, :, :2])
+    elif how == "object":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("name,how", [(name, how) for name, hows in DAMAGE.items() for how in hows])
+def test_a_damaged_file_is_one_line_naming_it(finished, tmp_path, capsys, name, how):
+    run = copy_of(finished, tmp_path, status="paused")
+    damage(run / name, how)
+    commands = {"render": ["render", str(run), "--out", str(tmp_path / "r.png")],
+                "neurons": ["neurons", str(run), "--out", str(tmp_path / "n.png")],
+                "animate": ["animate", str(run), "--out", str(tmp_path / "a.gif")],
+                "resume": ["train", "--resume", str(run), "--epochs", "4", "--quiet"]}
+    failed = []
+    for command, argv in commands.items():
+        status = main(argv)
+        err = capsys.readouterr().err
+        assert status in (0, 2), (command, err)  # never a traceback (1 is divergence only)
+        if status == 2:
+            line = assert_one_line_error(err)
+            assert name in line and ("restore" in line or "not loaded" in line), line
+            failed.append(command)
+    # Resuming reads every file but metrics.csv (rewritten from the checkpoint); animating reads that one.
+    assert ("animate" if name == "metrics.csv" else "resume") in failed
+
+
+def test_a_read_only_run_is_one_line(finished, tmp_path, capsys, monkeypatch):
+    run = copy_of(finished, tmp_path, status="paused")
+    before = snapshot(run)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    # Tests run as root, where chmod stops nothing: a read-only filesystem's answer, to these two modules only.
+    monkeypatch.setattr(animate, "os", types.SimpleNamespace(**{**vars(os), "replace": read_only}))  # every write
+    monkeypatch.setattr(record, "os", types.SimpleNamespace(**{**vars(os), "open": read_only}))  # the lock file
+    assert main(["train", "--resume", str(run), "--epochs", "5", "--quiet"]) == 2
+    assert "read-only" in assert_one_line_error(capsys.readouterr().err)
+    assert main(["render", str(run)]) == 2  # its default --out is inside the run
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "read-only" in line and "render-" in line
+    assert main(["render", str(run), "--out", str(tmp_path / "elsewhere.png")]) == 2  # no rename anywhere
+    assert "elsewhere.png" in assert_one_line_error(capsys.readouterr().err)
+    assert main(["neurons", str(run)]) == 2
+    assert "read-only" in assert_one_line_error(capsys.readouterr().err)
+    assert snapshot(run) == before  # and no temporary file left
+
+
+def test_a_full_disk_mid_run_keeps_the_last_whole_epoch(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real_save = torch.save
+    calls = []
+
+    def save_then_fill_the_disk(state, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:  # the third epoch's checkpoint: half written, then ENOSPC
+            Path(path).write_bytes(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(state, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_fill_the_disk)
+    argv = ["train", "astronaut", "--size", "16x12", "--arch", "8x8", "--epochs", "5", "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "checkpoint.pt" in line and "No space left" in line and f"--resume {out}" in line
+    assert not list(out.rglob(".*.tmp-*"))
+    run = RunDirectory.open(out)
+    assert run.checkpoint()["epoch"] == 2 and [row["epoch"] for row in run.metrics()] == [1, 2]
+    monkeypatch.setattr(torch, "save", real_save)  # space freed
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert [row["epoch"] for row in RunDirectory.open(out).metrics()] == [1, 2, 3, 4, 5]
+
+
+def test_a_file_size_limit_during_create_leaves_no_directory(tmp_path):
+    """A real EFBIG (RLIMIT_FSIZE below target.npy's size): one line, and no half-made run left."""
+    out = tmp_path / "run"
+
+    def limits():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # target.npy is 64x48x3x4 = 36,864 bytes
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then a write past it fails with EFBIG
+
+    done = subprocess.run([sys.executable, "-m", "monalisa.cli", "train", "astronaut", "--size", "64x48",
+                           "--arch", "2x8", "--batch-size", "8", "--epochs", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limits)
+    assert done.returncode == 2, done.stderr
+    line = assert_one_line_error(done.stderr)
+    assert "target.npy" in line and "disk space" in line
+    assert not out.exists()
+
+
+def test_a_failed_atomic_write_removes_its_temporary_file(tmp_path):
+    with pytest.raises(OSError):
+        with animate.atomic_path(tmp_path / "x.png") as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_refuses_a_directory_another_process_is_creating(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = RunDirectory(out).lock()
+    try:
+        with pytest.raises(UserError, match="being written by another process"):
+            RunDirectory.create(out, RECIPE, load_target("astronaut", size=SIZE), {})
+    finally:
+        holder.unlock()
