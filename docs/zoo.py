@@ -14,7 +14,8 @@ import argparse
 
 import numpy as np
 
-from monalisa.animate import caption_frame, save_png
+from monalisa.animate import caption_frame
+from monalisa.files import save_png
 from monalisa.images import load_target
 from monalisa.recipes import get_preset
 from monalisa.train import Trainer, render, to_frame

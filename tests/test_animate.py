@@ -5,14 +5,13 @@ import pytest
 from PIL import Image
 
 from monalisa.animate import (
-    atomic_path,
     caption_frame,
     plot_curves,
-    save_png,
     subsample_indices,
     write_gif,
     write_mp4,
 )
+from monalisa.files import atomic_path, save_png
 
 
 def solid_frames(n, h=16, w=16):

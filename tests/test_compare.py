@@ -19,7 +19,7 @@ from PIL import Image
 
 from monalisa import Recipe, Target, UserError, get_preset
 from monalisa import compare, report
-from monalisa.compare import conclusion, flops_per_pixel, label_for, load_comparison, run_comparison
+from monalisa.compare import conclusion, flops_per_pixel, load_comparison, run_comparison
 
 SMALL = Recipe(arch=(8,), epochs=3)
 DEEP = Recipe(arch=(8, 8, 8), epochs=3)
@@ -302,10 +302,10 @@ def test_an_existing_directory_needs_resume(comparison, tmp_path):
 
 
 def test_labels_are_safe_unique_and_checked(tmp_path):
-    assert label_for(Recipe()) == "4x300-leaky_relu-sgd-b1"
-    assert label_for(Recipe(), taken=["4x300-leaky_relu-sgd-b1"]) == "4x300-leaky_relu-sgd-b1-2"
-    assert label_for(Recipe(), taken=["4X300-LEAKY_RELU-SGD-B1", "4x300-leaky_relu-sgd-b1-2"]).endswith("-3")
-    odd = label_for(Recipe(arch=(30, 20), activation=("sine", "relu"), encoding="fourier"))
+    assert Recipe().label() == "4x300-leaky_relu-sgd-b1"
+    assert Recipe().label(taken=["4x300-leaky_relu-sgd-b1"]) == "4x300-leaky_relu-sgd-b1-2"
+    assert Recipe().label(taken=["4X300-LEAKY_RELU-SGD-B1", "4x300-leaky_relu-sgd-b1-2"]).endswith("-3")
+    odd = Recipe(arch=(30, 20), activation=("sine", "relu"), encoding="fourier").label()
     assert compare.LABEL_PATTERN.match(odd) and odd == "fourier-30_20-sine+relu-sgd-b1"
     for entries in ([("a/b", SMALL)], [("..", SMALL)], [("", SMALL)], [("run", SMALL), ("RUN", DEEP)],
                     [("ok", "not a recipe")], []):

@@ -426,7 +426,7 @@ def test_animation_limits():
 
 
 def test_a_fresh_write_removes_a_dead_writers_temporary(tmp_path):
-    from monalisa import animate
+    from monalisa import animate, files
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=30)
@@ -438,7 +438,7 @@ def test_a_fresh_write_removes_a_dead_writers_temporary(tmp_path):
     frames = [np.zeros((4, 4, 3), np.uint8)] * 2
     animate.write_gif(frames, tmp_path / "x.gif")  # a different output: nothing removed
     assert stale.exists()
-    with animate.atomic_path(tmp_path / "x.mp4") as tmp:
+    with files.atomic_path(tmp_path / "x.mp4") as tmp:
         assert tmp.name.startswith(f".x.mp4.tmp-{os.getpid()}-")
         tmp.write_bytes(b"done")
     assert not stale.exists() and live.exists() and other.exists()

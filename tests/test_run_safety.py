@@ -23,7 +23,7 @@ import torch
 
 from cli_helpers import assert_one_line_error, snapshot
 from monalisa import Recipe, load_target, train_run
-from monalisa import animate
+from monalisa import files
 from monalisa.cli import main
 from monalisa import record
 from monalisa.errors import UserError
@@ -304,7 +304,7 @@ def test_a_read_only_run_is_one_line(finished, tmp_path, capsys, monkeypatch):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     # Tests run as root, where chmod stops nothing: a read-only filesystem's answer, to these two modules only.
-    monkeypatch.setattr(animate, "os", types.SimpleNamespace(**{**vars(os), "replace": read_only}))  # every write
+    monkeypatch.setattr(files, "os", types.SimpleNamespace(**{**vars(os), "replace": read_only}))  # every write
     monkeypatch.setattr(record, "os", types.SimpleNamespace(**{**vars(os), "open": read_only}))  # the lock file
     assert main(["train", "--resume", str(run), "--epochs", "5", "--quiet"]) == 2
     assert "read-only" in assert_one_line_error(capsys.readouterr().err)
@@ -363,7 +363,7 @@ def test_a_file_size_limit_during_create_leaves_no_directory(tmp_path):
 
 def test_a_failed_atomic_write_removes_its_temporary_file(tmp_path):
     with pytest.raises(OSError):
-        with animate.atomic_path(tmp_path / "x.png") as tmp:
+        with files.atomic_path(tmp_path / "x.png") as tmp:
             tmp.write_bytes(b"partial")
             raise OSError(errno.ENOSPC, "full")
     assert list(tmp_path.iterdir()) == []

@@ -1,35 +1,28 @@
-"""Frames in, files out: captions, GIF, MP4, learning curves, PNG.
+"""Frames in, files out: captions, GIF, MP4, learning curves.
 
 Everything here is a pure function of its arguments and knows nothing about
 training; the caller hands over uint8 pixels and per-epoch numbers.
 
-    atomic_path(path)          context manager: write to a temp file, then os.replace
-    save_png(pixels, path)     one frame as PNG, atomically
     caption_frame(frame, text) upscale a small frame and add a caption strip below it
     write_gif(frames, path)    looping GIF, evenly subsampled to at most max_frames
     write_mp4(frames, path)    H.264 MP4 of every frame (imageio-ffmpeg's bundled ffmpeg)
     plot_curves(rows, path)    2x2 PNG: PSNR and MAE against epochs and training seconds
 
-Every writer goes through ``atomic_path`` so a viewer (or a crash) never sees a
-half-written file: the old file stays until the new one is complete.
+Every writer goes through ``files.atomic_path`` so a viewer (or a crash) never
+sees a half-written file: the old file stays until the new one is complete.
 """
 
 from __future__ import annotations
 
-import glob
 import math
-import os
-import secrets
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .files import PathLike, atomic_path, check_uint8_image
 from .limits import MAX_ANIMATION_FRAMES, MAX_HOLD_FRAMES, check_animation
 
-PathLike = str | os.PathLike
 
 # Caption strip colours: dark grey rather than black so the strip reads as a
 # label, not as part of the image; off-white text for contrast.
@@ -44,60 +37,6 @@ LOG_EPOCHS_ABOVE = 50
 
 # -----------------------------------------------------------------------------
 # atomic writes
-
-
-@contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temp path next to ``path``; on success move it over ``path``.
-
-    The temp file lives in the same directory so ``os.replace`` is an atomic
-    rename (same filesystem). It keeps the real suffix at the end
-    (``.learning.mp4.tmp-1a2b3c4d.mp4``) because Pillow, matplotlib and ffmpeg
-    pick the format from the extension; the leading dot hides it from globs
-    like ``*.mp4``. The file is not pre-created (no mkstemp): mkstemp makes it
-    0600, and the result should get the usual umask permissions. If the body
-    raises, the temp file is removed and ``path`` is left untouched.
-
-    The temp name carries the writer's pid (``.learning.mp4.tmp-4242-1a2b3c4d.mp4``): a writer
-    killed outright (SIGKILL, power loss) cannot clean up, so each new write of ``path`` first
-    removes the temporaries of ``path`` whose writer process is gone.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave litter behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove ``path``'s leftover temporaries whose writer process no longer exists."""
-    prefix = f".{path.name}.tmp-"
-    for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = tmp.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process, or a pid no process has: leave the file alone
-    return True
-
-
-def save_png(pixels_uint8: np.ndarray, path: PathLike) -> None:
-    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically."""
-    pixels = _check_uint8_image(pixels_uint8, allow_grey=True)
-    with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 # -----------------------------------------------------------------------------
@@ -116,7 +55,7 @@ def caption_frame(frame: np.ndarray, text: str, min_height: int = 256) -> np.nda
     size and can go into one GIF/MP4. Text too wide for the strip is set in a
     smaller font (and, at the smallest legible size, cut with an ellipsis).
     """
-    frame = _check_uint8_image(frame)
+    frame = check_uint8_image(frame)
     h, w, _ = frame.shape
     k = max(1, math.ceil(min_height / h))
     image = np.repeat(np.repeat(frame, k, axis=0), k, axis=1)
@@ -377,18 +316,8 @@ def _finite(values) -> np.ndarray:
 # input checks
 
 
-def _check_uint8_image(a: np.ndarray, allow_grey: bool = False) -> np.ndarray:
-    a = np.asarray(a)
-    rgb = a.ndim == 3 and a.shape[2] == 3
-    grey = allow_grey and a.ndim == 2
-    if a.dtype != np.uint8 or not (rgb or grey) or a.shape[0] == 0 or a.shape[1] == 0:
-        want = "(H, W, 3) or (H, W)" if allow_grey else "(H, W, 3)"
-        raise ValueError(f"expected a {want} uint8 image, got {a.dtype} {a.shape}")
-    return a
-
-
 def _check_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    frames = [_check_uint8_image(f) for f in frames]
+    frames = [check_uint8_image(f) for f in frames]
     if not frames:
         raise ValueError("no frames to write")
     shapes = {f.shape for f in frames}

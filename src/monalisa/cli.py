@@ -19,16 +19,16 @@ import textwrap
 from pathlib import Path
 
 from . import __version__
-from .compare import label_for, load_comparison, run_comparison
+from .compare import load_comparison, run_comparison
 from .errors import Diverged, UserError
 from .experiment import default_run_path, resume_run, train_run
 from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
 from .limits import MAX_PARAMETERS, MAX_PIXELS, allowing_large
 from .recipes import ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
 from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
-from .animate import save_png
+from .files import save_png, write_errors
 from .neurons import DEFAULT_TILE, run_neurons, save_neuron_grid
-from .record import FRAME_SCHEDULES, RunDirectory, write_errors
+from .record import FRAME_SCHEDULES, RunDirectory
 from .rendering import Region, output_size, render_run
 from .report import VERDICTS
 from .studies import DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_OPTIONS, DepthOptions, default_base
@@ -377,7 +377,7 @@ def comparison_entries(args: argparse.Namespace) -> list[tuple[str, Recipe]]:
         raise UserError("give at least two recipes to compare: two or more of --arch, --preset and --recipe")
     entries: list[tuple[str, Recipe]] = []
     for recipe in recipes:
-        entries.append((label_for(recipe, [label for label, _ in entries]), recipe))
+        entries.append((recipe.label([label for label, _ in entries]), recipe))
     return entries
 
 

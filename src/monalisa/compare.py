@@ -42,18 +42,19 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Callable, TextIO
 
 import numpy as np
 
-from . import animate
 from .engines import choose_engine, resolve_device, usable_cores
 from .errors import Diverged, UserError
 from .experiment import resume_run, train_run
 from .images import Target
 from .models import build_model
 from .recipes import Recipe
-from .record import RunDirectory, json_safe, read_metrics, write_json
+from .files import atomic_path, json_safe, read_metrics, write_json
+from .record import RunDirectory
+from .status import FINISHED, Status
 from .registry import ENCODINGS
 from .report import THRESHOLDS, format_seconds, write_outputs
 
@@ -69,22 +70,6 @@ LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # safe as a f
 # labels and costs
 
 
-def label_for(recipe: Recipe, taken: Iterable[str] = ()) -> str:
-    """A file-name-safe label from ``recipe.describe()``, e.g. '4x300-leaky_relu-sgd-b1'.
-
-    ``taken``: labels already in use; a clash (compared ignoring case, as some file systems
-    do) gets '-2', '-3', ... appended.
-    """
-    text = recipe.describe().replace(" ", "-").replace(",", "_").replace("/", "+")
-    base = re.sub(r"[^A-Za-z0-9._+-]", "_", text).lstrip("._+-")[:60] or "run"
-    used = {label.lower() for label in taken}
-    label, n = base, 1
-    while label.lower() in used:
-        n += 1
-        label = f"{base}-{n}"
-    return label
-
-
 def check_entries(entries: list[tuple[str, Recipe]]) -> None:
     """UserError unless the entries are (label, Recipe) pairs with unique, file-name-safe labels."""
     if not entries:
@@ -96,7 +81,7 @@ def check_entries(entries: list[tuple[str, Recipe]]) -> None:
         label = entry[0]
         if not isinstance(label, str) or not LABEL_PATTERN.match(label):
             raise UserError(f"label {label!r} is not file-name safe: use 1-64 letters, digits and . _ + -, "
-                            "starting with a letter or digit (compare.label_for makes one)")
+                            "starting with a letter or digit (Recipe.label makes one)")
         if label.lower() in seen:
             raise UserError(f"label {label!r} is used twice "
                             f"(labels are compared ignoring case: {seen[label.lower()]!r})")
@@ -188,7 +173,7 @@ def _prepare_directory(out: Path, target: Target, entries: list[tuple[str, Recip
         raise UserError(f"cannot create comparison directory {str(out)!r}: {exc.strerror}") from None
     # The target before comparison.json: a directory with comparison.json can always be resumed.
     if not (out / "target.npy").is_file():
-        with animate.atomic_path(out / "target.npy") as tmp:
+        with atomic_path(out / "target.npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, target.pixels)
     write_json(out / COMPARISON_FILE, {
@@ -206,7 +191,7 @@ def _plan(run_dir: Path, recipe: Recipe) -> str:
     run = RunDirectory.open(run_dir)
     if run.recipe() != recipe:
         raise UserError(f"{str(run_dir)!r} holds a different recipe from its entry; delete it or relabel the entry")
-    return "reuse" if run.info().get("status") in ("complete", "diverged") else "resume"
+    return "reuse" if run.info().get("status") in FINISHED else "resume"
 
 
 # -----------------------------------------------------------------------------
@@ -464,9 +449,9 @@ def conclusion(rows: list[dict]) -> str:
     """
     if not rows:
         return "No runs to compare."
-    ranked = [row for row in rows if row["status"] == "complete" and row["psnr"] is not None]
-    diverged = [row["label"] for row in rows if row["status"] == "diverged"]
-    others = [row["label"] for row in rows if row["status"] not in ("complete", "diverged")]
+    ranked = [row for row in rows if row["status"] == Status.COMPLETE and row["psnr"] is not None]
+    diverged = [row["label"] for row in rows if row["status"] == Status.DIVERGED]
+    others = [row["label"] for row in rows if row["status"] not in FINISHED]
     if not ranked:
         if len(diverged) == len(rows):
             what = (f"{diverged[0]} diverged" if len(rows) == 1

@@ -19,6 +19,7 @@ from .models import build_model
 from .progress import Progress
 from .recipes import Recipe
 from .record import FRAME_SCHEDULES, Recorder, RunDirectory
+from .status import Status
 from .train import Callback, FitResult, Trainer, render, stopping_rule, to_frame
 
 
@@ -57,7 +58,7 @@ def resume_run(path: str | Path | RunDirectory, *, epochs: int | None = None, de
         if epochs is not None and epochs < done:
             raise UserError(f"--epochs {epochs} is fewer than the {done} epochs {str(run.path)!r} "
                             "has already trained")
-        if info.get("status") == "complete" and (epochs is None or epochs <= done):
+        if info.get("status") == Status.COMPLETE and (epochs is None or epochs <= done):
             raise UserError(
                 f"{str(run.path)!r} is complete ({done} epochs, stopped by {info.get('stopped_by', 'epochs')}); "
                 f"extend it with --resume {run.path} --epochs N"
@@ -66,7 +67,7 @@ def resume_run(path: str | Path | RunDirectory, *, epochs: int | None = None, de
             recipe = recipe.replace(epochs=epochs)
             run.write_recipe(recipe)
         history = checkpoint["history"] if checkpoint else []
-        if done >= recipe.epochs or (info.get("status") != "complete" and stopping_rule(recipe, history)):
+        if done >= recipe.epochs or (info.get("status") != Status.COMPLETE and stopping_rule(recipe, history)):
             return finish_run(run)
         # The recorded engine and device, so the resumed run computes what the uninterrupted one would.
         trainer = Trainer(run.target(), recipe, device=device or info.get("device", "auto"),

@@ -35,6 +35,7 @@ import torch
 from . import animate
 from .engines import resolve_device
 from .errors import UserError
+from .files import save_png
 from .images import coordinate_grid
 from .models import CoordinateNetwork, build_model
 from .record import RunDirectory
@@ -220,5 +221,5 @@ def save_neuron_grid(grid: NeuronGrid, path: str | Path) -> Path:
         raise UserError(f"--out {str(path)!r} must end in .png")
     # caption_frame enlarges a grid under 256 px tall (one or two tiles) by a whole factor, nearest
     # neighbour, so its caption gets a legible font; larger grids keep their size.
-    animate.save_png(animate.caption_frame(grid.image, grid.summary), path)
+    save_png(animate.caption_frame(grid.image, grid.summary), path)
     return path

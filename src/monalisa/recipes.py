@@ -20,6 +20,7 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,21 @@ class Recipe:
         activation = "/".join(dict.fromkeys(a.split(":")[0] for a in self.layer_activations()))
         encoding = "" if self.encoding == "none" else f"{self.encoding.split(':')[0]} "
         return f"{encoding}{format_arch(self.arch)} {activation} {self.optimizer.split(':')[0]} b{self.batch_size}"
+
+    def label(self, taken: Iterable[str] = ()) -> str:
+        """``describe()`` as a file-name-safe label, e.g. '4x300-leaky_relu-sgd-b1': a run's or an entry's name.
+
+        ``taken``: labels already in use; a clash (compared ignoring case, as some file systems
+        do) gets '-2', '-3', ... appended.
+        """
+        text = self.describe().replace(" ", "-").replace(",", "_").replace("/", "+")
+        base = re.sub(r"[^A-Za-z0-9._+-]", "_", text).lstrip("._+-")[:60] or "run"
+        used = {label.lower() for label in taken}
+        label, n = base, 1
+        while label.lower() in used:
+            n += 1
+            label = f"{base}-{n}"
+        return label
 
     # -- conversions -----------------------------------------------------------
 

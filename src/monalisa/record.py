@@ -32,7 +32,6 @@ are loaded with ``weights_only=True``: a run directory is data, never code.
 from __future__ import annotations
 
 import csv
-import errno
 import fcntl
 import io
 import json
@@ -50,45 +49,20 @@ import torch
 from PIL import Image
 
 from . import animate
+from .files import atomic_path, read_metrics, save_png, write_errors, write_failure, write_json, write_text
 from .errors import UserError
 from .images import Target
 from .recipes import Recipe
+from .status import COMPLETE_REASONS, Status, status_after
 from .train import METRIC_COLUMNS, Callback, Trainer
 
 FRAME_SCHEDULES = ("all", "log")
-STATUS_RUNNING = "running"
 LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
-STALE_TEMPORARIES = ".*.tmp-*"  # animate.atomic_path's temporary names
+STALE_TEMPORARIES = ".*.tmp-*"  # files.atomic_path's temporary names
 
 
 class RunBusy(UserError):
     """Another process holds the run's lock: it is writing the run."""
-
-
-def write_failure(path: Path, exc: OSError, run: Path | None = None) -> UserError:
-    """An OSError while writing ``path`` (a full disk, a read-only folder) as one line that says what to do.
-
-    EFBIG (a file past RLIMIT_FSIZE or the filesystem's limit) counts as a full disk here.
-    """
-    reason = exc.strerror or str(exc)
-    # No errno: a short write (NumPy's "9216 requested and 4968 written"), which is a full disk too.
-    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, None):
-        advice = "free some disk space, then " + (f"continue with --resume {run}" if run else "try again")
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        advice = "it is read-only: choose a writable place (copy a run there to continue it)"
-    else:
-        advice = "check the disk, then try again"
-    return UserError(f"cannot write {str(path)!r} ({reason}); {advice}")
-
-
-@contextmanager
-def write_errors(path: Path, run: Path | None = None):
-    """Turn an OSError inside the block into write_failure's line. Used around atomic_path, which has
-    already removed its temporary file, so the file under its real name is untouched."""
-    try:
-        yield
-    except OSError as exc:
-        raise write_failure(path, exc, run) from None
 
 
 def frame_wanted(epoch: int, last_epoch: int, schedule: str) -> bool:
@@ -98,31 +72,6 @@ def frame_wanted(epoch: int, last_epoch: int, schedule: str) -> bool:
     # Keep e if it is the first whole epoch at or past one of the marks 10**(k/20).
     k = math.floor(20 * math.log10(epoch) + 1e-9)
     return epoch == math.ceil(10 ** (k / 20) - 1e-9)
-
-
-def write_text(path: Path, text: str) -> None:
-    with write_errors(path), animate.atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-def json_safe(value):
-    """JSON has no infinity or NaN: a non-finite number (a perfect fit's PSNR) becomes None, at any depth."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_metrics(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def checkpoint_problem(state) -> str | None:
@@ -171,14 +120,14 @@ class RunDirectory:
             run.unlock()  # another process made it between our check and our lock: it is theirs
             raise UserError(f"{str(path)!r} already exists; continue it with --resume {path} or choose another --out")
         try:
-            with write_errors(path / "target.npy"), animate.atomic_path(path / "target.npy") as tmp:
+            with write_errors(path / "target.npy"), atomic_path(path / "target.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, target.pixels)
             with write_errors(path / "target.png"):
-                animate.save_png((target.pixels * 255).round().astype(np.uint8), path / "target.png")
+                save_png((target.pixels * 255).round().astype(np.uint8), path / "target.png")
             write_text(path / "recipe.json", recipe.to_json())
             run.write_info({"image": target.name, "width": target.width, "height": target.height,
-                            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "status": STATUS_RUNNING, **info})
+                            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "status": Status.RUNNING, **info})
         except BaseException:
             # Remove what this call made (it holds the lock, and the folder was empty): the folder if it
             # made it, else the files it wrote. A library deletes nothing else on its own.
@@ -378,12 +327,12 @@ class RunDirectory:
             write_text(self.path / "recipe.json", recipe.to_json())
 
     def write_checkpoint(self, state: dict) -> None:
-        with self._writing("checkpoint.pt"), animate.atomic_path(self.path / "checkpoint.pt") as tmp:
+        with self._writing("checkpoint.pt"), atomic_path(self.path / "checkpoint.pt") as tmp:
             torch.save(state, tmp)
 
     def write_frame(self, epoch: int, frame: np.ndarray) -> None:
         with self._writing(self.frame_path(epoch)):
-            animate.save_png(frame, self.frame_path(epoch))
+            save_png(frame, self.frame_path(epoch))
 
     def write_metrics(self, history: list[dict]) -> None:
         buffer = io.StringIO()
@@ -412,21 +361,21 @@ class RunDirectory:
         or ``status="stopped"``: the user's stop) its ending first: the last epoch's frame if it is not on
         disk yet (``last_frame``), final.png, the animations and curves. The status goes last, so
         'complete' on disk means the ending is all there."""
-        ended = stopped_by in ("epochs", "until_psnr", "time_limit", "diverged") or status == "stopped"
+        ended = stopped_by in (*COMPLETE_REASONS, Status.DIVERGED) or status == Status.STOPPED
         if ended and history:
             last = history[-1]["epoch"]
             if not self.frame_path(last).exists() and last_frame is not None:
                 self.write_frame(last, last_frame)
             self.write_ending(history, animations=animations)
         if status is None:
-            status = "complete" if stopped_by in ("epochs", "until_psnr", "time_limit") else stopped_by
+            status = status_after(stopped_by)
         self.update_info(status=status, stopped_by=stopped_by, epochs_done=len(history))
 
     def write_ending(self, history: list[dict], animations: bool = True) -> None:
         """final.png (the newest frame on disk) and, with ``animations``, the GIF, MP4 and curves."""
         frames = [path for path in (self.frame_path(row["epoch"]) for row in history) if path.exists()]
         if frames:
-            with self._writing("final.png"), animate.atomic_path(self.path / "final.png") as tmp:
+            with self._writing("final.png"), atomic_path(self.path / "final.png") as tmp:
                 Path(tmp).write_bytes(frames[-1].read_bytes())
         if animations:
             self.write_animations(history)
@@ -485,7 +434,7 @@ class Recorder(Callback):
         self.run.lock()  # the caller normally holds it already (train_run, resume_run): then this does nothing
         # A resumed run's metrics may lag its checkpoint by one epoch (killed in between).
         self.run.write_metrics(trainer.history)
-        self.run.update_info(status=STATUS_RUNNING, engine=trainer.engine_name, device=str(trainer.device))
+        self.run.update_info(status=Status.RUNNING, engine=trainer.engine_name, device=str(trainer.device))
 
     def on_epoch(self, trainer: Trainer, row: dict, frame: np.ndarray) -> None:
         self.last_frame = frame

@@ -27,7 +27,8 @@ from PIL import Image
 from . import animate
 from .images import Target
 from .recipes import Recipe
-from .record import RunDirectory, write_json, write_text
+from .files import atomic_path, save_png, write_json, write_text
+from .record import RunDirectory
 
 THRESHOLDS = (20.0, 25.0)  # dB: "recognisable" and "good" for these images; the table times both and so does the report
 
@@ -51,7 +52,7 @@ def write_outputs(out: Path, target: Target, summary: dict) -> None:
     runs = [_RunFrames(out, row) for row in summary["runs"]]
     plot_comparison(runs, out / "curves.png", f"{summary['title']}: {target.name} {target.width}x{target.height}")
     layout = _Layout(target, len(runs))
-    animate.save_png(layout.compose([layout.target_panel()] + [layout.final_panel(run) for run in runs]),
+    save_png(layout.compose([layout.target_panel()] + [layout.final_panel(run) for run in runs]),
                      out / "finals.png")
     frames = grid_frames(target, runs, layout)
     animate.write_gif(frames, out / "grid.gif", fps=GRID_FPS, max_frames=MAX_GIF_FRAMES)
@@ -235,7 +236,7 @@ def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
     long_labels = max(len(run.row["label"]) for run in runs) > 24
     fig.legend(loc="outside lower center", ncol=min(len(runs), 3 if long_labels else 4), frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=13)
-    with animate.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
 

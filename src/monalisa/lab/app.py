@@ -39,15 +39,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..status import table as status_table
 from ..errors import UserError
 from ..recipes import ORDERS, PRESETS, Recipe
 from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES, forms
 from .jobs import Lab
 from . import store
-from ..record import RunDirectory, json_safe
+from ..files import json_safe, png_bytes
+from ..record import RunDirectory
 from .store import LabError, one_line, run_file, run_path, url_path
-from .worker import png_bytes
 
 STATIC = Path(__file__).parent / "static"
 THUMBNAIL_SIDE = 160  # px, the gallery's tiles at 2x for sharp screens
@@ -114,7 +115,7 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
-        # A UserError raised over a full disk or a refused write (record.write_failure) is the server's
+        # A UserError raised over a full disk or a refused write (files.write_failure) is the server's
         # trouble, not the request's: its line already says what to do.
         cause = _os_cause(exc)
         status = 507 if cause is not None and cause.errno in DISK_FULL else \
@@ -191,6 +192,7 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
                         "optimizer": list(OPTIMIZERS.names()), "output": list(OUTPUTS.names()),
                         "init": list(INITS.names()), "schedule": list(SCHEDULES.names()), "order": list(ORDERS)},
             "fields": list(Recipe().to_dict()),
+            "statuses": status_table(),
         })
 
     @app.post("/api/recipes/check", summary="Check a recipe; its canonical form, or the error and its field")

@@ -43,23 +43,12 @@ from ..errors import UserError
 from ..images import BUILTIN_IMAGES, load_image
 from ..recipes import get_preset
 from ..record import RunBusy, RunDirectory
+from ..status import BUSY, EXTENDABLE, Status, actions
 from . import DEFAULT_PRESET, forms
 from .store import LabError, RunReader, Uploads, find_runs, latest_frame, load_lab_target, run_id_of, run_path, \
     unique_run_path
 from .worker import work
 
-# What each status allows; the page shows these buttons and the API refuses the rest (409).
-ACTIONS = {
-    "queued": ["pause", "stop"],
-    "running": ["pause", "stop"],
-    "paused": ["resume", "stop"],
-    "interrupted": ["resume", "stop"],
-    "stopped": ["resume"],
-    "error": ["resume"],
-    "complete": [],  # extend it with resume and a larger epoch count (the API's "epochs")
-    "diverged": [],  # a resume would diverge again: the run is deterministic
-    "unreadable": [],  # a file of the run is damaged or missing (store.RunReader says which)
-}
 CLOSE_SECONDS = 20.0  # how long closing waits for workers to checkpoint and exit before killing them
 
 
@@ -168,13 +157,11 @@ class Lab:
     def create_run(self, image: str, size: str | None, preset: str | None, recipe_text: str | None = None,
                    fields: dict | None = None) -> dict:
         """Check the set-up, write the run directory, queue it; the run's summary."""
-        from ..compare import label_for
-
         recipe = forms.build_recipe(preset, recipe_text, fields)
         target, source = load_lab_target(self.root, self.uploads, image, size)
         forms.check_size(recipe, target)  # the training image's pixels (limits.py), before target.npy is written
         preset = preset or DEFAULT_PRESET
-        label = preset if recipe == get_preset(preset) else label_for(recipe)
+        label = preset if recipe == get_preset(preset) else recipe.label()
         # The stem goes into a path: an upload's display name and a run's recorded image name are
         # both outside data (a browser, a stranger's run.json), so both are reduced to safe characters.
         shown = self.uploads.describe(image[7:])["name"] if image.startswith("upload:") else target.name
@@ -210,16 +197,16 @@ class Lab:
         with self._lock:
             worker = self._workers.get(run_id)
             if worker is not None and not worker.ended:
-                summary["status"] = {"pause": "pausing", "stop": "stopping"}.get(worker.intent, "running")
+                summary["status"] = {"pause": Status.PAUSING, "stop": Status.STOPPING}.get(worker.intent, Status.RUNNING)
                 if worker.action == "finish":
-                    summary["status"] = "stopping"
+                    summary["status"] = Status.STOPPING
             elif any(r == run_id for r, _ in self._waiting):
-                summary["status"] = "queued"
-            elif summary["status"] in ("running", "queued", "pausing", "stopping"):
-                summary["status"] = "interrupted"  # on disk as running, but no worker of ours: a server died
-            if run_id in self._live and summary["status"] in ("running", "pausing", "stopping"):
+                summary["status"] = Status.QUEUED
+            elif summary["status"] in BUSY | {Status.QUEUED}:
+                summary["status"] = Status.INTERRUPTED  # on disk as running, but no worker of ours: a server died
+            if run_id in self._live and summary["status"] in BUSY:
                 summary["live"] = dict(self._live[run_id])
-        summary["actions"] = list(ACTIONS.get(summary["status"], []))
+        summary["actions"] = actions(summary["status"])
         return summary
 
     def metrics(self, run_id: str) -> list[dict]:
@@ -280,7 +267,7 @@ class Lab:
                 if epochs <= summary["epoch"]:
                     raise LabError(f"epochs {epochs} is not more than the {summary['epoch']} epochs "
                                    f"{run_id!r} has trained", status=409, field="epochs")
-                if summary["status"] not in ("complete", "paused", "interrupted", "stopped", "error"):
+                if summary["status"] not in EXTENDABLE:
                     raise LabError(f"run {run_id!r} is {summary['status']}; it cannot be extended now", status=409)
             else:
                 self._act(run_id, "resume")

@@ -35,7 +35,8 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import UserError
 from ..images import BUILTIN_IMAGES, Target, load_image, resize
 from ..recipes import Recipe
-from ..record import RunDirectory, read_metrics, write_json
+from ..files import read_metrics, write_json
+from ..record import RunDirectory
 
 UPLOADS = ".uploads"
 # Caps on an upload. 32 MB holds any camera JPEG; 40 megapixels is beyond any

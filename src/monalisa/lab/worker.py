@@ -19,16 +19,15 @@ within long epochs), ``epoch`` (the metrics row) and ``end``.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import threading
 import time
 
 import numpy as np
-from PIL import Image
 
 from ..errors import Diverged, UserError
+from ..files import png_bytes
 from ..images import coordinate_grid
 from ..train import Callback, Trainer, render, to_frame
 
@@ -47,12 +46,6 @@ class Paused(KeyboardInterrupt):
 
 class Stopped(KeyboardInterrupt):
     """SIGTERM in a worker: end the run here and write its ending."""
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)  # fast: the page shows it once
-    return buffer.getvalue()
 
 
 class LiveReporter(Callback):

@@ -91,9 +91,17 @@ export function fmtSeconds(s) {
   return `${Math.floor(s / 3600)} h ${String(Math.round((s % 3600) / 60)).padStart(2, "0")} min`;
 }
 
-// Runs that may still change: panels are shown for these on load. ("pausing" and
-// "stopping" last while a worker writes its checkpoint or its ending.)
-export const ACTIVE = new Set(["queued", "running", "pausing", "paused", "stopping"]);
+// The server's status table (monalisa/status.py, served by /api/options): ACTIVE runs may still
+// change (panels are shown for these on load), BUSY ones have a worker on them. Filled once by
+// useStatuses() before anything reads them, so the page never keeps its own copy.
+export const ACTIVE = new Set();
+export const BUSY = new Set();
+export function useStatuses(statuses) {
+  for (const [name, status] of Object.entries(statuses)) {
+    if (status.active) ACTIVE.add(name);
+    if (status.busy) BUSY.add(name);
+  }
+}
 
 // Debounce: call fn `ms` after the last call; .now() runs it at once, .cancel() drops it.
 export function debounce(fn, ms) {

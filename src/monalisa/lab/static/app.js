@@ -10,7 +10,7 @@
 // size, preset, changed recipe fields, watched runs, tab) lives in the URL, so
 // a link reproduces the set-up and a reload finds everything.
 
-import { api, h, runPath, ACTIVE } from "./api.js";
+import { api, h, runPath, useStatuses, ACTIVE, BUSY } from "./api.js";
 import { RecipeEditor } from "./recipe.js";
 import { RunPanel } from "./panels.js";
 import { RunList } from "./runs.js";
@@ -43,6 +43,7 @@ async function main() {
     return;
   }
   state.options = options;
+  useStatuses(options.statuses);
   state.images = images;
   const params = new URLSearchParams(location.search);
 
@@ -290,7 +291,7 @@ function queueOf(id) {
   const me = state.runs.get(id);
   let running = 0, ahead = 0;
   for (const run of state.runs.values()) {
-    if (["running", "pausing", "stopping"].includes(run.status)) running++;
+    if (BUSY.has(run.status)) running++;
     else if (run.status === "queued" && run.id !== id && (run.created || "") < (me?.created || "")) ahead++;
   }
   return { running, ahead };

@@ -1,0 +1,155 @@
+"""File helpers every module shares: atomic writes, JSON, the metrics CSV, PNG bytes.
+
+    atomic_path(path)      context manager: write to a temporary name, then os.replace
+    write_text / write_json / json_safe
+    read_metrics(path)     metrics.csv back as rows (epoch an int, the rest floats)
+    save_png / png_bytes   a uint8 frame as a PNG file (atomically) or as bytes (for the lab)
+    write_errors(path)     an OSError while writing (a full disk, a read-only folder) as one line
+
+Every writer goes through ``atomic_path`` so a reader (or a crash) never sees a half-written
+file: the old file stays until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import glob
+import io
+import json
+import math
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from .errors import UserError
+
+PathLike = str | os.PathLike
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success move it over ``path``.
+
+    The temp file lives in the same directory so ``os.replace`` is an atomic
+    rename (same filesystem). It keeps the real suffix at the end
+    (``.learning.mp4.tmp-1a2b3c4d.mp4``) because Pillow, matplotlib and ffmpeg
+    pick the format from the extension; the leading dot hides it from globs
+    like ``*.mp4``. The file is not pre-created (no mkstemp): mkstemp makes it
+    0600, and the result should get the usual umask permissions. If the body
+    raises, the temp file is removed and ``path`` is left untouched.
+
+    The temp name carries the writer's pid (``.learning.mp4.tmp-4242-1a2b3c4d.mp4``): a writer
+    killed outright (SIGKILL, power loss) cannot clean up, so each new write of ``path`` first
+    removes the temporaries of ``path`` whose writer process is gone.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:  # also KeyboardInterrupt: never leave litter behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``path``'s leftover temporaries whose writer process no longer exists."""
+    prefix = f".{path.name}.tmp-"
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or a pid no process has: leave the file alone
+    return True
+
+
+def save_png(pixels_uint8: np.ndarray, path: PathLike) -> None:
+    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically."""
+    pixels = check_uint8_image(pixels_uint8, allow_grey=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)  # fast: the page shows it once
+    return buffer.getvalue()
+
+
+
+def write_failure(path: Path, exc: OSError, run: Path | None = None) -> UserError:
+    """An OSError while writing ``path`` (a full disk, a read-only folder) as one line that says what to do.
+
+    EFBIG (a file past RLIMIT_FSIZE or the filesystem's limit) counts as a full disk here.
+    """
+    reason = exc.strerror or str(exc)
+    # No errno: a short write (NumPy's "9216 requested and 4968 written"), which is a full disk too.
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, None):
+        advice = "free some disk space, then " + (f"continue with --resume {run}" if run else "try again")
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "it is read-only: choose a writable place (copy a run there to continue it)"
+    else:
+        advice = "check the disk, then try again"
+    return UserError(f"cannot write {str(path)!r} ({reason}); {advice}")
+
+
+@contextmanager
+def write_errors(path: Path, run: Path | None = None):
+    """Turn an OSError inside the block into write_failure's line. Used around atomic_path, which has
+    already removed its temporary file, so the file under its real name is untouched."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_failure(path, exc, run) from None
+
+
+def write_text(path: Path, text: str) -> None:
+    with write_errors(path), atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def json_safe(value):
+    """JSON has no infinity or NaN: a non-finite number (a perfect fit's PSNR) becomes None, at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+
+def check_uint8_image(a: np.ndarray, allow_grey: bool = False) -> np.ndarray:
+    a = np.asarray(a)
+    rgb = a.ndim == 3 and a.shape[2] == 3
+    grey = allow_grey and a.ndim == 2
+    if a.dtype != np.uint8 or not (rgb or grey) or a.shape[0] == 0 or a.shape[1] == 0:
+        want = "(H, W, 3) or (H, W)" if allow_grey else "(H, W, 3)"
+        raise ValueError(f"expected a {want} uint8 image, got {a.dtype} {a.shape}")
+    return a
