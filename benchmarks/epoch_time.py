@@ -15,6 +15,17 @@ reported as medians and the ratio of medians:
    permutation, zero_grad, forward, backward, step), same batch size, full epochs.
 
 Both pairs start from the same initial weights and see the same pixel orders.
+
+3. the online engine on the depth study's six equal-budget shapes (studies.py:
+   1x45450 to 8x196, ~272,703 parameters each), on one core and on two, each
+   timed on the same slice of one permutation, round-robin (A B C ... A B C ...),
+   as us a pixel and the ratio to 4x300. Beside each, its bandwidth limit: a
+   numba loop that makes the memory traffic a pixel must make and nothing else,
+   over arrays of the shape's layer sizes (every weight and bias read once, for
+   the forward pass, then read and written once, for the fused backward pass
+   and update), and the engine's ratio to it.
+
+    python benchmarks/epoch_time.py --only depth --depth-pixels 8192 --repeats 5
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import argparse
 import statistics
 import time
 
+import numba
 import numpy as np
 import torch
 
@@ -33,6 +45,8 @@ from monalisa.models import build_model, linear_layers
 from monalisa.recipes import get_preset
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
+# The depth study's shapes at the original's budget (studies.py, DEPTHS; budget.width_for_budget).
+DEPTH_SHAPES = ((45450,), (519, 519), (367,) * 3, (300,) * 4, (232,) * 6, (196,) * 8)
 
 
 def plain_optimizer(model, recipe):
@@ -59,6 +73,34 @@ def plain_minibatch(model, optimizer, coords, colours, order, batch_size):
         optimizer.step()
 
 
+@numba.njit(fastmath=True, cache=True)
+def _stream(layers, pixels):
+    """The memory traffic of ``pixels`` pixels and nothing else: each array read, then read and written.
+
+    ``layers`` holds one float32 array a layer (weights and bias together); the
+    read is a sum (kept, so it is not optimised away), the write adds a constant.
+    """
+    total = np.float32(0)
+    for _ in range(pixels):
+        for a in layers:
+            s = np.float32(0)
+            for i in range(a.shape[0]):
+                s += a[i]
+            total += s
+        for a in layers:
+            for i in range(a.shape[0]):
+                a[i] = a[i] + np.float32(1e-30)
+    return total
+
+
+def bandwidth_limit(widths, pixels: int) -> float:
+    """Seconds a pixel that the traffic of a network of these widths alone costs (see _stream)."""
+    layers = numba.typed.List([np.zeros(n_in * n_out + n_out, dtype=np.float32)
+                               for n_in, n_out in zip(widths[:-1], widths[1:])])
+    _stream(layers, 1)  # compile (cached after the first run)
+    return timed(lambda: _stream(layers, pixels)) / pixels
+
+
 def timed(function) -> float:
     started = time.perf_counter()
     function()
@@ -72,6 +114,39 @@ def report(name: str, ours: list[float], baseline: list[float], baseline_name: s
     print(f"  ratio: {name} is {b / a:.1f}x faster\n")
 
 
+def depth_shapes(target, recipe, pixels: int, repeats: int) -> None:
+    """Section 3: the online engine on the depth study's shapes, one and two cores, and each one's bandwidth limit."""
+    coords, colours = target.coords, target.colours
+    order = np.random.default_rng(1).permutation(len(coords))[:pixels]
+    cases = {}  # (shape, cores) -> engine
+    for arch in DEPTH_SHAPES:
+        shape = recipe.replace(arch=arch)
+        for cores in (1, 2):
+            engine = OnlineEngine(build_model(shape), shape, coords, colours, cores=cores)
+            engine.train_epoch(order[:1024], epoch=0)  # compile, warm the caches
+            cases[arch, cores] = engine
+    limits = {arch: [] for arch in DEPTH_SHAPES}
+    runs = {case: [] for case in cases}
+    for _ in range(repeats):  # round-robin, so machine noise hits every case alike
+        for arch in DEPTH_SHAPES:
+            for cores in (1, 2):
+                runs[arch, cores].append(timed(lambda: cases[arch, cores].train_epoch(order, epoch=1)) / pixels)
+            limits[arch].append(bandwidth_limit((2, *arch, 3), 200))
+    print(f"online engine on the depth study's shapes ({pixels:,} pixels of one permutation a run, "
+          f"medians of {repeats}; us a pixel):")
+    print(f"  {'shape':10s} {'params':>8s} {'1 core':>8s} {'/4x300':>7s} {'limit':>7s} {'/limit':>7s}"
+          f" {'2 cores':>8s} {'/4x300':>7s} {'1c/2c':>6s}")
+    median = {case: statistics.median(times) * 1e6 for case, times in runs.items()}
+    for arch in DEPTH_SHAPES:
+        limit = statistics.median(limits[arch]) * 1e6
+        one, two = median[arch, 1], median[arch, 2]
+        name = f"{len(arch)}x{arch[0]}"
+        print(f"  {name:10s} {recipe.replace(arch=arch).parameter_count():8,d} {one:8.1f}"
+              f" {one / median[(300,) * 4, 1]:7.2f} {limit:7.1f} {one / limit:7.2f} {two:8.1f}"
+              f" {two / median[(300,) * 4, 2]:7.2f} {one / two:6.2f}")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=REFERENCE_IMAGE, help="image file or built-in name")
@@ -79,6 +154,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine (median reported)")
     parser.add_argument("--plain-pixels", type=int, default=2000, help="pixels per timed slice of the plain loop")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--depth-pixels", type=int, default=8192, help="pixels per timed run of section 3")
+    parser.add_argument("--only", choices=("online", "batched", "depth"), help="run one section only")
     args = parser.parse_args()
 
     target = load_target(args.image)
@@ -88,6 +165,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"{target.name} {target.width}x{target.height} ({n:,} pixels), {recipe.describe()}, "
           f"{recipe.parameter_count():,} parameters, torch {torch.__version__} with {torch.get_num_threads()} threads\n")
+
+    if args.only in (None, "depth"):
+        depth_shapes(target, recipe, args.depth_pixels, args.repeats)
+    if args.only == "depth":
+        return
 
     # -- 1. online engine against the plain per-pixel loop ------------------------------
     online = OnlineEngine(build_model(recipe), recipe, coords, colours)
@@ -108,6 +190,8 @@ def main() -> None:
     report("online engine (monalisa)", ours, baseline, "plain PyTorch per-pixel loop")
     print(f"  online engine: {statistics.median(ours) / n * 1e6:.1f} us a pixel\n")
 
+    if args.only == "online":
+        return
     # -- 2. batched engine against the plain minibatch loop -----------------------------
     batched_recipe = recipe.replace(batch_size=args.batch_size)
     batched = BatchedEngine(build_model(batched_recipe), batched_recipe, coords, colours, torch.device("cpu"))

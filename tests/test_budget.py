@@ -7,11 +7,8 @@ import pytest
 from monalisa.budget import TOLERANCE, budget_arches, parameter_count, width_for_budget
 from monalisa.errors import UserError
 from monalisa.models import build_model
+from helpers import torch_count
 from monalisa.recipes import Recipe
-
-
-def torch_count(recipe: Recipe) -> int:
-    return sum(p.numel() for p in build_model(recipe).parameters())
 
 
 def test_the_original_is_4x300():

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_helpers import assert_one_line_error, snapshot
+from helpers import assert_one_line_error, snapshot, write_png
 from monalisa.cli import build_parser, main, recipe_from_args
 from monalisa.images import BUILTIN_IMAGES
 from monalisa.models import build_model
@@ -32,18 +32,13 @@ from monalisa.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS
 WIDTH, HEIGHT = 12, 10
 
 
-def write_png(path: Path, width: int, height: int, seed: int = 0) -> np.ndarray:
-    pixels = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-    return pixels
-
-
 # -- user mistakes ------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """tmp_path holding a small PNG and the odd files users pass by mistake; the cwd an empty folder."""
+def workspace(workspace):
+    """conftest's workspace holding a small PNG and the odd files users pass by mistake; the cwd an empty folder."""
+    tmp_path = workspace
     write_png(tmp_path / "tiny.png", 8, 6)
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "empty.png").write_bytes(b"")
@@ -51,9 +46,6 @@ def workspace(tmp_path, monkeypatch):
     (tmp_path / "typo.toml").write_text("epoch = 3\n")
     (tmp_path / "not-a-run").mkdir()
     (tmp_path / "not-a-run" / "something.txt").write_text("mine\n")
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)  # a default runs/ folder would appear here
     return tmp_path
 
 

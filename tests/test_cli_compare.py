@@ -14,26 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from cli_helpers import assert_one_line_error, snapshot
+from helpers import assert_one_line_error, run_cli_ok, snapshot, torch_count, write_png
 from monalisa import cli, studies
 from monalisa.budget import TOLERANCE
 from monalisa.cli import main
-from monalisa.models import build_model
 from monalisa.recipes import Recipe, get_preset
 
 WIDTH, HEIGHT = 16, 12
-
-
-def write_png(path: Path, width: int, height: int, seed: int = 0) -> Path:
-    pixels = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def torch_count(recipe: Recipe) -> int:
-    return sum(p.numel() for p in build_model(recipe).parameters())
 
 
 # -- one real comparison, and its resume --------------------------------------------------------
@@ -42,7 +30,8 @@ def torch_count(recipe: Recipe) -> int:
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    image = write_png(root / "tiny.png", WIDTH, HEIGHT, seed=1)
+    image = root / "tiny.png"
+    write_png(image, WIDTH, HEIGHT, seed=1)
     out = root / "cmp"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -79,15 +68,12 @@ def test_compare_resume_of_a_finished_comparison_trains_nothing(comparison, caps
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """tmp_path holding a small PNG and a folder that is not a comparison; the cwd an empty folder."""
-    write_png(tmp_path / "tiny.png", WIDTH, HEIGHT)
-    (tmp_path / "not-a-comparison").mkdir()
-    (tmp_path / "not-a-comparison" / "notes.txt").write_text("mine\n")
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)  # a default runs/ folder would appear here
-    return tmp_path
+def workspace(workspace):
+    """conftest's workspace holding a small PNG and a folder that is not a comparison; the cwd an empty folder."""
+    write_png(workspace / "tiny.png", WIDTH, HEIGHT)
+    (workspace / "not-a-comparison").mkdir()
+    (workspace / "not-a-comparison" / "notes.txt").write_text("mine\n")
+    return workspace
 
 
 MISTAKES = {
@@ -164,36 +150,31 @@ def recorded(monkeypatch):
     return calls
 
 
-def run_cli(argv: list[str], capsys) -> list[str]:
-    assert main(argv) == 0, capsys.readouterr().err
-    return capsys.readouterr().out.splitlines()
-
-
 def test_compare_entries_from_presets_recipes_and_archs(workspace, recorded, capsys):
     image = str(workspace / "tiny.png")
     recipe_file = workspace / "mine.toml"
     recipe_file.write_text('arch = "3x8"\noptimizer = "adam"\nbatch_size = 16\n')
     out = str(workspace / "cmp")
 
-    run_cli(["compare", image, "--preset", "quick", "--preset", "fast", "--epochs", "2", "--out", out], capsys)
+    run_cli_ok(["compare", image, "--preset", "quick", "--preset", "fast", "--epochs", "2", "--out", out], capsys)
     assert [r for _, r in recorded[-1]["entries"]] == [get_preset("quick").replace(epochs=2),
                                                         get_preset("fast").replace(epochs=2)]
 
-    run_cli(["compare", image, "--preset", "fast", "--arch", "16", "--arch", "2x8", "--out", out], capsys)
+    run_cli_ok(["compare", image, "--preset", "fast", "--arch", "16", "--arch", "2x8", "--out", out], capsys)
     assert [r for _, r in recorded[-1]["entries"]] == [get_preset("fast").replace(arch=(16,)),
                                                         get_preset("fast").replace(arch=(8, 8))]
 
     # the common flags reach the recipe file's entry too; --arch alone builds on the quick preset
-    run_cli(["compare", image, "--arch", "2x8", "--recipe", str(recipe_file), "--seed", "5", "--out", out], capsys)
+    run_cli_ok(["compare", image, "--arch", "2x8", "--recipe", str(recipe_file), "--seed", "5", "--out", out], capsys)
     assert [r for _, r in recorded[-1]["entries"]] == [
         Recipe(arch=(8, 8), epochs=30, seed=5),
         Recipe(arch=(8, 8, 8), optimizer="adam", batch_size=16, seed=5)]
 
     # a single --preset is an entry beside a recipe file; a repeated recipe gets its own label
-    run_cli(["compare", image, "--preset", "quick", "--arch", "2x8", "--arch", "2x8", "--out", out], capsys)
+    run_cli_ok(["compare", image, "--preset", "quick", "--arch", "2x8", "--arch", "2x8", "--out", out], capsys)
     labels = [label for label, _ in recorded[-1]["entries"]]
     assert labels == ["2x8-leaky_relu-sgd-b1", "2x8-leaky_relu-sgd-b1-2"]
-    run_cli(["compare", image, "--preset", "quick", "--recipe", str(recipe_file), "--out", out], capsys)
+    run_cli_ok(["compare", image, "--preset", "quick", "--recipe", str(recipe_file), "--out", out], capsys)
     assert [r for _, r in recorded[-1]["entries"]] == [
         get_preset("quick"), Recipe(arch=(8, 8, 8), optimizer="adam", batch_size=16)]
     call = recorded[-1]
@@ -202,7 +183,7 @@ def test_compare_entries_from_presets_recipes_and_archs(workspace, recorded, cap
 
 
 def test_compare_default_out_and_image_size(workspace, recorded, capsys):
-    printed = run_cli(["compare", str(workspace / "tiny.png"), "--arch", "2x8", "--arch", "1x8", "--size", "8x6",
+    printed = run_cli_ok(["compare", str(workspace / "tiny.png"), "--arch", "2x8", "--arch", "1x8", "--size", "8x6",
                        "--jobs", "3", "--device", "cpu"], capsys)
     call = recorded[-1]
     assert re.fullmatch(r"runs/compare-tiny-\d{8}-\d{6}", call["out"].as_posix())
@@ -214,12 +195,13 @@ def test_compare_default_out_and_image_size(workspace, recorded, capsys):
 @pytest.fixture
 def large_png(workspace):
     """80 wide, 100 high: larger than quick mode's 64 px, so the shrink shows."""
-    return str(write_png(workspace / "large.png", 80, 100, seed=2))
+    write_png(workspace / "large.png", 80, 100, seed=2)
+    return str(workspace / "large.png")
 
 
 def test_study_depth_passes_flags_budget_and_depths(workspace, large_png, recorded, capsys):
     out = workspace / "depth"
-    printed = run_cli(["study", "depth", large_png, "--quick", "--epochs", "3", "--budget", "5000",
+    printed = run_cli_ok(["study", "depth", large_png, "--quick", "--epochs", "3", "--budget", "5000",
                        "--depths", "1,2", "--jobs", "2", "--out", str(out)], capsys)
     call = recorded[-1]
     recipes = [recipe for _, recipe in call["entries"]]
@@ -236,7 +218,7 @@ def test_study_depth_passes_flags_budget_and_depths(workspace, large_png, record
 
 
 def test_study_tips_lr_reaches_the_baseline(workspace, large_png, recorded, capsys):
-    run_cli(["study", "tips", large_png, "--quick", "--lr", "0.05", "--out", str(workspace / "tips")], capsys)
+    run_cli_ok(["study", "tips", large_png, "--quick", "--lr", "0.05", "--out", str(workspace / "tips")], capsys)
     call = recorded[-1]
     entries = dict(call["entries"])
     assert entries["original"] == get_preset("original").replace(epochs=studies.TIPS_QUICK_EPOCHS, lr=0.05)
@@ -246,7 +228,7 @@ def test_study_tips_lr_reaches_the_baseline(workspace, large_png, recorded, caps
 
 
 def test_study_default_image_and_out(workspace, recorded, capsys):
-    run_cli(["study", "encodings", "--quick", "--budget", "20000", "--epochs", "1"], capsys)
+    run_cli_ok(["study", "encodings", "--quick", "--budget", "20000", "--epochs", "1"], capsys)
     call = recorded[-1]
     assert re.fullmatch(r"runs/study-encodings-astronaut-\d{8}-\d{6}", call["out"].as_posix())
     assert call["target"].pixels.shape == (64, 64, 3)  # astronaut is 512x512
@@ -255,7 +237,7 @@ def test_study_default_image_and_out(workspace, recorded, capsys):
 
 def test_study_resume_takes_the_image_from_the_directory(comparison, recorded, capsys):
     out, _ = comparison
-    run_cli(["study", "tips", "--resume", str(out), "--epochs", "2"], capsys)
+    run_cli_ok(["study", "tips", "--resume", str(out), "--epochs", "2"], capsys)
     call = recorded[-1]
     assert (call["out"], call["resume"]) == (out, True)
     np.testing.assert_array_equal(call["target"].pixels, np.load(out / "target.npy"))

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from cli_helpers import assert_one_line_error
+from helpers import assert_one_line_error
 from monalisa.cli import main
 
 

@@ -30,7 +30,7 @@ OUTPUTS = ("comparison.json", "target.npy", "summary.json", "report.md", "report
            "grid.mp4", "grid.gif", "finals.png")
 
 
-def tiny_target() -> Target:
+def blobs_target() -> Target:
     y, x = np.mgrid[0:12, 0:16] / 16.0  # 12 rows, 16 columns
     pixels = np.stack([np.sin(6 * x) ** 2, np.cos(5 * y) ** 2, (x + y) / 2], axis=2)
     return Target(name="blobs", pixels=pixels.astype(np.float32))
@@ -47,7 +47,7 @@ def judge(rows):
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp") / "out"
-    summary = run_comparison(tiny_target(), ENTRIES, out, jobs=2, quiet=True, title=TITLE, claims=judge)
+    summary = run_comparison(blobs_target(), ENTRIES, out, jobs=2, quiet=True, title=TITLE, claims=judge)
     return out, summary
 
 
@@ -79,7 +79,7 @@ def test_load_comparison_gives_back_what_was_run(comparison):
     out, _ = comparison
     target, entries, title = load_comparison(out)
     assert entries == ENTRIES and title == TITLE
-    np.testing.assert_array_equal(target.pixels, tiny_target().pixels)
+    np.testing.assert_array_equal(target.pixels, blobs_target().pixels)
 
 
 def test_table_matches_each_runs_own_metrics(comparison):
@@ -232,12 +232,12 @@ def test_grid_has_the_target_then_one_panel_per_run(comparison):
         assert not white[:, start:start + panel].all()
     # The first is the target (up to the GIF's dithering), each pixel a k x k block.
     k = panel // 16
-    target = (tiny_target().pixels * 255).round()
+    target = (blobs_target().pixels * 255).round()
     first = frame[:12 * k, :16 * k].reshape(12, k, 16, k, 3).mean(axis=(1, 3))
     assert np.abs(first - target).mean() < 6
     # finals.png (lossless): its first panel is the target, each pixel an equal square block.
     finals = np.asarray(Image.open(out / "finals.png").convert("RGB"))
-    target = (tiny_target().pixels * 255).round().astype(np.uint8)
+    target = (blobs_target().pixels * 255).round().astype(np.uint8)
     panel = (finals.shape[1] - report.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
     k = panel // 16
     assert panel == 16 * k and k >= 2
@@ -283,9 +283,9 @@ def test_an_existing_directory_needs_resume(comparison, tmp_path):
     out, _ = comparison
     before = (out / "comparison.json").stat().st_mtime_ns
     with pytest.raises(UserError, match="--resume"):
-        run_comparison(tiny_target(), ENTRIES, out, quiet=True)
+        run_comparison(blobs_target(), ENTRIES, out, quiet=True)
     with pytest.raises(UserError, match="another recipe"):
-        run_comparison(tiny_target(), [("small", Recipe(arch=(9,), epochs=3))], out, resume=True, quiet=True)
+        run_comparison(blobs_target(), [("small", Recipe(arch=(9,), epochs=3))], out, resume=True, quiet=True)
     with pytest.raises(UserError, match="different image"):
         run_comparison(Target("other", np.zeros((12, 16, 3), np.float32)), ENTRIES, out, resume=True, quiet=True)
     assert (out / "comparison.json").stat().st_mtime_ns == before
@@ -293,7 +293,7 @@ def test_an_existing_directory_needs_resume(comparison, tmp_path):
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not a comparison directory"):
-        run_comparison(tiny_target(), ENTRIES, stranger, resume=True, quiet=True)
+        run_comparison(blobs_target(), ENTRIES, stranger, resume=True, quiet=True)
     assert sorted(p.name for p in stranger.iterdir()) == ["notes.txt"]
 
 
@@ -310,9 +310,9 @@ def test_labels_are_safe_unique_and_checked(tmp_path):
     for entries in ([("a/b", SMALL)], [("..", SMALL)], [("", SMALL)], [("run", SMALL), ("RUN", DEEP)],
                     [("ok", "not a recipe")], []):
         with pytest.raises(UserError):
-            run_comparison(tiny_target(), entries, tmp_path / "never", quiet=True)
+            run_comparison(blobs_target(), entries, tmp_path / "never", quiet=True)
     with pytest.raises(UserError, match="jobs"):
-        run_comparison(tiny_target(), ENTRIES, tmp_path / "never", jobs=0, quiet=True)
+        run_comparison(blobs_target(), ENTRIES, tmp_path / "never", jobs=0, quiet=True)
     assert not (tmp_path / "never").exists()
 
 

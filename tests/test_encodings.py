@@ -25,14 +25,7 @@ SPECS = {
 SMALL = "hashgrid:levels=4,base=2,finest=64,table_size=2**8"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These are small tensors: a second thread costs more to wake than it saves, and far more
-    when another process holds the other core (the 100-step fit: 0.7 s on one thread, 4-18 s on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def generator(seed: int = 0) -> torch.Generator:

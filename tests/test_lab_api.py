@@ -14,20 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from helpers import wait_for
 from monalisa.lab import store
 from monalisa.lab.app import create_app
 from monalisa.lab.jobs import Lab
 
 SHORT = 'arch = "2x8"\nepochs = 3'  # a run that ends in a second or two
 LONG = "epochs = 100000"  # quick's 4x300 at 32 px: ~0.1 s an epoch, runs until paused or stopped
-
-
-@pytest.fixture
-def lab_client(tmp_path):
-    lab = Lab(tmp_path / "runs", jobs=2)
-    with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
-        yield client, lab
-    # leaving the block closed the lab: no worker outlives the test
 
 
 def png(width=24, height=16, colour=(200, 30, 60)) -> bytes:
@@ -41,16 +34,6 @@ def create(client, recipe_text=SHORT, image="astronaut", size="32", preset="quic
                                                "recipe_text": recipe_text})
     assert response.status_code == 201, response.text
     return response.json()["run"]
-
-
-def wait_for(client, run_id, condition, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get(f"/api/runs/{run_id}").json()["run"]
-        if condition(run):
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last state {run}")
 
 
 # -- uploads -------------------------------------------------------------------------

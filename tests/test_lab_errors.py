@@ -27,11 +27,7 @@ from monalisa.record import RunDirectory
 SHORT = 'arch = "2x8"\nepochs = 3'  # a run that ends in a second or two
 
 
-@pytest.fixture
-def lab_client(tmp_path):
-    lab = Lab(tmp_path / "runs", jobs=1)
-    with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
-        yield client, lab
+LAB_JOBS = 1  # conftest's lab_client: one worker
 
 
 def make_run(root: Path, run_id: str, status: str = "complete") -> Path:

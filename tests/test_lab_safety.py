@@ -3,37 +3,16 @@ in its ending. Through the HTTP API with a test client, as tests/test_lab_api.py
 
 import json
 import threading
-import time
 
-import pytest
-from fastapi.testclient import TestClient
-
+from helpers import wait_for
 from monalisa import Recipe, load_target, train_run
-from monalisa.lab.app import create_app
 from monalisa.lab.jobs import Lab
 from monalisa.record import RunDirectory
-
-
-@pytest.fixture
-def lab_client(tmp_path):
-    lab = Lab(tmp_path / "runs", jobs=2)
-    with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
-        yield client, lab
 
 
 def complete_run(lab: Lab, name: str = "r1") -> str:
     train_run(load_target("astronaut", size=(16, 12)), Recipe(arch=(8, 8), epochs=3), lab.root / name, quiet=True)
     return name
-
-
-def wait_for(client, run_id, condition, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get(f"/api/runs/{run_id}").json()["run"]
-        if condition(run):
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last state {run}")
 
 
 def test_thirty_resumes_at_once_queue_the_run_once(lab_client):
@@ -54,8 +33,8 @@ def test_thirty_resumes_at_once_queue_the_run_once(lab_client):
         thread.join(timeout=60)
     assert sorted(answers) == [200] + [409] * 29
     with lab._lock:
-        workers = [w for r, w in lab._workers.items() if r == run_id]
-        waiting = [r for r, _ in lab._waiting if r == run_id]
+        workers = [r for r in lab.runner.running() if r == run_id]
+        waiting = [r for r in lab.runner.waiting() if r == run_id]
     assert len(workers) + len(waiting) == 1
     wait_for(client, run_id, lambda r: r["status"] == "running" and r["epoch"] > 3)
     client.post(f"/api/runs/{run_id}/pause")

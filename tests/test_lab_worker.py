@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from monalisa import Recipe, Trainer, load_target
-from monalisa.lab import worker
-from monalisa.lab.worker import LiveReporter
+from monalisa import live as worker
+from monalisa.live import LiveReporter
 
 
 class ListQueue(queue.SimpleQueue):

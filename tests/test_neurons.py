@@ -14,9 +14,8 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from cli_helpers import assert_one_line_error, snapshot
+from helpers import assert_one_line_error, run_cli, snapshot
 from monalisa import neurons
-from monalisa.cli import main
 from monalisa.experiment import train_run
 from monalisa.images import load_target
 from monalisa.models import build_model
@@ -234,12 +233,6 @@ def tiny_run(tmp_path_factory):
     train_run(load_target("astronaut", size=(12, 10)), Recipe(arch=(8, 8), epochs=1), out, engine="batched",
               quiet=True)
     return out
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    status = main(argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def test_cli_writes_the_grid_and_prints_the_summary(tiny_run, tmp_path, capsys):

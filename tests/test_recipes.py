@@ -527,3 +527,63 @@ def test_model_shape_activations_and_output():
     hidden = torch.nn.functional.leaky_relu(x @ linear_layers(identity)[0].weight.T + linear_layers(identity)[0].bias,
                                             0.01)
     torch.testing.assert_close(identity(x), hidden @ last.weight.T + last.bias)
+
+
+# -- per-layer activations and presets ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", [("tanh", "relu"), ("tanh",) * 4, ()])
+def test_wrong_number_of_activations(activation):
+    with pytest.raises(UserError) as info:
+        Recipe.from_dict({"arch": [8, 8, 8], "activation": list(activation)})
+    assert "\n" not in str(info.value)
+    if activation:
+        assert str(info.value).startswith(f"{len(activation)} activations given for 3 hidden layers")
+
+
+def test_equal_activations_collapse_to_one():
+    assert Recipe(arch=(8, 8, 8), activation=("tanh", "tanh", "tanh")).activation == "tanh"
+    assert Recipe(arch=(8, 8), activation=["sine:omega=30", "sine"]).activation == "sine"  # equal once canonical
+    assert Recipe(arch=(8, 8), activation=["relu"]).activation == "relu"
+    assert Recipe(arch=(8, 8), activation=("tanh", "tanh")) == Recipe(arch=(8, 8), activation="tanh")
+    assert Recipe(arch=(8, 8), activation=("tanh", "relu")).activation == ("tanh", "relu")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_round_trips(name, tmp_path):
+    recipe = PRESETS[name]
+    assert Recipe.from_dict(json.loads(recipe.to_json())) == recipe
+    assert Recipe.from_dict(tomllib.loads(recipe.to_toml())) == recipe
+    path = tmp_path / f"{name}.toml"
+    path.write_text(recipe.to_toml())
+    assert load_recipe(path) == recipe
+    path = tmp_path / f"{name}.json"
+    path.write_text(recipe.to_json())
+    assert load_recipe(path) == recipe
+
+
+def test_presets_match_their_sources():
+    # Only the figures each preset's comment takes from its source; widths, rates and batches are tuned here.
+    siren = PRESETS["siren"]  # Sitzmann et al. 2020: sine units with omega_0 = 30 first and hidden, their init
+    sine = ACTIVATIONS.parse(siren.activation)
+    assert (sine.name, sine.options.omega, sine.options.first_omega) == ("sine", 30.0, 30.0)
+    assert INITS.parse(siren.init) == INITS.parse("siren:omega=30")  # the init's omega matches the units'
+    assert OPTIMIZERS.parse(siren.optimizer).name == "adam"
+    fourier = PRESETS["fourier"]  # Tancik et al. 2020: 256 Gaussian features, sigma 10, ReLU layers of 256, Adam
+    assert ENCODINGS.parse(fourier.encoding) == ENCODINGS.parse("fourier:features=256,sigma=10")
+    assert (fourier.activation, set(fourier.arch), OPTIMIZERS.parse(fourier.optimizer).name) == ("relu", {256}, "adam")
+    hashgrid = PRESETS["hashgrid"]  # Mueller et al. 2022, Table 1, and instant-ngp's Adam settings
+    grid = ENCODINGS.parse(hashgrid.encoding)
+    assert grid.name == "hashgrid"
+    assert (grid.options.levels, grid.options.features, grid.options.table_size, grid.options.base,
+            grid.options.finest) == (16, 2, 2**14, 16, 512)
+    adam = OPTIMIZERS.parse(hashgrid.optimizer)
+    assert (adam.name, adam.options.beta2, adam.options.eps, hashgrid.learning_rate) == ("adam", 0.99, 1e-15, 1e-2)
+    assert (hashgrid.arch, hashgrid.activation) == ((64, 64), "relu")
+    fast = PRESETS["fast"]  # a hash grid that stays under the original network's parameter budget
+    assert ENCODINGS.parse(fast.encoding).name == "hashgrid"
+    assert fast.parameter_count() < PRESETS["original"].parameter_count()
+    rprop = PRESETS["rprop-sigmoid"]  # docs/original.md's failing set-up: RPROP, 3x300 ReLU, sigmoid outputs
+    assert (rprop.optimizer, rprop.arch, rprop.activation, rprop.output) == ("rprop", (300,) * 3, "relu", "sigmoid")
+    assert rprop.batch_size >= 300 * 429  # full batch: the whole image in one step
+

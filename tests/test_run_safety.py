@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import assert_one_line_error, snapshot
+from helpers import assert_one_line_error, snapshot
 from monalisa import Recipe, load_target, train_run
 from monalisa import files
 from monalisa.cli import main

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers import torch_count
 from monalisa import studies
 from monalisa.budget import TOLERANCE
 from monalisa.compare import _check_claims
@@ -23,10 +24,6 @@ from monalisa.studies import (DEPTHS, QUICK_DEPTHS, STUDIES, default_base, depth
                               hashgrid_parameters, hashgrid_table_size, study_target, tips_claims)
 
 ORIGINAL = 272_703
-
-
-def torch_count(recipe: Recipe) -> int:
-    return sum(p.numel() for p in build_model(recipe).parameters())
 
 
 @pytest.fixture

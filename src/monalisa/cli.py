@@ -1,50 +1,48 @@
 """The `monalisa` command: a thin shell that turns arguments into API calls.
 
-    train    experiment.train_run / resume_run
-    compare  compare.run_comparison / load_comparison
-    study    studies.STUDIES (each a run_comparison with claims)
+    train    experiment.run_target, train_run / resume_run
+    compare  compare.comparison_entries, run_comparison / load_comparison
+    study    studies.check_study_options, STUDIES (each a run_comparison with claims)
     serve    lab.server.serve (the web lab)
 
+Each subcommand has an add_<name> that builds its parser (choices from their owners)
+and a command_<name> that runs it.
+
 Exit status: 0 done; 1 training diverged; 2 a mistake in the input (one line on
-stderr, no traceback); 130 interrupted (the run or comparison directory resumes).
+stderr, no traceback); 130 interrupted (the run or comparison directory resumes);
+141 the reader closed the pipe.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import textwrap
 from pathlib import Path
 
 from . import __version__
-from .compare import load_comparison, run_comparison
+from .compare import comparison_entries, load_comparison, run_comparison
+from .engines import DEVICES, ENGINES
 from .errors import Diverged, UserError
-from .experiment import default_run_path, resume_run, train_run
+from .experiment import default_run_path, resume_run, run_target, train_run
 from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
 from .limits import MAX_PARAMETERS, MAX_PIXELS, allowing_large
-from .recipes import ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
+from .recipes import DEFAULT_PRESET, ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
 from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 from .files import save_png, write_errors
 from .neurons import DEFAULT_TILE, run_neurons, save_neuron_grid
-from .record import FRAME_SCHEDULES, RunDirectory
+from .record import FRAME_SCHEDULES, FRAME_SPACINGS, RunDirectory
 from .rendering import Region, output_size, render_run
 from .report import VERDICTS
-from .studies import DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_OPTIONS, DepthOptions, default_base
-
-# The default run (`monalisa train` alone) halves the built-in image: 256x256
-# trains in ~2.5 s an epoch with the original network, so a recognisable
-# astronaut appears within a minute or two on a laptop.
-DEFAULT_IMAGE_SCALE = 0.5
-DEFAULT_PRESET = "quick"
+from .studies import (DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, DepthOptions, check_study_options,
+                      default_base)
 
 # Flags that set a recipe field: flag dest -> recipe key.
 RECIPE_FLAGS = ("arch", "activation", "output", "encoding", "residual", "init", "optimizer", "lr", "encoding_lr",
                 "schedule", "batch_size", "order", "epochs", "until_psnr", "time_limit", "seed")
 # Flags that set a field of a study's options dataclass (studies.STUDY_OPTIONS): flag dest -> option.
 STUDY_FLAGS = ("budget", "depths")
-DEVICES = ["auto", "cpu", "cuda"]
 ARCH_HELP = "hidden layers: DEPTHxWIDTH (4x300) or widths (300,300,100)"
 ALLOW_LARGE_HELP = (f"lift the memory limits (over {MAX_PARAMETERS:,} parameters, {MAX_PIXELS:,} training pixels, "
                     "...: see limits.py) on a machine with the memory")
@@ -203,8 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="monalisa", description="Watch a deep network learn one image.")
     parser.add_argument("--version", action="version", version=f"monalisa {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add in (add_train, add_compare, add_study, add_images, add_render, add_neurons, add_serve, add_animate):
+        add(commands)
+    return parser
 
+
+def add_train(commands) -> None:
     train = commands.add_parser("train", help="train a network on an image, writing a run directory")
+    train.set_defaults(handler=command_train)
     train.add_argument("image", nargs="?", help=f"image file or built-in name (default: {DEFAULT_IMAGE} at half size)")
     recipe = train.add_argument_group(
         "recipe (flags override the preset's fields; components are specs: NAME or NAME:key=value,...)")
@@ -215,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_flags(train)
     run = train.add_argument_group("run")
     run.add_argument("--device", choices=DEVICES, help="where to train (default: auto)")
-    run.add_argument("--engine", choices=["auto", "online", "batched"], default="auto",
+    run.add_argument("--engine", choices=ENGINES, default="auto",
                      help="auto: the exact compiled online engine when the recipe allows, else batched PyTorch")
     run.add_argument("--frames", choices=FRAME_SCHEDULES, default="all", help="a frame every epoch, or log-spaced")
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<image>-<preset>-<time>)")
@@ -223,8 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN", help="continue a stopped run directory")
     run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
 
+
+def add_compare(commands) -> None:
     compare = commands.add_parser("compare", help="train several recipes on one image side by side, with a report",
                                   description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.set_defaults(handler=command_compare)
     compare.add_argument("image", nargs="?", help="image file or built-in name (required unless --resume)")
     entries = compare.add_argument_group("entries (each repeatable; at least two entries in all)")
     entries.add_argument("--arch", type=arch_type, action="append",
@@ -238,8 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_parallel_run_flags(compare, "runs/compare-<image>-<time>",
                            "continue a stopped comparison: finished runs are reused, stopped ones resumed")
 
+
+def add_study(commands) -> None:
     study = commands.add_parser("study", help="ask one of the 2012 experiment's questions: runs, report and verdicts",
                                 description=STUDY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    study.set_defaults(handler=command_study)
     study.add_argument("study", choices=list(STUDIES), help="which study")
     study.add_argument("image", nargs="?",
                        help=f"image file or built-in name (default: {DEFAULT_IMAGE}); the 2012 experiment trained "
@@ -263,9 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "continue a stopped study, given the flags it started with (IMAGE may be left out: "
                            "DIR holds it)")
 
-    commands.add_parser("images", help="list the built-in images")
 
+def add_images(commands) -> None:
+    commands.add_parser("images", help="list the built-in images").set_defaults(handler=command_images)
+
+
+def add_render(commands) -> None:
     rend = commands.add_parser("render", help="render a trained run's network at any resolution, or zoomed in")
+    rend.set_defaults(handler=command_render)
     rend.add_argument("run", help="run directory")
     rend.add_argument("--scale", type=positive_float, help="times the training image's size (default: 4)")
     rend.add_argument("--size", type=size_type, help="output size, WIDTHxHEIGHT")
@@ -275,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--device", choices=DEVICES, default="auto")
     rend.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/render-WxH[-zoomZ].png)")
 
+
+def add_neurons(commands) -> None:
     neur = commands.add_parser("neurons", help="what each unit of one layer computes over the image, as a grid")
+    neur.set_defaults(handler=command_neurons)
     neur.add_argument("run", help="run directory (it may still be training: its latest checkpoint is drawn)")
     neur.add_argument("--layer", type=int, default=1, metavar="K",
                       help="hidden layer, 1 the first (0: the encoding; default: 1)")
@@ -285,10 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cpu (default) is quicker than starting CUDA for one layer")
     neur.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/neurons-layerK.png)")
 
+
+def add_serve(commands) -> None:
     srv = commands.add_parser("serve", help="the live lab in the browser: start, watch and compare runs",
                               description="Serve the live lab: a page that trains networks in worker processes "
                                           "and shows them learning. Every run is an ordinary run directory under "
                                           "--runs; the page's JSON API is documented at /docs.")
+    srv.set_defaults(handler=command_serve)
     srv.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 shares it)")
     srv.add_argument("--port", type=port_type, default=8765, help="port (default: 8765; 0 picks a free one)")
@@ -298,15 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--allow-large", action="store_true",
                      help=ALLOW_LARGE_HELP + "; the lab's requests can never lift them themselves")
 
+
+def add_animate(commands) -> None:
     anim = commands.add_parser("animate", help="write a run's animation again: smaller, log-spaced, or after a stop")
+    anim.set_defaults(handler=command_animate)
     anim.add_argument("run", help="run directory")
     anim.add_argument("--out", required=True, metavar="FILE", help="output .gif or .mp4")
     anim.add_argument("--width", type=positive_int, help="resize frames to this width (default: as trained)")
     anim.add_argument("--max-frames", type=positive_int, default=120, help="keep at most this many frames")
-    anim.add_argument("--spacing", choices=["even", "log"], default="even",
+    anim.add_argument("--spacing", choices=FRAME_SPACINGS, default="even",
                       help="which frames to keep: evenly spaced epochs, or log-spaced (more early ones)")
     anim.add_argument("--fps", type=positive_float, default=12)
-    return parser
 
 
 def recipe_overrides(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
@@ -346,11 +369,7 @@ def command_train(args: argparse.Namespace) -> None:
                                device=args.device, quiet=args.quiet)
     else:
         recipe, label = recipe_from_args(args)
-        source = args.image or DEFAULT_IMAGE
-        scale = args.scale
-        if args.image is None and args.size is None and scale is None:
-            scale = DEFAULT_IMAGE_SCALE
-        target = load_target(source, size=args.size, scale=scale)
+        target = run_target(args.image, size=args.size, scale=args.scale)
         out = Path(args.out) if args.out else default_run_path(target.name, label)
         result = interruptible(f"`monalisa train --resume {out}`", train_run, target, recipe, out,
                                device=args.device or "auto", engine=args.engine, frames=args.frames,
@@ -358,27 +377,6 @@ def command_train(args: argparse.Namespace) -> None:
     final = result.final
     print(f"{out}: {final['epoch']} epochs, PSNR {final['psnr']:.2f} dB, MAE {final['mae']:.4f}, "
           f"{final['seconds']:.0f} s")
-
-
-def comparison_entries(args: argparse.Namespace) -> list[tuple[str, Recipe]]:
-    """(label, recipe) per --arch, --preset and --recipe, as `monalisa compare --help` says."""
-    presets = args.preset or []
-    if args.arch and len(presets) > 1:
-        raise UserError("--arch entries take their other fields from one --preset; give one --preset with --arch, "
-                        "or several --preset without it")
-    common = recipe_overrides(args, skip=("arch",))
-    if args.arch:
-        base = get_preset(presets[0] if presets else DEFAULT_PRESET)
-        recipes = [base.replace(arch=arch, **common) for arch in args.arch]
-    else:
-        recipes = [get_preset(name).replace(**common) for name in presets]
-    recipes += [load_recipe(path).replace(**common) for path in args.recipe or []]
-    if len(recipes) < 2:
-        raise UserError("give at least two recipes to compare: two or more of --arch, --preset and --recipe")
-    entries: list[tuple[str, Recipe]] = []
-    for recipe in recipes:
-        entries.append((recipe.label([label for label, _ in entries]), recipe))
-    return entries
 
 
 def command_compare(args: argparse.Namespace) -> None:
@@ -394,7 +392,8 @@ def command_compare(args: argparse.Namespace) -> None:
     else:
         if args.image is None:
             raise UserError("give the IMAGE to compare on, or --resume DIR")
-        entries = comparison_entries(args)
+        entries = comparison_entries(args.arch or (), args.preset or (), args.recipe or (),
+                                     overrides=recipe_overrides(args, skip=("arch",)))
         target = load_target(args.image, size=args.size, scale=args.scale)
         # default_run_path gives <first>-<second>-<time>: runs/compare-<image>-<time>
         out = Path(args.out) if args.out else default_run_path("compare", target.name)
@@ -407,13 +406,7 @@ def command_compare(args: argparse.Namespace) -> None:
 def command_study(args: argparse.Namespace) -> None:
     name = args.study
     options = {key: getattr(args, key) for key in STUDY_FLAGS if getattr(args, key) is not None}
-    for key in options:
-        takers = [study for study, cls in STUDY_OPTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
-        if name not in takers:
-            raise UserError(f"--{key} applies to the {' and '.join(takers)} stud{'y' if len(takers) == 1 else 'ies'}, "
-                            f"not {name}")
-    if name == "depth" and args.arch is not None:
-        raise UserError("the depth study makes each network's architecture from --budget and --depths; drop --arch")
+    check_study_options(name, options, args.arch)
     base = default_base(name, args.quick).replace(**recipe_overrides(args))
     if args.resume:
         if args.out is not None:
@@ -499,9 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         with allowing_large(getattr(args, "allow_large", False)):  # inherited by the runs' processes
-            {"train": command_train, "compare": command_compare, "study": command_study, "images": command_images,
-             "animate": command_animate, "render": command_render, "neurons": command_neurons,
-             "serve": command_serve}[args.command](args)
+            args.handler(args)  # the command_* function its add_* set
         sys.stdout.flush()  # here, where a closed pipe is caught, not in Python's exit
     except UserError as exc:
         print(f"monalisa: error: {exc}", file=sys.stderr)

@@ -20,11 +20,10 @@ then one table compares them. The comparison directory::
     finals.png        the target and every run's final frame, labelled
     report.md/.html   the table, conclusion, figures and claims; the HTML embeds everything
 
-Runs go in parallel in separate processes ('spawn': torch and fork do not mix),
-each with ``cores // jobs`` torch threads: two processes of two threads on two
-cores thrash (measured 10x slower). A run that diverges is a row of the table,
-not a failure of the comparison; Ctrl-C stops the workers and leaves every run
-resumable with ``run_comparison(..., resume=True)``.
+Runs go through the runner (runner.py), ``jobs`` at a time, each in its own
+process with ``cores // jobs`` threads. A run that diverges is a row of the
+table, not a failure of the comparison; Ctrl-C pauses the workers and leaves
+every run resumable with ``run_comparison(..., resume=True)``.
 """
 
 from __future__ import annotations
@@ -32,35 +31,31 @@ from __future__ import annotations
 import copy
 import json
 import math
-import multiprocessing
 import re
 import shutil
-import signal
 import statistics
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, TextIO
 
 import numpy as np
 
-from .engines import choose_engine, resolve_device, usable_cores
-from .errors import Diverged, UserError
-from .experiment import resume_run, train_run
+from .engines import resolve_device, usable_cores
+from .errors import UserError
 from .images import Target
+from .limits import check_recipe
 from .models import build_model
-from .recipes import Recipe
+from .recipes import DEFAULT_PRESET, Recipe, get_preset, load_recipe
 from .files import atomic_path, json_safe, read_metrics, write_json
 from .record import RunDirectory
+from .runner import START, RunSpec, Runner
 from .status import FINISHED, Status
 from .registry import ENCODINGS
 from .report import THRESHOLDS, format_seconds, write_outputs
 
 COMPARISON_FILE = "comparison.json"
 RUN_FRAMES = "log"  # every epoch to 10, then ~20 a decade: enough for the grid, far less disk than "all"
-POLL_SECONDS = 1.0  # how often the parent reads the runs' metrics.csv for the progress line
 LOG_EVERY_SECONDS = 5.0  # progress into a file or pipe: at most one line this often
 
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # safe as a file name everywhere
@@ -86,6 +81,35 @@ def check_entries(entries: list[tuple[str, Recipe]]) -> None:
             raise UserError(f"label {label!r} is used twice "
                             f"(labels are compared ignoring case: {seen[label.lower()]!r})")
         seen[label.lower()] = label
+
+
+def comparison_entries(archs=(), presets=(), recipes=(), overrides: dict | None = None) -> list[tuple[str, Recipe]]:
+    """(label, recipe) entries as `monalisa compare` makes them from --arch, --preset and --recipe.
+
+    One entry per arch (such as "4x300" or (300, 300)): the one preset, default DEFAULT_PRESET, with
+    that architecture; without archs, one per preset; then one per recipe (a .json or .toml file,
+    or a Recipe). ``overrides`` (recipe fields) apply to every entry. Labels from Recipe.label.
+
+        comparison_entries(archs=["1x1000", "4x300"], overrides={"epochs": 20})
+    """
+    archs, presets, common = list(archs), list(presets), dict(overrides or {})
+    if archs and len(presets) > 1:
+        raise UserError("--arch entries take their other fields from one --preset; give one --preset with --arch, "
+                        "or several --preset without it")
+    if archs and "arch" in common:
+        raise UserError("the architectures are the entries here; drop 'arch' from the overrides")
+    if archs:
+        base = get_preset(presets[0] if presets else DEFAULT_PRESET)
+        made = [base.replace(arch=arch, **common) for arch in archs]
+    else:
+        made = [get_preset(name).replace(**common) for name in presets]
+    made += [(r if isinstance(r, Recipe) else load_recipe(r)).replace(**common) for r in recipes]
+    if len(made) < 2:
+        raise UserError("give at least two recipes to compare: two or more of --arch, --preset and --recipe")
+    entries: list[tuple[str, Recipe]] = []
+    for recipe in made:
+        entries.append((recipe.label([label for label, _ in entries]), recipe))
+    return entries
 
 
 def flops_per_pixel(recipe: Recipe) -> int:
@@ -195,68 +219,6 @@ def _plan(run_dir: Path, recipe: Recipe) -> str:
 
 
 # -----------------------------------------------------------------------------
-# the worker processes
-
-
-def _init_worker(threads: int, device: str, engines: tuple[str, ...]) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    # Ctrl-C reaches the whole process group; the parent alone handles it and stops the workers,
-    # so they do not each print a traceback from the middle of the pool's machinery.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _warm_up(device, engines)
-
-
-def _warm_up(device: str, engines: tuple[str, ...]) -> None:
-    """Pay a process's one-time costs before any run, so no run's first epoch is charged for them.
-
-    The batched engine's first step (and CUDA's start-up) would land in the first epoch's
-    train_seconds of whichever run a worker happens to start first. The online engine needs
-    nothing here: it loads its compiled kernels when it is built, outside the timing.
-    """
-    from .train import fit
-
-    if "batched" in engines:
-        tiny = Target("warm-up", np.zeros((2, 2, 3), np.float32))
-        fit(tiny, Recipe(arch=(1,), epochs=1, batch_size=4, optimizer="adam", init="torch"), device=device,
-            engine="batched")
-
-
-def _run_one(task: dict) -> dict:
-    """In a worker: start, resume or finish one run. Divergence is a result, not an error.
-
-    (Diverged itself would not survive the trip back: its constructor takes two arguments.)
-    """
-    path = Path(task["path"])
-    try:
-        if task["action"] == "start":
-            train_run(task["target"], task["recipe"], path, device=task["device"], frames=RUN_FRAMES, quiet=True)
-        else:
-            _continue_run(path)
-    except Diverged as exc:
-        return {"label": task["label"], "status": "diverged", "detail": str(exc)}
-    return {"label": task["label"], "status": "complete", "detail": ""}
-
-
-def _continue_run(path: Path) -> None:
-    """Resume a run on the device and engine it recorded; resume_run finishes one killed after its last
-    epoch but before its animations, and holds the run's lock (a second writer is refused)."""
-    resume_run(path, quiet=True)
-
-
-def _stop_workers(executor: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and terminate what has: every run directory stays resumable."""
-    processes = list((getattr(executor, "_processes", None) or {}).values())  # no public handle before 3.14
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5)
-
-
-# -----------------------------------------------------------------------------
 # progress in the parent
 
 
@@ -337,20 +299,23 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     if jobs is not None and (type(jobs) is not int or jobs < 1):
         raise UserError(f"jobs must be a positive whole number, got {jobs!r}")
     resolve_device(device)  # an unknown or absent device is an error before anything is written
+    for _, recipe in entries:  # limits.py, by arithmetic: a refused entry leaves nothing behind
+        check_recipe(recipe, pixels=target.height * target.width)
     parameters = {label: recipe.parameter_count() for label, recipe in entries}  # also checks each builds
     _prepare_directory(out, target, entries, title, resume)
 
     progress = _Progress(None if quiet else sys.stderr)
-    tasks = []
+    specs = []
     for label, recipe in entries:
         run_dir = out / "runs" / label
         action = _plan(run_dir, recipe)
         if action == "reuse":
             progress.say(f"{label}: already {RunDirectory(run_dir).info()['status']}, reused")
+        elif action == START:
+            specs.append(RunSpec(label, run_dir, START, target=target, recipe=recipe, device=device, frames=RUN_FRAMES))
         else:
-            tasks.append({"label": label, "recipe": recipe, "path": str(run_dir), "action": action,
-                          "target": target if action == "start" else None, "device": device})
-    _train_all(tasks, len(entries), jobs or usable_cores(), device, progress)
+            specs.append(RunSpec(label, run_dir, action, device=device))
+    _train_all(specs, dict(entries), jobs or usable_cores(), progress)
 
     rows = [json_safe(table_row(out, label, parameters[label])) for label, _ in entries]
     verdicts = _check_claims(claims(copy.deepcopy(rows))) if claims else []
@@ -360,51 +325,54 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     return summary
 
 
-def _train_all(tasks: list[dict], total: int, jobs: int, device: str, progress: _Progress) -> None:
-    """Run ``tasks`` at most ``jobs`` at a time, each in a spawned process."""
-    done = total - len(tasks)
-    if not tasks:
+def _train_all(specs: list[RunSpec], recipes: dict[str, Recipe], jobs: int, progress: _Progress) -> None:
+    """Train ``specs`` through the runner, at most ``jobs`` at a time; a line for each as it ends.
+
+    A worker's error other than divergence stops the comparison (the other runs pause); a run
+    paused or stopped from outside is a row that did not finish.
+    """
+    total = len(recipes)
+    done = total - len(specs)
+    if not specs:
         return
-    workers = min(jobs, len(tasks))
-    threads = max(1, usable_cores() // workers)
-    progress.say(f"training {len(tasks)} of {total} runs, {workers} at a time, "
-                 f"{threads} torch thread{'s' * (threads != 1)} each")
-    engines = tuple(sorted({choose_engine("auto", task["recipe"], resolve_device(device)) for task in tasks}))
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(threads, device, engines))
-    queue, running = list(tasks), {}
+    runner = Runner(min(jobs, len(specs)))
+    progress.say(f"training {len(specs)} of {total} runs, {runner.jobs} at a time, "
+                 f"{runner.threads} torch thread{'s' * (runner.threads != 1)} each")
+    paths = {spec.key: spec.path for spec in specs}
+
+    def on_report(report: dict) -> None:
+        nonlocal done
+        if report["type"] != "end":
+            return
+        label, status, message = report["id"], report["status"], report["message"] or ""
+        done += 1
+        row = _last_row(paths[label])
+        if status == Status.COMPLETE:
+            progress.say(f"{label}: done, {row['epoch'] if row else 0} epochs, "
+                         f"PSNR {row['psnr'] if row else math.nan:.2f} dB")
+        elif status == Status.DIVERGED:
+            progress.say(f"{label}: {message.split(';')[0]}")
+        elif status == Status.ERROR:
+            raise UserError(f"run {label!r} failed: {message}")
+        elif status == Status.INTERRUPTED:
+            raise RuntimeError(
+                f"the worker training {label!r} died abruptly ({message}; out of memory?). From a script, "
+                "call run_comparison under `if __name__ == '__main__':`, since each worker process "
+                "imports the script again")
+        else:
+            progress.say(f"{label}: {status} from outside at epoch {row['epoch'] if row else 0}; "
+                         "resume the comparison to finish it")
+
+    def on_poll() -> None:  # the progress line from the runs' own metrics.csv
+        running = runner.running()
+        if running:
+            progress.update(done, total, [(label, recipes[label].epochs, paths[label]) for label in running])
+
     try:
-        while queue or running:
-            # Submit only as many as run at once, so "running" means running (the pool would queue ahead).
-            while queue and len(running) < workers:
-                task = queue.pop(0)
-                running[executor.submit(_run_one, task)] = task
-            finished, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-            for future in finished:
-                task = running.pop(future)
-                try:
-                    result = future.result()  # a worker's error other than divergence stops the comparison
-                except BrokenProcessPool as exc:
-                    raise RuntimeError(
-                        f"the worker training {task['label']!r} died abruptly (out of memory?). From a script, "
-                        "call run_comparison under `if __name__ == '__main__':`, since each worker process "
-                        "imports the script again") from exc
-                done += 1
-                row = _last_row(Path(task["path"]))
-                if result["status"] == "diverged":
-                    progress.say(f"{task['label']}: {result['detail'].split(';')[0]}")
-                else:
-                    progress.say(f"{task['label']}: done, {row['epoch'] if row else 0} epochs, "
-                                 f"PSNR {row['psnr'] if row else math.nan:.2f} dB")
-            if running:
-                progress.update(done, total, [(task["label"], task["recipe"].epochs, Path(task["path"]))
-                                              for task in running.values()])
-    except BaseException:  # KeyboardInterrupt too: stop the workers, leave everything resumable, re-raise
+        runner.run_all(specs, on_report, on_poll)  # Ctrl-C: every worker paused, every run resumable
+    finally:
         progress.end()
-        _stop_workers(executor)
-        raise
-    progress.end()
-    executor.shutdown()
+        runner.close()
 
 
 # -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -50,6 +51,14 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # absent (the usual case), or a dangling symlink the rename replaces
+    if mode is not None and not stat.S_ISREG(mode):
+        # os.replace would swap /dev/null (as root), a FIFO or a socket for a regular file.
+        kind = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+        raise UserError(f"{str(path)!r} is {kind}, not a file; choose a file name to write")
     _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
     try:
@@ -139,7 +148,29 @@ def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+# metrics.csv is ~60 bytes an epoch, rewritten whole after every epoch: 64 MB is a million epochs, far past
+# any run; a bigger file is doctored (and parsed into dicts it would take gigabytes).
+MAX_METRICS_BYTES = 64 * 2**20
+
+
+def require_regular(path: PathLike, limit: int | None = None) -> None:
+    """OSError unless ``path`` is a regular file (after symlinks) of at most ``limit`` bytes.
+
+    A reader calls it before opening a run's or the user's file: a FIFO named checkpoint.pt or
+    image.png would block the open forever, and /dev/zero (or a doctored multi-gigabyte file) would
+    be read until memory runs out. The OSError carries a strerror, as the callers' messages expect.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO, device or socket"
+        raise OSError(errno.EINVAL, f"not a regular file but {kind}", str(path))
+    if limit is not None and info.st_size > limit:
+        raise OSError(errno.EFBIG, f"{info.st_size:,} bytes, more than the {limit:,} such a file can hold",
+                      str(path))
+
+
 def read_metrics(path: Path) -> list[dict]:
+    require_regular(path, MAX_METRICS_BYTES)
     with open(path, newline="") as f:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 

@@ -99,6 +99,8 @@ def load_image(source: str | Path) -> np.ndarray:
     path = resolve_source(source)
     if path.is_dir():
         raise UserError(f"{str(path)!r} is a directory; give an image file")
+    if path.exists() and not path.is_file():  # a FIFO would block Image.open forever
+        raise UserError(f"{str(path)!r} is not a regular file (a FIFO, device or socket); give an image file")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its pixel limit; treat both as too large.
@@ -118,6 +120,8 @@ def load_image(source: str | Path) -> np.ndarray:
         raise UserError(f"{str(path)!r} {what}; give a PNG, JPEG or other image file") from None
     except PermissionError:
         raise UserError(f"cannot read {str(path)!r}: permission denied") from None
+    except ValueError as exc:  # Pillow's own bounds: a text chunk that inflates past MAX_TEXT_CHUNK, a bad EXIF
+        raise UserError(f"cannot read image {str(path)!r}: {str(exc)[:200]}") from None
     except OSError as exc:
         raise UserError(f"cannot read image {str(path)!r}: {exc}") from None
 
@@ -130,6 +134,8 @@ def _to_rgb_float(image: Image.Image) -> np.ndarray:
         return np.repeat(np.clip(grey, 0, 1)[:, :, None], 3, axis=2)
     if image.mode == "F":
         grey = np.asarray(image, dtype=np.float32)
+        # A float TIFF may hold NaN or infinity: NaN in a target trains to NaN and makes the run unreadable.
+        grey = np.nan_to_num(grey, nan=0.0, posinf=0.0, neginf=0.0)
         grey = grey / 255.0 if grey.max() > 1 else grey
         return np.repeat(np.clip(grey, 0, 1)[:, :, None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):

@@ -284,6 +284,11 @@ PRESETS: dict[str, Recipe] = {
 }
 
 
+# The preset a run starts from when none is named (`monalisa train`, compare's --arch entries):
+# the original network and algorithm, few enough epochs to show an image in about two minutes.
+DEFAULT_PRESET = "quick"
+
+
 def get_preset(name: str) -> Recipe:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
@@ -294,6 +299,9 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe from a .json or .toml file (missing keys take the defaults)."""
     path = Path(path)
     try:
+        if path.is_file() is False and path.exists() and not path.is_dir():  # a FIFO blocks, /dev/zero never ends
+            raise UserError(f"recipe file {str(path)!r} is not a regular file (a FIFO or device); give a .json or "
+                            ".toml file")
         if path.stat().st_size > MAX_RECIPE_BYTES:
             raise UserError(f"recipe file {str(path)!r} is over {MAX_RECIPE_BYTES // 2**10:,} KB; a recipe is a few "
                             "lines of keys and values")

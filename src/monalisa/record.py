@@ -32,6 +32,7 @@ are loaded with ``weights_only=True``: a run directory is data, never code.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -39,6 +40,7 @@ import math
 import os
 import pickle
 import shutil
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +51,8 @@ import torch
 from PIL import Image
 
 from . import animate
-from .files import atomic_path, read_metrics, save_png, write_errors, write_failure, write_json, write_text
+from .files import atomic_path, read_metrics, require_regular, save_png, write_errors, write_failure, write_json, \
+    write_text
 from .errors import UserError
 from .images import Target
 from .recipes import Recipe
@@ -57,8 +60,17 @@ from .status import COMPLETE_REASONS, Status, status_after
 from .train import METRIC_COLUMNS, Callback, Trainer
 
 FRAME_SCHEDULES = ("all", "log")
+FRAME_SPACINGS = ("even", "log")  # which frames an exported animation keeps: see captioned_frames
 LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
 STALE_TEMPORARIES = ".*.tmp-*"  # files.atomic_path's temporary names
+MAX_JSON_BYTES = 2**20  # run.json and recipe.json are a few hundred bytes; a bigger one is doctored
+
+
+def own_file(path: Path) -> None:
+    """OSError unless ``path`` itself is a regular file: not a symlink (to /etc/shadow, say), FIFO or device.
+    For files a run writes and then reads back or copies (frames)."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file of the run (a symlink, FIFO or device)", str(path))
 
 
 class RunBusy(UserError):
@@ -229,6 +241,7 @@ class RunDirectory:
 
     def _json(self, name: str) -> dict:
         try:
+            require_regular(self.path / name, MAX_JSON_BYTES)  # a FIFO would block, /dev/zero fill memory
             data = json.loads((self.path / name).read_text())
         except OSError as exc:
             raise self._damaged(name, exc.strerror or str(exc)) from None
@@ -257,6 +270,7 @@ class RunDirectory:
     def target(self) -> Target:
         info = self.info()
         try:
+            require_regular(self.path / "target.npy")
             pixels = np.load(self.path / "target.npy", allow_pickle=False)  # no pickles: data only
         except (OSError, ValueError, EOFError) as exc:
             raise self._damaged("target.npy", f"not a NumPy array file: {exc}") from None
@@ -274,6 +288,10 @@ class RunDirectory:
         path = self.path / "checkpoint.pt"
         if not path.exists():
             return None
+        try:
+            require_regular(path)  # a FIFO named checkpoint.pt would block torch.load forever
+        except OSError as exc:
+            raise self._damaged("checkpoint.pt", exc.strerror or str(exc)) from None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -303,7 +321,9 @@ class RunDirectory:
             return []
         try:
             return read_metrics(path)
-        except (OSError, ValueError, KeyError, TypeError, csv.Error) as exc:
+        except OSError as exc:  # a FIFO or device, a doctored huge file, permissions
+            raise self._damaged("metrics.csv", exc.strerror or str(exc)) from None
+        except (ValueError, KeyError, TypeError, csv.Error) as exc:
             raise self._damaged("metrics.csv", f"{type(exc).__name__}: {exc}") from None
 
     def frame_path(self, epoch: int) -> Path:
@@ -375,6 +395,8 @@ class RunDirectory:
         """final.png (the newest frame on disk) and, with ``animations``, the GIF, MP4 and curves."""
         frames = [path for path in (self.frame_path(row["epoch"]) for row in history) if path.exists()]
         if frames:
+            last = int(frames[-1].stem.split("-")[1])
+            self._frame_image(last)  # a PNG this run wrote: never a symlink's target copied where /runs/ serves it
             with self._writing("final.png"), atomic_path(self.path / "final.png") as tmp:
                 Path(tmp).write_bytes(frames[-1].read_bytes())
         if animations:
@@ -387,6 +409,8 @@ class RunDirectory:
         ``max_frames`` with ``spacing="log"`` keeps more of the early epochs, where most of the
         learning happens; "even" keeps the animation's clock linear in epochs.
         """
+        if spacing not in FRAME_SPACINGS:
+            raise UserError(f"unknown --spacing {spacing!r}; choose one of: {', '.join(FRAME_SPACINGS)}")
         rows = [row for row in history if self.frame_path(row["epoch"]).exists()]
         if max_frames is not None and len(rows) > max_frames:
             if spacing == "log":
@@ -394,15 +418,32 @@ class RunDirectory:
             else:
                 picks = animate.subsample_indices(len(rows), max_frames)
             rows = [rows[i] for i in picks]
-        captioned = []
+        captioned, size = [], None
         for row in rows:
-            image = Image.open(self.frame_path(row["epoch"])).convert("RGB")
+            image = self._frame_image(row["epoch"], size)
+            size = image.size
             if width is not None and width != image.width:
                 height = max(1, round(image.height * width / image.width))
                 image = image.resize((width, height), Image.Resampling.LANCZOS)
             captioned.append(animate.caption_frame(np.asarray(image), f"epoch {row['epoch']}   PSNR {row['psnr']:.2f} dB",
                                                    min_height=min_height))
         return captioned
+
+    def _frame_image(self, epoch: int, size: tuple[int, int] | None = None) -> Image.Image:
+        """Frame ``epoch`` as RGB, checked: a file this run wrote (not a symlink, a FIFO or another file
+        put in its place), a PNG, as large as ``size`` (the frames before it). A doctored frame is one line."""
+        path = self.frame_path(epoch)
+        try:
+            own_file(path)
+            with Image.open(path) as image:
+                if image.format != "PNG":
+                    raise ValueError(f"a {image.format} image, not a PNG")
+                if size is not None and image.size != size:
+                    raise ValueError(f"{image.width}x{image.height} pixels, not {size[0]}x{size[1]} as the frames "
+                                     "before it")
+                return image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise self._damaged(f"frames/{path.name}", getattr(exc, "strerror", None) or str(exc)) from None
 
     def export_animation(self, out: str | Path, width: int | None = None, max_frames: int = 120,
                          spacing: str = "even", fps: float = 12) -> Path:

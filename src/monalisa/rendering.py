@@ -11,6 +11,7 @@ with a coarse finest level.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,19 +56,39 @@ def trained_model(run: RunDirectory, device: torch.device) -> torch.nn.Module:
 
 
 def region_grid(height: int, width: int, region: Region) -> np.ndarray:
-    """(height * width, 2) coordinates over ``region`` in scan order, row first."""
-    rows = np.linspace(region.top, region.bottom, height)
-    cols = np.linspace(region.left, region.right, width)
-    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1)  # (H, W, 2)
-    return grid.reshape(-1, 2).astype(np.float32)
+    """(height * width, 2) coordinates over ``region`` in scan order, row first.
+
+    Filled in float32 in place: the float64 meshgrid, its stack and its cast took ~36 bytes a pixel
+    at once (600 MB for a 4096x4096 render), this 8."""
+    grid = np.empty((height, width, 2), dtype=np.float32)
+    grid[:, :, 0] = np.linspace(region.top, region.bottom, height)[:, None]
+    grid[:, :, 1] = np.linspace(region.left, region.right, width)[None, :]
+    return grid.reshape(-1, 2)
+
+
+# Renders at once in one process. A 4096-px render holds ~1 GB while it runs and takes a CPU minute;
+# the lab answers each request on one of its ~40 threads, so 30 parallel requests for render.png
+# would hold 30 GB. The CLI renders one image, so it never meets the bound.
+MAX_CONCURRENT_RENDERS = 2
+_rendering = threading.BoundedSemaphore(MAX_CONCURRENT_RENDERS)
+
+
+class RenderBusy(UserError):
+    """MAX_CONCURRENT_RENDERS renders are running in this process already."""
 
 
 def render_run(run: RunDirectory, width: int, height: int, region: Region = Region(),
                device: str = "auto") -> np.ndarray:
-    """(height, width, 3) uint8: the run's network evaluated over ``region``."""
-    device = resolve_device(device)
-    model = trained_model(run, device)
-    return to_frame(render(model, region_grid(height, width, region), device), height, width)
+    """(height, width, 3) uint8: the run's network evaluated over ``region``; RenderBusy (refused at
+    once, never queued: a waiting thread is a thread the server cannot use) when too many run already."""
+    if not _rendering.acquire(blocking=False):
+        raise RenderBusy(f"{MAX_CONCURRENT_RENDERS} images are being rendered already; try again when they are done")
+    try:
+        device = resolve_device(device)
+        model = trained_model(run, device)
+        return to_frame(render(model, region_grid(height, width, region), device), height, width)
+    finally:
+        _rendering.release()
 
 
 def output_size(run: RunDirectory, size: tuple[int, int] | None, scale: float | None) -> tuple[int, int]:

@@ -459,6 +459,25 @@ def default_base(study: str, quick: bool = False) -> Recipe:
     return _BASES[study](quick)
 
 
+def check_study_options(study: str, options, arch=None) -> None:
+    """UserError unless ``study`` takes each of ``options`` (names such as "budget", or a dict of
+    them), and, for the depth study, no ``arch`` is asked for: it makes each entry's from the budget.
+
+        check_study_options("tips", {"budget": 50_000})  # UserError: the depth and encodings studies take it
+    """
+    if study not in STUDY_OPTIONS:
+        raise UserError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
+    for key in options:
+        takers = [name for name, cls in STUDY_OPTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        if not takers:
+            _options(STUDY_OPTIONS[study], {key: None}, study)  # raises: unknown option, and the valid ones
+        if study not in takers:
+            raise UserError(f"--{key} applies to the {' and '.join(takers)} stud{'y' if len(takers) == 1 else 'ies'}, "
+                            f"not {study}")
+    if study == "depth" and arch is not None:
+        raise UserError("the depth study makes each network's architecture from --budget and --depths; drop --arch")
+
+
 # -----------------------------------------------------------------------------
 # verdicts from table rows
 

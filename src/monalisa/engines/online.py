@@ -1,14 +1,20 @@
 """The online engine: the original per-pixel backprop, exact, in compiled code.
 
 It trains the same ``torch.nn.Sequential`` the batched engine does, by copying
-its weights into one flat float32 array, running ``online_kernel.train_pixels``
-over the epoch's pixel order, and copying them back when asked (``sync``).
+its weights into one flat float32 array, running the kernel over the epoch's
+pixel order in 1,024-pixel calls, and copying them back when asked (``sync``).
 Plain SGD carries no optimiser state, so the weights are the whole state.
+
+Each call runs on one core or two, decided just before it from the cores the
+rest of the machine used over the last ~0.1 s (FreeCores). The two kernels give
+bit-identical weights (online_kernel.py), so the choice is free to change at
+any call, and a run and its resume give the same result whatever the load.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 import numba
@@ -20,7 +26,7 @@ from ..models import linear_layers
 from ..recipes import Recipe
 from ..registry import ACTIVATIONS
 from . import online_kernel as kernel
-from . import online_kernel2 as kernel2
+from . import usable_cores
 from .online_support import supports
 
 # The kernel's code for each name online_support admits (tests/test_engines.py checks they agree).
@@ -40,27 +46,83 @@ MAX_DELTA = 1000.0
 CHUNK = 1024
 
 
-def two_cores_available(widths) -> bool:
-    """Use the two-core kernel when two threads are allowed, the machine is not busy, and
-    the layers are wide enough to share.
+# The two-core kernel runs only while the other processes on this machine use less
+# than this many cores between them: its cores spin at each meeting, so a third
+# busy thread (measured: one Python busy loop) makes it 5-50x slower than one core.
+OTHERS_BUSY_LIMIT = 0.25
+# Seconds of history a decision needs: /proc/stat counts in 10 ms ticks, so 0.1 s
+# on two cores is 20 ticks, a 5% step. Between decisions the last one stands.
+SAMPLE_SECONDS = 0.1
+# A two-core call slower per pixel than one core's last call means the cores were
+# not free after all (a load /proc/stat cannot see); one core for this many calls.
+BACK_OFF_CALLS = 16
+# Calls shorter than this (an epoch's tail) are too short to time.
+TIMED_PIXELS = 256
 
-    Narrow layers (under 64 units) are cheaper on one core than the ~1 us a
-    pixel the cross-core barriers cost. The kernel's cores spin while they wait
-    for each other, so with another job on the machine (a load average of half
-    the cores or more) one core is faster: measured 200-2,700 us a pixel against
-    ~40. ``torch.set_num_threads(1)`` (as each worker of a parallel comparison
-    does) or NUMBA_NUM_THREADS=1 keep one core. The choice is made once a run
-    and kept in its checkpoint, so a resumed run rounds as the original did.
+
+def two_cores_allowed(widths) -> bool:
+    """Whether this run may ever use the two-core kernel (which calls do is decided by FreeCores).
+
+    Two cores this process may run on, two numba threads, two torch threads
+    (``torch.set_num_threads(1)``, as each worker of a parallel comparison does,
+    or NUMBA_NUM_THREADS=1 keep one core), and a hidden layer of 64 units or
+    more: narrower layers are cheaper on one core than the ~1 us a pixel the
+    cross-core meetings cost.
     """
-    cores = os.cpu_count() or 1
-    return cores >= 2 and numba.get_num_threads() >= 2 and torch.get_num_threads() >= 2 \
-        and os.getloadavg()[0] < cores / 2 and max(widths[1:-1], default=0) >= 64
+    return usable_cores() >= 2 and numba.get_num_threads() >= 2 and torch.get_num_threads() >= 2 \
+        and max(widths[1:-1], default=0) >= 64
+
+
+class FreeCores:
+    """Are two cores free now? The other processes' CPU time over the last interval, from /proc/stat.
+
+    Machine busy time on this process's CPUs, minus this process's own CPU time
+    (all its threads, spinning ones included), over wall time: the cores the
+    rest of the machine used. Reading /proc/stat and the process times costs
+    ~30 us, against ~20-50 ms a 1,024-pixel call. Where /proc/stat is missing
+    (not Linux) the 1-minute load average stands in.
+    """
+
+    def __init__(self):
+        self.cpus = {f"cpu{i}" for i in (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())}
+        self.tick = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+        self.last = self._sample()
+        self.others = None  # cores used by other processes over the last interval, once measured
+
+    def _sample(self):
+        try:
+            with open("/proc/stat") as f:
+                busy = 0
+                for line in f:
+                    name, *fields = line.split()
+                    if name in self.cpus:
+                        ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                        busy += sum(ticks) - ticks[3] - ticks[4]
+        except OSError:
+            return None
+        return time.monotonic(), busy * self.tick, time.process_time()
+
+    def update(self) -> None:
+        """Measure the interval since the last measurement, if it is long enough to say anything."""
+        now = self._sample()
+        if now is None or self.last is None:
+            self.others = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+            return
+        wall = now[0] - self.last[0]
+        if wall < SAMPLE_SECONDS:
+            return
+        self.others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / wall
+        self.last = now
 
 
 class OnlineEngine:
     name = "online"
 
-    def __init__(self, model: torch.nn.Sequential, recipe: Recipe, coords: np.ndarray, colours: np.ndarray):
+    def __init__(self, model: torch.nn.Sequential, recipe: Recipe, coords: np.ndarray, colours: np.ndarray,
+                 cores: int | None = None):
+        """``cores``: None (each call on the cores free now), or 1 or 2 for every call (benchmarks, tests)."""
+        if cores not in (None, 1, 2):
+            raise ValueError(f"cores must be None, 1 or 2, not {cores!r}")
         reason = supports(recipe)
         if reason:
             raise ValueError(reason)
@@ -76,7 +138,13 @@ class OnlineEngine:
         self.hidden_code = _ACTIVATION_CODES[activation.name]
         self.output_code = _OUTPUT_CODES[recipe.output]
         self.slope = np.float32(getattr(activation.options, "slope", 0.0))
-        self.cores = 2 if two_cores_available(self.widths) else 1
+        self.fixed_cores = cores
+        self.max_cores = 2 if cores == 2 or (cores is None and two_cores_allowed(self.widths)) else 1
+        self.free = FreeCores() if cores is None and self.max_cores == 2 else None
+        self.cores = 1  # the kernel the last call ran on
+        self.calls = {1: 0, 2: 0}  # calls run on each kernel, for benchmarks and tests
+        self.one_core_pixel_seconds = None  # the last timed one-core call's seconds a pixel
+        self.back_off = 0  # calls left on one core after a two-core call that was slower
         self.load_from_model()
         # Compile (or load from numba's cache, ~0.5 s) now, so the first epoch's
         # train_seconds time training alone.
@@ -108,25 +176,44 @@ class OnlineEngine:
             if on_progress is not None:
                 on_progress(min(start + CHUNK, len(order)) / len(order))
 
+    def _choose(self) -> int:
+        """The kernel for the next call: two cores if the others use under OTHERS_BUSY_LIMIT cores of the machine.
+
+        Both kernels round identically (online_kernel.py), so this choice changes
+        the speed only, never a result, and may change at any call.
+        """
+        if self.fixed_cores is not None or self.max_cores == 1:
+            return self.max_cores
+        if self.back_off > 0:
+            self.back_off -= 1
+            return 1
+        self.free.update()
+        return 2 if self.free.others is not None and self.free.others < OTHERS_BUSY_LIMIT else 1
+
     def _train(self, order: np.ndarray) -> tuple[int, int]:
         args = (self.params, self.widths, self.w_off, self.b_off, self.a_off, self.layer_lr,
                 self.coords, self.colours, order, self.hidden_code, self.output_code, self.slope,
                 np.float32(MAX_DELTA))
-        if self.cores == 2:
-            status, done = kernel2.train_pixels_two_cores(*args)
-            if status != kernel2.NO_PARTNER:
-                return status, done
-            self.cores = 1  # no second thread ran alongside: nothing was updated, go on with one core
-        return kernel.train_pixels(*args)
+        self.cores = self._choose()
+        started = time.perf_counter()
+        status, done = kernel.train_pixels_on(self.cores, *args)
+        if status == kernel.NO_PARTNER:  # no second thread ran alongside: nothing was updated
+            self.max_cores = self.cores = 1
+            status, done = kernel.train_pixels_on(1, *args)
+        self.calls[self.cores] += 1
+        if len(order) >= TIMED_PIXELS and status == kernel.OK:
+            seconds = (time.perf_counter() - started) / len(order)
+            if self.cores == 1:
+                self.one_core_pixel_seconds = seconds
+            elif self.one_core_pixel_seconds is not None and seconds > self.one_core_pixel_seconds \
+                    and self.fixed_cores is None:
+                self.back_off = BACK_OFF_CALLS
+        return status, done
 
     def state_dict(self) -> dict:
-        # The weights are the whole state of plain SGD; the core count is kept so a
-        # resumed run splits its sums the same way and rounds identically.
-        return {"cores": self.cores}  # plain SGD: the model's weights are the whole state
+        # Plain SGD: the model's weights are the whole state. (Checkpoints before the
+        # kernels rounded alike kept a core count here; load_state_dict ignores it.)
+        return {}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("cores") == 1:
-            self.cores = 1
-        elif state.get("cores") == 2 and numba.get_num_threads() >= 2:
-            self.cores = 2  # as the run started, even if the machine is busier now
         self.load_from_model()

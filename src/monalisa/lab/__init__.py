@@ -1,7 +1,6 @@
 """The live lab: `monalisa serve`, a page in the browser that drives the real engines.
 
-    jobs.py    Lab: runs created, queued, trained in worker processes, watched live (no web here)
-    worker.py  one run in its own process, reporting progress and frames
+    jobs.py    Lab: runs created, queued, trained through the runner (runner.py), watched live (no web here)
     store.py   the runs directory and uploaded images on disk, and the checks on ids and uploads
     forms.py   the page's recipe form into a Recipe, each mistake tied to its field
     app.py     the HTTP layer: the JSON API under /api/, run files under /runs/, the page

@@ -1,12 +1,17 @@
 """The lab's HTTP layer: the JSON API under /api/, run files under /runs/, the page at /.
 
-Every route translates a request into one call on ``Lab`` (jobs.py) and its
-answer into JSON; errors are ``{"error": "<one line>", "field": <form field or
-null>}`` with a 4xx status, the same messages the CLI prints. So are the
-server's own failures: a full disk is a 507, anything unexpected a 500 whose
-traceback goes to the server's log, never to the client (``_Errors``). FastAPI writes
-the API's schema at /openapi.json and interactive docs at /docs (Swagger UI,
-from a CDN); /api is a plain reference page made from the same schema.
+Laid out by area: the request and answer models are in schemas.py, the work in ``Lab``
+(jobs.py); here every route translates a request into one call on ``Lab`` and declares the
+model of its answer, so /openapi.json documents every answer and FastAPI checks each one
+against its model. JSON answers are written by schemas.json_text (a non-finite number, such
+as a perfect fit's PSNR, is null), the event stream's events too. Routes are plain ``def``
+where they block (files, torch), so FastAPI runs them in its threadpool, off the event loop.
+
+Errors are ``{"error": "<one line>", "field": <form field or null>}`` (schemas.ErrorBody) with
+a 4xx status, the same messages the CLI prints. So are the server's own failures: a full disk
+is a 507, anything unexpected a 500 whose traceback goes to the server's log, never to the
+client (``_Errors``). FastAPI writes interactive docs at /docs (Swagger UI, from a CDN); /api
+is a plain reference page made from the same schema.
 
 Safety, besides binding to 127.0.0.1 (server.py): requests must name this
 server in their Host header (a web page elsewhere cannot reach it by DNS
@@ -18,70 +23,33 @@ are read, and no path from a request is used before store.py has checked it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import html
 import json
 import logging
-import re
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-import numpy as np
-from fastapi import Body, FastAPI, File, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..status import table as status_table
 from ..errors import UserError
-from ..recipes import ORDERS, PRESETS, Recipe
-from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
-from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES, forms
-from .jobs import Lab
-from . import store
-from ..files import json_safe, png_bytes
-from ..record import RunDirectory
-from .store import LabError, one_line, run_file, run_path, url_path
+from . import forms, store
+from .jobs import MAX_RENDER_WIDTH, THUMBNAIL_SIDE, Lab
+from .schemas import (CheckRequest, ErrorBody, ImageInfo, Images, LabJSON, Neurons, Options, RecipeCheck, ResumeRequest,
+                      RunAnswer, RunDetail, RunList, RunRequest, json_text)
+from .store import LabError, one_line, run_file, url_path
 
 STATIC = Path(__file__).parent / "static"
-THUMBNAIL_SIDE = 160  # px, the gallery's tiles at 2x for sharp screens
 KEEPALIVE_SECONDS = 15.0  # an event-stream comment this often keeps proxies and browsers from timing out
 MAX_LISTENER_BACKLOG = 2000  # events waiting for a slow page; beyond it progress reports are dropped
-NEURON_CACHE = 32  # neuron grids kept, keyed by run, layer and checkpoint
-# A render download's widest: 4096 px of the original 4x300 network is ~4.5 TFLOP for a square image,
-# a minute or so on one CPU core; wider belongs to `monalisa render`, which has the whole machine.
-MAX_RENDER_WIDTH = 4096
-MAX_RENDER_PIXELS = 25_000_000  # and a tall image's height with it: 4096 px of the Mona Lisa is 24 megapixels
-
-
-class RunRequest(BaseModel):
-    image: str = Field(description="a built-in image name, 'upload:<sha256>' from POST /api/images, or "
-                                   "'run:<run id>' (that run's exact training image; size is then ignored)")
-    size: str | None = Field(DEFAULT_SIZE, description="'full', a longest side in pixels ('128'), or 'WxH'")
-    preset: str | None = Field(DEFAULT_PRESET, description="the recipe's base")
-    recipe_text: str | None = Field(None, description="TOML (key = value lines) or a JSON object: the fields "
-                                                      "that differ from the preset, or the whole recipe")
-    recipe: dict | None = Field(None, description="recipe fields as JSON, applied before recipe_text")
-
-
-class CheckRequest(BaseModel):
-    preset: str | None = DEFAULT_PRESET
-    recipe_text: str | None = None
-    recipe: dict | None = None
-
-
-class ResumeRequest(BaseModel):
-    # Strict: "5", 5.0 and true are refused, not quietly read as 5 or 1.
-    epochs: StrictInt | None = Field(None, description="extend the run to this many epochs in total")
-
-
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -101,17 +69,253 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
             if manage:
                 await run_in_threadpool(lab.close)
 
-    app = FastAPI(title="monalisa lab", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="monalisa lab", version=__version__, lifespan=lifespan, default_response_class=LabJSON,
                   description="Train coordinate networks on one image and watch them learn. "
                               "The page at / uses exactly this API.")
+    app.state.lab = lab
     app.add_middleware(_Guard, allowed_hosts=allowed_hosts)
     app.add_middleware(_Errors, root=lab.root)  # added last: outermost, so it also answers for _Guard
-    neuron_cache: OrderedDict[tuple, tuple[dict, bytes]] = OrderedDict()
-    thumbnails: dict[str, bytes] = {}
+    _register_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for router in (page_routes, image_routes, recipe_routes, run_routes, event_routes, file_routes):
+        app.include_router(router)
+    return app
+
+
+async def _lab(request: Request) -> Lab:  # async: nothing to send to the threadpool
+    return request.app.state.lab
+
+
+LabDep = Annotated[Lab, Depends(_lab)]
+
+# -- what the schema says of answers that are not JSON models, and of errors ---------------
+
+ERRORS = {
+    400: "the request is malformed or refused; field names the form field at fault",
+    404: "no such run, image or file",
+    409: "the run's status does not allow it now",
+    413: "the upload is too large",
+    507: "the disk that holds the runs folder is full",
+}
+
+
+def _errors(*statuses: int) -> dict:
+    """OpenAPI answers for these error statuses, and for any other (a 403 from another host, a 500)."""
+    answers = {status: {"model": ErrorBody, "description": ERRORS[status]} for status in statuses}
+    return answers | {"default": {"model": ErrorBody, "description": "any other refusal or failure"}}
+
+
+def _binary(media_type: str, what: str) -> dict:
+    return {200: {"description": what, "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _png(data: bytes, cache: str | None = "no-store", **headers: str) -> Response:
+    return Response(data, media_type="image/png", headers=({"Cache-Control": cache} if cache else {}) | headers)
+
+
+# -- the page ------------------------------------------------------------------------
+
+page_routes = APIRouter()
+
+
+@page_routes.get("/", include_in_schema=False)
+def index():
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@page_routes.get("/api", include_in_schema=False)
+def api_reference(request: Request):
+    # /docs (Swagger UI) loads its script from a CDN; this page needs nothing but the server.
+    return HTMLResponse(_api_reference(request.app.openapi()))
+
+
+# -- images --------------------------------------------------------------------------
+
+image_routes = APIRouter(prefix="/api/images")
+
+
+@image_routes.get("", response_model=Images, responses=_errors(),
+                  summary="The built-in gallery and the uploaded images")
+def list_images(lab: LabDep):
+    return lab.images()
+
+
+@image_routes.post("", status_code=201, response_model=ImageInfo, responses=_errors(400, 413, 507),
+             summary="Upload an image (multipart field 'file')")
+async def upload(lab: LabDep, file: UploadFile = File(...)):
+    data = await file.read(store.MAX_UPLOAD_BYTES + 1)
+    return await run_in_threadpool(lab.uploads.add, data, file.filename)
+
+
+@image_routes.get("/{image_id}/thumbnail.png", response_class=Response,
+            responses=_binary("image/png", f"a PNG at most {THUMBNAIL_SIDE} px a side") | _errors(404),
+            summary="A small PNG of an image")
+def thumbnail(image_id: str, lab: LabDep):
+    return _png(lab.thumbnail(image_id), cache="max-age=86400")  # ids name fixed content
+
+
+# -- recipes -------------------------------------------------------------------------
+
+recipe_routes = APIRouter(prefix="/api")
+
+
+@recipe_routes.get("/options", response_model=Options, responses=_errors(),
+             summary="Presets, component names, sizes and run statuses for the recipe form")
+def options():
+    return forms.options()
+
+
+@recipe_routes.post("/recipes/check", response_model=RecipeCheck, responses=_errors(400),
+              summary="Check a recipe; its canonical form, or the error and its field")
+def check(body: CheckRequest):
+    return forms.describe_recipe(forms.build_recipe(body.preset, body.recipe_text, body.recipe))
+
+
+# -- runs ------------------------------------------------------------------------------
+
+run_routes = APIRouter(prefix="/api/runs")  # a run's own routes before /{run_id:path}, which takes '<id>/pause' whole
+Layer = Annotated[int, Query(description="1..depth; 0 is the encoding")]
+
+
+@run_routes.get("", response_model=RunList, responses=_errors(), summary="Every run under --runs, newest first")
+def list_runs(lab: LabDep):
+    return {"runs": lab.runs()}
+
+
+@run_routes.post("", status_code=201, response_model=RunAnswer, responses=_errors(400, 404, 409, 507),
+           summary="Create a run and queue it")
+def create_run(body: RunRequest, lab: LabDep):
+    return {"run": lab.create_run(body.image, body.size, body.preset, body.recipe_text, body.recipe)}
+
+
+@run_routes.get("/{run_id:path}/frame.png", response_class=Response,
+          responses=_binary("image/png", "a PNG of the training image's size") | _errors(404),
+          summary="The newest reconstruction (live preview or last frame)")
+def frame(run_id: str, lab: LabDep):
+    latest = lab.frame(run_id)
+    if isinstance(latest, bytes):
+        return _png(latest)
+    return FileResponse(latest, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@run_routes.get("/{run_id:path}/neurons.png", response_class=Response,
+          responses=_binary("image/png", "the grid of tiles") | _errors(400, 404),
+          summary="The neuron grid of one hidden layer, as a PNG")
+def neurons_png(run_id: str, lab: LabDep, layer: Layer = 1):
+    return _png(lab.neuron_grid(run_id, layer)[1], cache=None)  # its URL names the epoch
+
+
+@run_routes.get("/{run_id:path}/neurons", response_model=Neurons, responses=_errors(400, 404),
+          summary="What each unit of a hidden layer computes: layout and PNG")
+def neurons(run_id: str, lab: LabDep, layer: Layer = 1):
+    meta, _ = lab.neuron_grid(run_id, layer)
+    return {**meta, "image": f"/api/runs/{url_path(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"}
+
+
+@run_routes.get("/{run_id:path}/render.png", response_class=Response,
+          responses=_binary("image/png", "a PNG download") | _errors(400, 404),
+          summary=f"The run's latest checkpoint rendered at a chosen width (at most {MAX_RENDER_WIDTH} px)")
+def render_png(run_id: str, lab: LabDep,
+               width: Annotated[int, Query(description=f"output width in px, 1..{MAX_RENDER_WIDTH}; the height "
+                                                       "keeps the image's aspect ratio")] = 1024):
+    name, data = lab.render(run_id, width)
+    return _png(data, **{"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@run_routes.post("/{run_id:path}/pause", response_model=RunAnswer, responses=_errors(404, 409),
+           summary="Pause a queued or running run (it resumes from its last epoch)")
+def pause(run_id: str, lab: LabDep):
+    return {"run": lab.pause(run_id)}
+
+
+@run_routes.post("/{run_id:path}/resume", response_model=RunAnswer, responses=_errors(400, 404, 409),
+           summary="Queue a paused, stopped or interrupted run again; with epochs, extend a run")
+def resume(run_id: str, lab: LabDep, body: ResumeRequest | None = Body(None)):
+    return {"run": lab.resume(run_id, body.epochs if body else None)}
+
+
+@run_routes.post("/{run_id:path}/stop", response_model=RunAnswer, responses=_errors(404, 409),
+           summary="Stop a run and write its ending (final image, GIF, MP4)")
+def stop(run_id: str, lab: LabDep):
+    return {"run": lab.stop(run_id)}
+
+
+@run_routes.get("/{run_id:path}", response_model=RunDetail, responses=_errors(404),
+          summary="One run: its summary and every epoch's metrics")
+def run(run_id: str, lab: LabDep):
+    return {"run": lab.summary(run_id), "metrics": lab.metrics(run_id)}
+
+
+# -- the event stream --------------------------------------------------------------------
+
+event_routes = APIRouter()
+EVENTS = ("One JSON object per `data:` line, with a type: run {run: RunSummary} when a run changes; "
+          "progress {id, epoch, fraction}; frame {id, epoch, fraction, version} when a new preview "
+          "(frame.png) is ready; epoch {id, row: MetricsRow}. Non-finite numbers are null.")
+
+
+@event_routes.get("/api/events", response_class=StreamingResponse,
+            responses={200: {"description": EVENTS, "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+            | _errors(),
+            summary="Server-sent events: run changes, progress, frames, epochs")
+async def event_stream(request: Request, lab: LabDep):
+    return StreamingResponse(_events(request, lab), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _events(request: Request, lab: Lab):
+    """The lab's events as server-sent events, until the page goes; a slow page loses progress reports only."""
+    loop = asyncio.get_running_loop()
+    backlog: asyncio.Queue = asyncio.Queue()
+
+    def offer(event: dict) -> None:
+        if backlog.qsize() < MAX_LISTENER_BACKLOG or event["type"] != "progress":
+            backlog.put_nowait(event)
+
+    def listener(event: dict) -> None:  # called on the lab's thread
+        loop.call_soon_threadsafe(offer, event)
+
+    lab.subscribe(listener)
+    try:
+        yield "retry: 2000\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(backlog.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                yield ": keep-alive\n\n"
+                continue
+            yield f"data: {json_text(event)}\n\n"
+    finally:
+        lab.unsubscribe(listener)
+
+
+# -- run files -------------------------------------------------------------------------
+
+file_routes = APIRouter()
+
+
+@file_routes.get("/runs/{path:path}", response_class=FileResponse,
+               responses=_binary("application/octet-stream", "the file, its type from its name") | _errors(404),
+               summary="A file of a run directory: /runs/<run id>/<file>")
+def run_directory_file(path: str, lab: LabDep):
+    return FileResponse(run_file(lab.root, path), headers={"Cache-Control": "no-cache"})
+
+
+# -- errors as {error, field} --------------------------------------------------------------
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> LabJSON:
+    return LabJSON({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+def _register_error_handlers(app: FastAPI) -> None:
+    """Every refusal in the lab's shape (schemas.ErrorBody), never FastAPI's {"detail": ...}."""
 
     @app.exception_handler(LabError)
     async def lab_error(request: Request, exc: LabError):
-        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
+        return _error(exc.status, str(exc), exc.field)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
@@ -120,11 +324,11 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
         cause = _os_cause(exc)
         status = 507 if cause is not None and cause.errno in DISK_FULL else \
             500 if cause is not None and cause.errno in NO_PERMISSION else 400
-        return JSONResponse({"error": str(exc), "field": None}, status_code=status)
+        return _error(status, str(exc), getattr(exc, "field", None))  # limits.LimitError names its field
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        # Starlette's own refusals (no such route, wrong method) in the lab's shape, not {"detail": ...}.
+        # Starlette's own refusals (no such route, wrong method).
         where = one_line(request.url.path)
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"nothing at {request.method} {where}; the API's routes are listed at /api"
@@ -133,7 +337,7 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
             message = f"{request.method} is not allowed on {where}; it allows {allowed}"
         else:
             message = one_line(str(exc.detail))
-        return JSONResponse({"error": message, "field": None}, status_code=exc.status_code, headers=exc.headers)
+        return _error(exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
@@ -146,208 +350,78 @@ def create_app(lab: Lab, manage: bool = True, allowed_hosts: tuple[str, ...] = L
             message = "send the image as the multipart field 'file', with a file name"
         else:
             message = one_line(f"{'.'.join(where) or 'request'}: {first.get('msg', 'invalid').lower()}")
-        return JSONResponse({"error": message, "field": field}, status_code=400)
+        return _error(400, message, field)
 
-    # -- the page --------------------------------------------------------------------
 
-    @app.get("/", include_in_schema=False)
-    def index():
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    # -- images ----------------------------------------------------------------------
-
-    @app.get("/api/images", summary="The built-in gallery and the uploaded images")
-    def images():
-        return lab.images()
-
-    @app.post("/api/images", status_code=201, summary="Upload an image (multipart field 'file')")
-    async def upload(file: UploadFile = File(...)):
-        data = await file.read(store.MAX_UPLOAD_BYTES + 1)
-        return await run_in_threadpool(lab.uploads.add, data, file.filename)
-
-    @app.get("/api/images/{image_id}/thumbnail.png", summary="A small PNG of an image")
-    def thumbnail(image_id: str):
-        if image_id not in thumbnails:
-            from ..images import resize
-
-            pixels = lab.image_pixels(image_id)
-            scale = THUMBNAIL_SIDE / max(pixels.shape[:2])
-            small = resize(pixels, scale=scale) if scale < 1 else pixels
-            thumbnails[image_id] = png_bytes((small * 255).round().astype(np.uint8))
-        return Response(thumbnails[image_id], media_type="image/png",
-                        headers={"Cache-Control": "max-age=86400"})  # ids name fixed content
-
-    # -- recipes ---------------------------------------------------------------------
-
-    @app.get("/api/options", summary="Presets, component names and sizes for the recipe form")
-    def options():
-        return json_safe({
-            "presets": {name: recipe.to_dict() for name, recipe in PRESETS.items()},
-            "default_preset": DEFAULT_PRESET,
-            "default_size": DEFAULT_SIZE,
-            "sizes": list(SIZES),
-            "choices": {"activation": list(ACTIVATIONS.names()), "encoding": list(ENCODINGS.names()),
-                        "optimizer": list(OPTIMIZERS.names()), "output": list(OUTPUTS.names()),
-                        "init": list(INITS.names()), "schedule": list(SCHEDULES.names()), "order": list(ORDERS)},
-            "fields": list(Recipe().to_dict()),
-            "statuses": status_table(),
-        })
-
-    @app.post("/api/recipes/check", summary="Check a recipe; its canonical form, or the error and its field")
-    def check(body: CheckRequest):
-        recipe = forms.build_recipe(body.preset, body.recipe_text, body.recipe)
-        return json_safe(forms.describe_recipe(recipe))
-
-    # -- runs ------------------------------------------------------------------------
-
-    @app.get("/api/runs", summary="Every run under --runs, newest first")
-    def runs():
-        return json_safe({"runs": lab.runs()})
-
-    @app.post("/api/runs", status_code=201, summary="Create a run and queue it")
-    def create_run(body: RunRequest):
-        return json_safe({"run": lab.create_run(body.image, body.size, body.preset, body.recipe_text, body.recipe)})
-
-    @app.get("/api/runs/{run_id:path}/frame.png", summary="The newest reconstruction (live preview or last frame)")
-    def frame(run_id: str):
-        latest = lab.frame(run_id)
-        if isinstance(latest, bytes):
-            return Response(latest, media_type="image/png", headers={"Cache-Control": "no-store"})
-        return FileResponse(latest, media_type="image/png", headers={"Cache-Control": "no-store"})
-
-    def neuron_grid(run_id: str, layer: int) -> tuple[dict, bytes]:
-        from ..neurons import run_neurons
-
-        path = run_path(lab.root, run_id)
-        checkpoint = path / "checkpoint.pt"
-        key = (run_id, layer, checkpoint.stat().st_mtime_ns if checkpoint.exists() else None)
-        if key not in neuron_cache:
-            grid = run_neurons(path, layer)
-            meta = {field.name: getattr(grid, field.name) for field in dataclasses.fields(grid)
-                    if field.name != "image"} | {"summary": grid.summary}
-            neuron_cache[key] = (meta, png_bytes(grid.image))
-            while len(neuron_cache) > NEURON_CACHE:
-                neuron_cache.popitem(last=False)
-        return neuron_cache[key]
-
-    @app.get("/api/runs/{run_id:path}/neurons.png", summary="The neuron grid of one hidden layer, as a PNG")
-    def neurons_png(run_id: str, layer: int = Query(1, description="1..depth; 0 is the encoding")):
-        return Response(neuron_grid(run_id, layer)[1], media_type="image/png")
-
-    @app.get("/api/runs/{run_id:path}/neurons", summary="What each unit of a hidden layer computes: layout and PNG")
-    def neurons(run_id: str, layer: int = Query(1, description="1..depth; 0 is the encoding")):
-        meta, _ = neuron_grid(run_id, layer)
-        image = f"/api/runs/{url_path(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"
-        return json_safe({**meta, "image": image})
-
-    @app.get("/api/runs/{run_id:path}/render.png",
-             summary=f"The run's latest checkpoint rendered at a chosen width (at most {MAX_RENDER_WIDTH} px)")
-    def render_png(run_id: str, width: int = Query(1024, description=f"output width in px, 1..{MAX_RENDER_WIDTH}; "
-                                                                      "the height keeps the image's aspect ratio")):
-        from ..rendering import render_run
-
-        if not 1 <= width <= MAX_RENDER_WIDTH:
-            raise LabError(f"width must be 1 to {MAX_RENDER_WIDTH} px, got {width}; use `monalisa render` for "
-                           "larger images", field="width")
-        run = RunDirectory(run_path(lab.root, run_id))  # not .open(): a reader must not tidy a run a worker writes
-        info = run.info()
-        height = max(1, round(width * info["height"] / info["width"]))
-        if width * height > MAX_RENDER_PIXELS:
-            raise LabError(f"{width}x{height} is more than {MAX_RENDER_PIXELS // 10**6} megapixels; choose a smaller "
-                           "width, or use `monalisa render`", field="width")
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run.path.name}-render-{width}x{height}.png")  # a header is ASCII
-        return Response(png_bytes(render_run(run, width, height)), media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
-
-    @app.post("/api/runs/{run_id:path}/pause", summary="Pause a queued or running run (it resumes from its last epoch)")
-    def pause(run_id: str):
-        return json_safe({"run": lab.pause(run_id)})
-
-    @app.post("/api/runs/{run_id:path}/resume", summary="Queue a paused, stopped or interrupted run again; "
-                                                       "with epochs, extend a run")
-    def resume(run_id: str, body: ResumeRequest | None = Body(None)):
-        return json_safe({"run": lab.resume(run_id, body.epochs if body else None)})
-
-    @app.post("/api/runs/{run_id:path}/stop", summary="Stop a run and write its ending (final image, GIF, MP4)")
-    def stop(run_id: str):
-        return json_safe({"run": lab.stop(run_id)})
-
-    @app.get("/api/runs/{run_id:path}", summary="One run: its summary and every epoch's metrics")
-    def run(run_id: str):
-        return json_safe({"run": lab.summary(run_id), "metrics": lab.metrics(run_id)})
-
-    @app.get("/api/events", summary="Server-sent events: run changes, progress, frames, epochs")
-    async def events(request: Request):
-        loop = asyncio.get_running_loop()
-        backlog: asyncio.Queue = asyncio.Queue()
-
-        def offer(event: dict) -> None:
-            if backlog.qsize() < MAX_LISTENER_BACKLOG or event["type"] != "progress":
-                backlog.put_nowait(event)
-
-        def listener(event: dict) -> None:  # called on the lab's thread
-            loop.call_soon_threadsafe(offer, event)
-
-        lab.subscribe(listener)
-
-        async def stream():
-            try:
-                yield "retry: 2000\n\n"
-                while True:
-                    try:
-                        event = await asyncio.wait_for(backlog.get(), KEEPALIVE_SECONDS)
-                    except TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"data: {json.dumps(json_safe(event))}\n\n"
-            finally:
-                lab.unsubscribe(listener)
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-    @app.get("/api", include_in_schema=False)
-    def api_reference():
-        # /docs (Swagger UI) loads its script from a CDN; this page needs nothing but the server.
-        return HTMLResponse(_api_reference(app.openapi()))
-
-    # -- run files -------------------------------------------------------------------
-
-    @app.get("/runs/{path:path}", summary="A file of a run directory: /runs/<run id>/<file>")
-    def files(path: str):
-        file = run_file(lab.root, path)
-        return FileResponse(file, headers={"Cache-Control": "no-cache"})
-
-    return app
+# -- the reference page at /api ------------------------------------------------------------
 
 
 def _api_reference(schema: dict) -> str:
-    """The API as one self-contained HTML page: every route, its summary, parameters and body fields."""
-    def fields(operation: dict) -> str:
+    """The API as one self-contained HTML page: every route with its inputs and its answer, then every model."""
+    models = schema.get("components", {}).get("schemas", {})
+
+    def model(ref: str) -> tuple[str, dict]:
+        name = ref.rsplit("/", 1)[-1]
+        return name, models.get(name, {})
+
+    def inputs(operation: dict) -> str:
         names = [f"{p['name']} ({p['in']})" for p in operation.get("parameters", [])]
         for content in operation.get("requestBody", {}).get("content", {}).values():  # JSON or multipart
             body = content.get("schema", {})
             for ref in [body.get("$ref", "")] + [option.get("$ref", "") for option in body.get("anyOf", [])]:
-                model = schema.get("components", {}).get("schemas", {}).get(ref.rsplit("/", 1)[-1], {})
-                names += [f"{name} (body)" for name in model.get("properties", {})]
+                names += [f"{name} (body)" for name in model(ref)[1].get("properties", {})]
         return ", ".join(html.escape(n) for n in names)
 
-    rows = "".join(
+    def answer(operation: dict) -> str:
+        success = {**operation["responses"].get("200", {}), **operation["responses"].get("201", {})}
+        content = success.get("content", {})
+        ref = content.get("application/json", {}).get("schema", {}).get("$ref")
+        if ref is None:
+            return html.escape(", ".join(content))
+        name, fields = model(ref)
+        listed = ", ".join(f"{key}: {_type(value)}" for key, value in fields.get("properties", {}).items())
+        return f"<a href='#{html.escape(name)}'>{html.escape(name)}</a> {{{html.escape(listed)}}}"
+
+    def model_row(name: str, fields: dict) -> str:
+        items = "".join(f"<li><code>{html.escape(key)}</code>: {html.escape(_type(value))}"
+                        f"{' — ' + html.escape(value['description']) if 'description' in value else ''}</li>"
+                        for key, value in fields.get("properties", {}).items())
+        return (f"<tr id='{html.escape(name)}'><td><code>{html.escape(name)}</code></td>"
+                f"<td>{html.escape(fields.get('description', ''))}<ul>{items}</ul></td></tr>")
+
+    routes = "".join(
         f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-        f"<td>{html.escape(operation.get('summary', ''))}</td><td>{fields(operation)}</td></tr>"
+        f"<td>{html.escape(operation.get('summary', ''))}</td><td>{inputs(operation)}</td>"
+        f"<td>{answer(operation)}</td></tr>"
         for path, item in schema["paths"].items() for method, operation in item.items())
-    return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(schema['info']['title'])} API</title>"
-            "<style>body{font:15px system-ui;margin:2em;max-width:70em}td{padding:.3em .8em;vertical-align:top;"
-            "border-bottom:1px solid #ddd}</style>"
-            f"<h1>{html.escape(schema['info']['title'])} API</h1><p>{html.escape(schema['info']['description'])} "
-            "Errors are <code>{\"error\": ..., \"field\": ...}</code> with a 4xx status (507: the disk is full; "
-            "500: the server failed, its log says why). "
+    title = html.escape(schema["info"]["title"])
+    return (f"<!doctype html><meta charset='utf-8'><title>{title} API</title>"
+            "<style>body{font:15px system-ui;margin:2em;max-width:80em}td{padding:.3em .8em;vertical-align:top;"
+            "border-bottom:1px solid #ddd}ul{margin:.3em 0;padding-left:1.2em}</style>"
+            f"<h1>{title} API</h1><p>{html.escape(schema['info']['description'])} "
+            "Errors are <a href='#ErrorBody'><code>{\"error\": ..., \"field\": ...}</code></a> with a 4xx status "
+            "(507: the disk is full; 500: the server failed, its log says why); numbers JSON cannot hold "
+            "(an infinite PSNR) are null. "
             "<a href='/openapi.json'>openapi.json</a> · <a href='/docs'>interactive docs</a> (needs the internet)</p>"
-            f"<table><tr><th>method</th><th>path</th><th>what</th><th>inputs</th></tr>{rows}</table>")
+            "<table><tr><th>method</th><th>path</th><th>what</th><th>inputs</th><th>answer</th></tr>"
+            f"{routes}</table><h2>Models</h2><table>"
+            f"{''.join(model_row(name, fields) for name, fields in sorted(models.items()))}</table>")
+
+
+def _type(field: dict) -> str:
+    """A JSON schema's type in a few characters: 'int | null', 'list[RunSummary]', 'dict[str, StatusRow]'."""
+    if "$ref" in field:
+        return field["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in field:
+        return " | ".join(_type(option) for option in field["anyOf"])
+    kind = field.get("type", "any")
+    if kind == "array" and "prefixItems" in field:
+        return f"[{', '.join(_type(item) for item in field['prefixItems'])}]"
+    if kind == "array":
+        return f"list[{_type(field.get('items', {}))}]"
+    if kind == "object" and isinstance(field.get("additionalProperties"), dict):
+        return f"dict[str, {_type(field['additionalProperties'])}]"
+    return {"integer": "int", "number": "float", "string": "str", "boolean": "bool"}.get(kind, kind)
 
 
 class _TooLarge(Exception):

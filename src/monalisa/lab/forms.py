@@ -15,8 +15,10 @@ import tomllib
 from ..errors import UserError
 from ..images import Target
 from ..limits import MAX_RECIPE_BYTES, LimitError, check_recipe
-from ..recipes import Recipe, get_preset
-from . import DEFAULT_PRESET
+from ..recipes import ORDERS, PRESETS, Recipe, get_preset
+from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from ..status import table as status_table
+from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES
 from .store import LabError
 
 TEXT_FIELD = "recipe_text"
@@ -83,3 +85,18 @@ def describe_recipe(recipe: Recipe) -> dict:
     """What /api/recipes/check returns: the canonical recipe, as data and as the page's text."""
     return {"recipe": recipe.to_dict(), "toml": recipe.to_toml(), "describe": recipe.describe(),
             "parameters": recipe.parameter_count()}
+
+
+def options() -> dict:
+    """What /api/options returns: the presets, each component's names, the sizes and the run statuses."""
+    return {
+        "presets": {name: recipe.to_dict() for name, recipe in PRESETS.items()},
+        "default_preset": DEFAULT_PRESET,
+        "default_size": DEFAULT_SIZE,
+        "sizes": list(SIZES),
+        "choices": {"activation": list(ACTIVATIONS.names()), "encoding": list(ENCODINGS.names()),
+                    "optimizer": list(OPTIMIZERS.names()), "output": list(OUTPUTS.names()),
+                    "init": list(INITS.names()), "schedule": list(SCHEDULES.names()), "order": list(ORDERS)},
+        "fields": list(Recipe().to_dict()),
+        "statuses": status_table(),
+    }

@@ -10,13 +10,12 @@ drive the lab from Python too::
     ...
     lab.close()  # running runs pause: every one resumes later
 
-At most ``jobs`` runs train at once, each in its own process with its share of
-the cores (two processes of two threads on two cores thrash: compare.py
-measured 10x slower); the others wait in order. The state a page shows is the
-run directory on disk, overlaid with what only the server knows (queued,
-running, the live epoch fraction and preview frame). One thread pumps the
-workers' reports into that overlay and out to listeners (the page's event
-streams); it also notices workers that exit.
+Runs train through the runner (runner.py): at most ``jobs`` at once, each in
+its own process with its share of the cores; the others wait in order. The
+state a page shows is the run directory on disk, overlaid with what only the
+server knows (queued, running, the live epoch fraction and preview frame). One
+thread polls the runner and turns its reports into that overlay and out to
+listeners (the page's event streams).
 
 On start, runs left 'queued' on disk are queued again; runs left 'running' by a
 server that died are shown as 'interrupted', to be resumed by the user.
@@ -24,40 +23,35 @@ server that died are shown as 'interrupted', to be resumed by the user.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
 import itertools
-import multiprocessing
-import os
-import queue
 import re
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..engines import usable_cores
 from ..errors import UserError
+from ..files import png_bytes
 from ..images import BUILTIN_IMAGES, load_image
 from ..recipes import get_preset
 from ..record import RunBusy, RunDirectory
+from ..runner import FINISH, RESUME, RunSpec, Runner
 from ..status import BUSY, EXTENDABLE, Status, actions
 from . import DEFAULT_PRESET, forms
 from .store import LabError, RunReader, Uploads, find_runs, latest_frame, load_lab_target, run_id_of, run_path, \
     unique_run_path
-from .worker import work
 
-CLOSE_SECONDS = 20.0  # how long closing waits for workers to checkpoint and exit before killing them
-
-
-@dataclass
-class _Worker:
-    process: multiprocessing.Process
-    action: str
-    intent: str | None = None  # "pause" or "stop" once asked
-    ended: bool = False  # the worker reported its end (and wrote its status)
+THUMBNAIL_SIDE = 160  # px, the gallery's tiles at 2x for sharp screens
+THUMBNAILS = 64  # thumbnails kept (~30 KB each): the built-in gallery and the recent uploads
+NEURON_GRIDS = 32  # neuron grids kept, keyed by run, layer and checkpoint (a 300-unit grid is ~1 MB)
+# A render download's widest: 4096 px of the original 4x300 network is ~4.5 TFLOP for a square image,
+# a minute or so on one CPU core; wider belongs to `monalisa render`, which has the whole machine.
+MAX_RENDER_WIDTH = 4096
+MAX_RENDER_PIXELS = 25_000_000  # and a tall image's height with it: 4096 px of the Mona Lisa is 24 megapixels
 
 
 class Lab:
@@ -65,20 +59,19 @@ class Lab:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.jobs = max(1, jobs)
-        self.threads = threads or max(1, usable_cores() // self.jobs)
         self.reader = RunReader(self.root)
         self.uploads = Uploads(self.root)
-        self._context = multiprocessing.get_context("spawn")
-        self._events = self._context.Queue()
+        self.runner = Runner(self.jobs, threads=threads)  # the queue and the worker processes
         self._lock = threading.RLock()
-        self._waiting: list[tuple[str, str]] = []  # (run id, action) in order
-        self._workers: dict[str, _Worker] = {}
         self._live: dict[str, dict] = {}  # run id -> {"epoch", "fraction", "version"}
         self._frames: dict[str, bytes] = {}  # run id -> latest PNG from its worker
         self._versions = itertools.count(1)
         self._listeners: list[Callable[[dict], None]] = []
         self._pump: threading.Thread | None = None
         self._closing = False
+        # The page asks for every tile and grid it shows, again and again: the last few are kept (LRU).
+        self._thumbnails = functools.lru_cache(maxsize=THUMBNAILS)(self._draw_thumbnail)
+        self._neuron_grids = functools.lru_cache(maxsize=NEURON_GRIDS)(self._draw_neuron_grid)
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -88,37 +81,20 @@ class Lab:
         torch.set_num_threads(1)  # the server's own torch work (neuron maps) must not starve the workers
         queued = [p for p in find_runs(self.root) if self.reader.info(p).get("status") == "queued"]
         queued.sort(key=lambda p: self.reader.info(p).get("created") or "")
-        with self._lock:
-            self._waiting = [(run_id_of(self.root, p), "train") for p in queued]
         self._pump = threading.Thread(target=self._pump_events, name="lab-events", daemon=True)
         self._pump.start()
-        self._fill()
+        with self._lock:
+            for path in queued:
+                self.runner.submit(self._spec(run_id_of(self.root, path)))
 
     def close(self) -> None:
         """Pause every running run (each resumes from its last epoch); queued runs stay queued on disk."""
         with self._lock:
             self._closing = True
-            workers = list(self._workers.items())
-            for _, worker in workers:
-                worker.intent = worker.intent or "pause"
-                _signal(worker.process, signal.SIGINT)
-        deadline = time.monotonic() + CLOSE_SECONDS
-        for run_id, worker in workers:
-            worker.process.join(max(0.1, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
         if self._pump is not None:
-            self._pump.join(timeout=5)
-        for run_id, worker in workers:
-            if not worker.ended:
-                self._settle(run_id, "the server stopped; resume the run to continue it")
-        # Free the queue's semaphores now: left to the end of the interpreter, they are reported leaked.
-        self._events.close()
-        self._events.join_thread()
-        workers.clear()
-        self._events = None
-        gc.collect()
+            self._pump.join(timeout=5)  # it sees _closing within one poll
+        self.runner.close("the server stopped; resume the run to continue it")
+        gc.collect()  # the workers' process objects and the report queue: released now, not at exit
 
     def subscribe(self, listener: Callable[[dict], None]) -> None:
         with self._lock:
@@ -177,9 +153,8 @@ class Lab:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
             run_id = run_id_of(self.root, path)
-            self._waiting.append((run_id, "train"))
+            self.runner.submit(self._spec(run_id))
         self._announce(run_id)
-        self._fill()
         return self.summary(run_id)
 
     def runs(self) -> list[dict]:
@@ -189,19 +164,16 @@ class Lab:
                 summaries.append(self.summary(run_id_of(self.root, path)))
             except LabError:
                 pass  # deleted since it was found
-        return sorted(summaries, key=lambda s: s["created"] or "", reverse=True)
+        # Newest first; two runs created in the same second keep one order (by id).
+        return sorted(summaries, key=lambda s: (s["created"] or "", s["id"]), reverse=True)
 
     def summary(self, run_id: str) -> dict:
         path = run_path(self.root, run_id)
         summary = self.reader.summary(path)
         with self._lock:
-            worker = self._workers.get(run_id)
-            if worker is not None and not worker.ended:
-                summary["status"] = {"pause": Status.PAUSING, "stop": Status.STOPPING}.get(worker.intent, Status.RUNNING)
-                if worker.action == "finish":
-                    summary["status"] = Status.STOPPING
-            elif any(r == run_id for r, _ in self._waiting):
-                summary["status"] = Status.QUEUED
+            live = self.runner.status(run_id)  # queued, running, pausing, stopping; None when not ours
+            if live is not None:
+                summary["status"] = live
             elif summary["status"] in BUSY | {Status.QUEUED}:
                 summary["status"] = Status.INTERRUPTED  # on disk as running, but no worker of ours: a server died
             if run_id in self._live and summary["status"] in BUSY:
@@ -226,30 +198,23 @@ class Lab:
     def pause(self, run_id: str) -> dict:
         self._act(run_id, "pause")
         with self._lock:
-            if self._take_from_queue(run_id):
+            if self.runner.cancel(run_id):
                 self._mark(run_id, "paused", None)
-            elif run_id in self._workers:
-                worker = self._workers[run_id]
-                worker.intent = "pause"
-                _signal(worker.process, signal.SIGINT)
+            else:
+                self.runner.pause(run_id)
         self._announce(run_id)
         return self.summary(run_id)
 
     def stop(self, run_id: str) -> dict:
         self._act(run_id, "stop")
         with self._lock:
-            if run_id in self._workers:
-                worker = self._workers[run_id]
-                worker.intent = "stop"
-                _signal(worker.process, signal.SIGTERM)
-            else:
-                self._take_from_queue(run_id)
+            if not self.runner.stop(run_id):
+                self.runner.cancel(run_id)
                 if self.metrics(run_id):
-                    self._waiting.insert(0, (run_id, "finish"))  # its GIF and MP4 are written by a worker
+                    self.runner.submit(self._spec(run_id, FINISH), first=True)  # its GIF and MP4: a worker's job
                 else:
                     self._mark(run_id, "stopped", None)  # never trained: nothing to finish
         self._announce(run_id)
-        self._fill()
         return self.summary(run_id)
 
     def resume(self, run_id: str, epochs: int | None = None) -> dict:
@@ -279,9 +244,8 @@ class Lab:
                     run.update_info(status="queued", message=None)
             except RunBusy as exc:
                 raise LabError(str(exc), status=409) from None
-            self._waiting.append((run_id, "train"))
+            self.runner.submit(self._spec(run_id))
         self._announce(run_id)
-        self._fill()
         return self.summary(run_id)
 
     def _act(self, run_id: str, action: str) -> None:
@@ -291,59 +255,23 @@ class Lab:
             raise LabError(f"cannot {action} run {run_id!r}: it is {summary['status']} (it allows {allowed})",
                            status=409)
 
-    def _take_from_queue(self, run_id: str) -> bool:
-        before = len(self._waiting)
-        self._waiting = [(r, a) for r, a in self._waiting if r != run_id]
-        return len(self._waiting) != before
-
     def _mark(self, run_id: str, status: str, message: str | None) -> None:
         try:
             RunDirectory(run_path(self.root, run_id)).update_info(status=status, message=message)
         except (LabError, UserError, OSError, ValueError):
             pass  # deleted (or damaged) meanwhile: nothing to mark
 
-    # -- workers -----------------------------------------------------------------------
+    # -- the runner -------------------------------------------------------------------
 
-    def _fill(self) -> None:
-        """Start waiting runs while slots are free.
-
-        A run whose last worker has reported its end but not yet exited waits until it is reaped:
-        one worker per run, and every worker tracked until it is joined (never an orphan).
-        """
-        with self._lock:
-            while not self._closing and len(self._workers) < self.jobs:
-                ready = [i for i, (run_id, _) in enumerate(self._waiting) if run_id not in self._workers]
-                if not ready:
-                    return
-                run_id, action = self._waiting.pop(ready[0])
-                try:
-                    path = run_path(self.root, run_id)
-                except LabError:
-                    continue  # deleted while it waited
-                # Marked before the worker starts, so the worker's own writes to run.json come after.
-                self._mark(run_id, "running", None)
-                process = self._context.Process(
-                    target=work, name=f"monalisa-run {run_id}", daemon=False,
-                    args=(str(path), run_id, action, self.threads, self._events, os.getpid()))
-                process.start()
-                self._workers[run_id] = _Worker(process, action)
-                self._live[run_id] = {"epoch": None, "fraction": 0.0, "version": None}
+    def _spec(self, run_id: str, action: str = RESUME) -> RunSpec:
+        """Train the run on disk to its recipe's epochs ("resume"), or write its ending ("finish")."""
+        return RunSpec(run_id, run_path(self.root, run_id), action, live=True)
 
     def _pump_events(self) -> None:
-        """Move worker reports to the overlay and the listeners; reap workers that exited."""
-        while True:
-            try:
-                event = self._events.get(timeout=0.2)
-            except queue.Empty:
-                event = None
-            except (EOFError, OSError):
-                return
-            if event is not None:
-                self._handle(event)
-            self._reap()
-            with self._lock:
-                if self._closing and not self._workers:
-                    return
+        """Poll the runner (it starts waiting runs and reaps ended ones); its reports to the overlay."""
+        while not self._closing:
+            for report in self.runner.poll():
+                self._handle(report)
 
     def _handle(self, event: dict) -> None:
         run_id, kind = event["id"], event["type"]
@@ -357,46 +285,12 @@ class Lab:
                 event["version"] = live["version"]
             elif kind == "epoch":
                 live.update(epoch=event["row"]["epoch"], fraction=1.0)
-            elif kind == "end" and run_id in self._workers:
-                self._workers[run_id].ended = True
+            elif kind == "end":
+                self._live.pop(run_id, None)
         if kind in ("progress", "frame", "epoch"):
             self._broadcast(event)
         if kind in ("started", "epoch", "end"):
             self._announce(run_id)
-
-    def _reap(self) -> None:
-        with self._lock:
-            gone = [(r, w) for r, w in self._workers.items() if not w.process.is_alive()]
-            if any(not w.ended for _, w in gone):
-                self._drain()  # a worker's last reports can still be in the pipe when it is seen gone
-            for run_id, worker in gone:
-                worker.process.join()
-                del self._workers[run_id]
-                self._live.pop(run_id, None)
-                if not worker.ended:  # killed before it could report: its directory still resumes
-                    self._settle(run_id, f"the worker process ended unexpectedly "
-                                         f"(exit code {worker.process.exitcode})")
-        for run_id, _ in gone:
-            self._announce(run_id)
-        if gone:
-            self._fill()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except (queue.Empty, EOFError, OSError):
-                return
-            self._handle(event)
-
-    def _settle(self, run_id: str, message: str) -> None:
-        """A worker ended without a word: 'interrupted', unless it wrote its own status before it went."""
-        try:
-            status = RunDirectory(run_path(self.root, run_id)).info().get("status")
-        except (LabError, UserError, OSError, ValueError):
-            return
-        if status == "running":
-            self._mark(run_id, "interrupted", message)
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -413,6 +307,51 @@ class Lab:
         for listener in listeners:
             listener(event)
 
+    # -- pictures ----------------------------------------------------------------------
+
+    def thumbnail(self, image_id: str) -> bytes:
+        """A small PNG of an image (at most THUMBNAIL_SIDE px a side); an id names fixed content."""
+        return self._thumbnails(image_id)
+
+    def _draw_thumbnail(self, image_id: str) -> bytes:
+        from ..images import resize
+
+        pixels = self.image_pixels(image_id)
+        scale = THUMBNAIL_SIDE / max(pixels.shape[:2])
+        small = resize(pixels, scale=scale) if scale < 1 else pixels
+        return png_bytes((small * 255).round().astype("uint8"))
+
+    def neuron_grid(self, run_id: str, layer: int) -> tuple[dict, bytes]:
+        """What each unit of ``layer`` computes, from the run's latest checkpoint: the layout
+        (neurons.NeuronGrid's fields and its summary line) and the grid as a PNG."""
+        checkpoint = run_path(self.root, run_id) / "checkpoint.pt"
+        saved = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None  # a new checkpoint, a new grid
+        return self._neuron_grids(run_id, layer, saved)
+
+    def _draw_neuron_grid(self, run_id: str, layer: int, saved: int | None) -> tuple[dict, bytes]:
+        from ..neurons import run_neurons
+
+        grid = run_neurons(run_path(self.root, run_id), layer)
+        meta = {field.name: getattr(grid, field.name) for field in dataclasses.fields(grid)
+                if field.name != "image"} | {"summary": grid.summary}
+        return meta, png_bytes(grid.image)
+
+    def render(self, run_id: str, width: int) -> tuple[str, bytes]:
+        """The run's latest checkpoint rendered ``width`` px wide, its aspect ratio kept: a file name and a PNG."""
+        from ..rendering import render_run
+
+        if not 1 <= width <= MAX_RENDER_WIDTH:
+            raise LabError(f"width must be 1 to {MAX_RENDER_WIDTH} px, got {width}; use `monalisa render` for "
+                           "larger images", field="width")
+        run = RunDirectory(run_path(self.root, run_id))  # not .open(): a reader must not tidy a run a worker writes
+        info = run.info()
+        height = max(1, round(width * info["height"] / info["width"]))
+        if width * height > MAX_RENDER_PIXELS:
+            raise LabError(f"{width}x{height} is more than {MAX_RENDER_PIXELS // 10**6} megapixels; choose a smaller "
+                           "width, or use `monalisa render`", field="width")
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run.path.name}-render-{width}x{height}.png")  # a header is ASCII
+        return name, png_bytes(render_run(run, width, height))
+
 
 def _safe_stem(name: str, fallback: str) -> str:
     """A run directory's stem from a name we do not control ('Mona Lisa.jpg' -> 'Mona_Lisa').
@@ -423,11 +362,3 @@ def _safe_stem(name: str, fallback: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem)
     stem = stem.strip("_-")[:40].rstrip("_-")
     return stem or fallback
-
-
-def _signal(process: multiprocessing.Process, signum: int) -> None:
-    try:
-        if process.pid is not None and process.is_alive():
-            os.kill(process.pid, signum)
-    except ProcessLookupError:
-        pass

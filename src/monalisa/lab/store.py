@@ -18,6 +18,7 @@ is kept.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
@@ -44,6 +46,7 @@ UPLOADS = ".uploads"
 # and keeps a decoded upload under ~500 MB of float32.
 MAX_UPLOAD_BYTES = 32 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000
+MAX_JSON_BYTES = 2**20  # run.json, recipe.json: a few hundred bytes; a bigger one is doctored, not parsed
 MAX_RUN_DEPTH = 4  # <root>/compare-x/runs/<label> is 3 segments; a little room beyond
 
 # A run id's segment: no separators, no NUL, not hidden (which also rules out '.' and '..').
@@ -172,6 +175,8 @@ class RunReader:
             return None
         except OSError as exc:
             return Unreadable(exc.strerror or type(exc).__name__)
+        if not S_ISREG(stat.st_mode):  # a FIFO would block this thread forever, /dev/zero fill memory
+            return Unreadable("not a regular file")
         key = (stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(path)
         if cached is None or cached.key != key:
@@ -273,6 +278,8 @@ _INFO_TYPES = {"image": str, "source": str, "preset": str, "created": str, "stat
 
 
 def _json_object(path: Path) -> dict:
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ValueError(f"over {MAX_JSON_BYTES // 2**10:,} KB; it should be a few hundred bytes")
     try:
         data = json.loads(path.read_text())
     except UnicodeDecodeError:
@@ -299,7 +306,7 @@ def _checked_metrics(path: Path) -> list[dict]:
         rows = read_metrics(path)
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
-    except (TypeError, ValueError):  # float(None) for a short row, float('x') for a word
+    except (TypeError, ValueError, csv.Error):  # float(None) for a short row, float('x') for a word
         raise ValueError("a row is short or holds something that is not a number") from None
     for row in rows:
         if not {"epoch", "psnr", "mae", "train_seconds"} <= row.keys():
@@ -320,10 +327,21 @@ def url_path(run_id: str) -> str:
 
 def latest_frame(run: Path) -> Path | None:
     """final.png, else the newest frame on disk: what a finished or stopped run looks like now."""
-    if (run / "final.png").is_file():
+    # Only the run's own files: final.png -> /etc/passwd must not be served as the run's picture.
+    if _own_file(run / "final.png"):
         return run / "final.png"
-    frames = sorted((run / "frames").glob("epoch-*.png"))
-    return frames[-1] if frames else None
+    if (run / "frames").is_symlink():  # frames -> a folder elsewhere
+        return None
+    return next((frame for frame in sorted((run / "frames").glob("epoch-*.png"), reverse=True) if _own_file(frame)),
+                None)
+
+
+def _own_file(path: Path) -> bool:
+    """Whether ``path`` itself is a regular file: not a symlink (out of the root or not), FIFO or device."""
+    try:
+        return S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def unique_run_path(root: Path, name: str) -> Path:
