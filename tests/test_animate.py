@@ -11,6 +11,7 @@ from monalisa.animate import (
     write_gif,
     write_mp4,
 )
+from monalisa.errors import UserError
 from monalisa.files import atomic_path, save_png
 
 
@@ -182,6 +183,14 @@ def test_atomic_path_keeps_old_file_when_write_fails(tmp_path):
             raise RuntimeError("disk full")
     assert path.read_text() == "old"
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_path_under_a_file_names_the_path_not_the_disk(tmp_path):
+    (tmp_path / "out.png").write_bytes(b"mine")
+    with pytest.raises(UserError, match="a part of its folder is a file"):
+        with atomic_path(tmp_path / "out.png" / "frame.png"):
+            pass
+    assert (tmp_path / "out.png").read_bytes() == b"mine"
 
 
 def test_save_png_round_trips(tmp_path):

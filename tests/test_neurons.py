@@ -283,9 +283,9 @@ def no_checkpoint(tiny_run, tmp_path):
 
 
 MISTAKES = {
-    "layer past the last": (["--layer", "3"], "--layer 3 is out of range: '{run}' has hidden layers 1-2 "
+    "layer past the last": (["--layer", "3"], "layer 3 is out of range: '{run}' has hidden layers 1-2 "
                                               "(0 is the encoding)"),
-    "negative layer": (["--layer", "-1"], "--layer -1 is out of range"),
+    "negative layer": (["--layer", "-1"], "layer -1 is out of range"),
     "layer not a number": (["--layer", "two"], "--layer"),
     "zero tile": (["--tile", "0"], "--tile"),
     "not a png": (["--out", "{tmp}/grid.jpg"], "must end in .png"),

@@ -228,3 +228,64 @@ def test_two_core_kernel_shares_a_divergence_only_one_core_sees(unit, stop):
     two = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED,
                        train=online_kernel2.train_pixels_two_cores)
     assert one[1] == two[1] == stop
+
+
+# -- one core and two cores round alike (issue 11) ------------------------------------------
+
+DEPTH_SHAPES = {  # the depth study's equal-budget shapes (studies.py), at a small pixel count
+    "1x45450": (45450,), "2x519": (519, 519), "3x367": (367,) * 3, "4x300": (300,) * 4,
+    "6x232": (232,) * 6, "8x196": (196,) * 8,
+}
+WIDE_RECIPES = {  # the one-hidden-layer sweeps (2 -> wide -> 3) against autograd
+    "1x300": Recipe(arch=(300,)),
+    "1x5000": Recipe(arch=(5000,)),
+    "1x5001-tanh": Recipe(arch=(5001,), activation="tanh", output="sigmoid"),
+}
+
+
+@two_cores
+@pytest.mark.parametrize("recipe", [*TWO_CORE_RECIPES.values(), *(Recipe(arch=a) for a in DEPTH_SHAPES.values())],
+                         ids=[*TWO_CORE_RECIPES.keys(), *DEPTH_SHAPES.keys()])
+def test_one_and_two_core_kernels_give_identical_weights(recipe):
+    """The same sums over the same blocks in the same order: equal bit for bit, float32 as training runs."""
+    from monalisa.engines import online_kernel2
+
+    coords, colours, order = problem(recipe, n_pixels=40 if recipe.parameter_count() > 200_000 else 200)
+    model = build_model(recipe)
+    one = kernel_steps(model, recipe, coords, colours, order, np.float32)
+    two = kernel_steps(model, recipe, coords, colours, order, np.float32, train=online_kernel2.train_pixels_two_cores)
+    assert np.abs(one - flat(model).astype(np.float32)).max() > 0  # it trained
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("recipe", WIDE_RECIPES.values(), ids=WIDE_RECIPES.keys())
+def test_wide_one_layer_kernel_matches_autograd_float64(recipe):
+    """The fused one-hidden-layer sweeps (input-major first layer, output-major second) against autograd."""
+    coords, colours, order = problem(recipe, n_pixels=200)
+    model = build_model(recipe).double()
+    start = flat(model)
+    params = kernel_steps(model, recipe, coords, colours, order, np.float64)
+    reference_steps(model, recipe, coords.astype(np.float64), colours.astype(np.float64), order)
+    assert np.abs(flat(model) - start).max() > 1e-3
+    np.testing.assert_allclose(params, flat(model), rtol=0, atol=1e-10)
+
+
+@two_cores
+@pytest.mark.parametrize("arch", [(300, 300, 300), (2000,)], ids=["3x300", "1x2000"])
+def test_engine_switching_kernels_every_call_equals_one_core(arch):
+    """The engine may change kernels at any 1,024-pixel call: alternating 2, 1, 2, ... gives one core's weights."""
+    recipe = Recipe(arch=arch)
+    coords = coordinate_grid(72, 72)  # 5,184 pixels
+    colours = np.stack([coords[:, 0], coords[:, 1], (coords.sum(1) > 1)], 1).astype(np.float32)
+    order = np.random.default_rng(4).permutation(len(coords))[:5000]  # 5 calls, the last a partial one
+    steady = OnlineEngine(build_model(recipe), recipe, coords, colours, cores=1)
+    switching = OnlineEngine(build_model(recipe), recipe, coords, colours)
+    kernels = iter([2, 1] * 10)
+    switching._choose = lambda: next(kernels)
+    steady.calls = {1: 0, 2: 0}
+    switching.calls = {1: 0, 2: 0}  # not counting the compile call at construction
+    steady.train_epoch(order, epoch=1)
+    switching.train_epoch(order, epoch=1)
+    assert switching.calls == {1: 2, 2: 3} and steady.calls == {1: 5, 2: 0}
+    np.testing.assert_array_equal(steady.params, switching.params)
+    assert switching.state_dict() == {}  # nothing load-dependent in a checkpoint

@@ -62,12 +62,12 @@ class RecordingExecutor(LocalExecutor):
         self.alive_at_start: list[int] = []
         self.handles: dict[str, LocalHandle] = {}
 
+    target = staticmethod(execute_and_tell)
+
     def start(self, spec, threads):
         self.alive_at_start.append(sum(handle.alive() for handle in self.handles.values()))
         self.started.append(spec.key)
-        process = self._context.Process(target=execute_and_tell, args=(spec, threads, self._reports, os.getpid()))
-        process.start()
-        self.handles[spec.key] = LocalHandle(process)
+        self.handles[spec.key] = super().start(spec, threads)
         return self.handles[spec.key]
 
     def none_alive(self) -> bool:
@@ -186,9 +186,13 @@ def test_ctrl_c_in_run_all_leaves_everything_resumable(tmp_path):
     runner = Runner(2, executor=executor)
     specs = [start(key, tmp_path / key, LONG, live=True) for key in ("x", "y", "z")]
 
-    def interrupt(report):
-        if report["type"] == "epoch" and report["row"]["epoch"] >= 2:
-            raise KeyboardInterrupt
+    epochs = {}
+
+    def interrupt(report):  # once both running runs have an epoch on disk (on a busy machine y may start late)
+        if report["type"] == "epoch":
+            epochs[report["id"]] = report["row"]["epoch"]
+            if len(epochs) == 2 and max(epochs.values()) >= 2:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         runner.run_all(specs, on_report=interrupt)
@@ -227,3 +231,63 @@ def test_specs_are_checked():
         RunSpec("a", "x", "train")
     with pytest.raises(ValueError, match="threads"):
         RunSpec("a", "x", threads=0)
+
+
+ORPHAN_PARENT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import numpy as np
+from test_runner import LONG
+from monalisa import Target
+from monalisa.executors import LocalExecutor
+from monalisa.runner import START, RunSpec
+
+if __name__ == "__main__":
+    # Noise compresses badly: each live frame is a ~50 KB PNG, so a few fill the report pipe.
+    noise = np.random.default_rng(0).random((128, 128, 3), dtype=np.float32)
+    spec = RunSpec("orphan", Path({path!r}), START, target=Target("noise", noise),
+                   recipe=LONG.replace(epochs=100000), frames="log", live=True)
+    handle = LocalExecutor().start(spec, 1)
+    while not (Path({path!r}) / "metrics.csv").exists():  # training, and reporting
+        time.sleep(0.05)
+    time.sleep(2)  # nobody reads the reports meanwhile: the pipe fills
+    print(handle.pid, flush=True)
+    time.sleep(600)  # until the test kills us
+"""
+
+
+def test_a_worker_whose_parent_is_killed_pauses_and_exits(tmp_path):
+    """SIGKILL the process that started a worker: the worker pauses its run and ends (it used to sleep
+    forever at exit, flushing reports into a pipe nobody read), and the run resumes."""
+    import subprocess
+
+    path = tmp_path / "orphan"
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_PARENT.format(tests=os.path.dirname(__file__), path=str(path)))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.2)
+        assert not _alive(worker), "the orphaned worker is still alive a minute after its parent died"
+        status = json.loads((path / "run.json").read_text())["status"]
+        assert status in ("paused", "running")  # paused, or killed while writing it: resumable either way
+        assert RunDirectory.open(path).checkpoint() is not None
+    finally:
+        parent.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (reaped by init soon) counts as gone
+        return f.read().split(") ")[-1][0] != "Z"

@@ -17,8 +17,9 @@ checkpointed every finished epoch. A worker whose parent dies (even by SIGKILL)
 pauses itself, so nothing trains unseen.
 
 An executor starts specs and hands back a ``Handle``; reports from every
-worker arrive on one queue (``next_report``). ``LocalExecutor`` runs each spec
-in a 'spawn' process on this machine (torch and fork do not mix). A second
+worker come out of one ``next_report``. ``LocalExecutor`` runs each spec in a
+'spawn' process on this machine (torch and fork do not mix), each reporting on
+a pipe of its own. A second
 executor (Ray, say) implements the same four methods:
 
 - ``start(spec, threads)``: run ``execute(spec, threads, reports)`` somewhere
@@ -28,17 +29,18 @@ executor (Ray, say) implements the same four methods:
   SIGTERM to the worker, or as a flag its callbacks check), ``kill()`` (no
   chance to write anything: the runner settles the run), ``join(timeout)``.
 - ``next_report(timeout)``: the next report from any worker, or None.
-- ``close()``: free the queue once no worker is left.
+- ``close()``: free what carries the reports once no worker is left.
 """
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,6 +54,11 @@ if TYPE_CHECKING:
     from .runner import RunSpec
 
 ORPHAN_CHECK_SECONDS = 1.0  # how often a worker checks that its parent is still there
+# After pausing itself, how long an orphan may take to write its status before it exits anyway:
+# a pause that never lands (a kernel that does not return, a report that cannot be delivered)
+# must not leave a process behind. Every file is written atomically, so leaving mid-write
+# leaves the run readable and resumable.
+ORPHAN_EXIT_SECONDS = 10.0
 
 
 class Paused(KeyboardInterrupt):
@@ -80,7 +87,7 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
     fresh = spec.action == "start" and not (path / "run.json").exists()  # so a run we made is ours to mark
     status, message, run = None, None, None
     try:
-        _listen(parent)
+        _listen(parent, reports)
         if spec.action != "start":
             run = RunDirectory.open(path).lock()
         status, message = _train(spec, run, threads, reports)
@@ -178,11 +185,11 @@ def _stop(run: RunDirectory | Path) -> tuple[str, str | None]:
     return Status.STOPPED, None
 
 
-def _listen(parent: int | None) -> None:
+def _listen(parent: int | None, reports) -> None:
     signal.signal(signal.SIGINT, _raise_on)
     signal.signal(signal.SIGTERM, _raise_on)
     if parent is not None:
-        threading.Thread(target=_pause_when_orphaned, args=(parent,), daemon=True).start()
+        threading.Thread(target=_pause_when_orphaned, args=(parent, reports), daemon=True).start()
 
 
 def _ignore_signals() -> None:
@@ -195,12 +202,16 @@ def _raise_on(signum, frame):
     raise Paused() if signum == signal.SIGINT else Stopped()
 
 
-def _pause_when_orphaned(parent: int) -> None:
-    while True:
+def _pause_when_orphaned(parent: int, reports) -> None:
+    while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_SECONDS)
-        if os.getppid() != parent:  # the parent is gone: pause rather than train unseen
-            os.kill(os.getpid(), signal.SIGINT)
-            return
+    # The parent is gone: pause rather than train unseen, then make sure the process ends.
+    os.kill(os.getpid(), signal.SIGINT)
+    cancel = getattr(reports, "cancel_join_thread", None)
+    if cancel is not None:  # a multiprocessing queue (another executor's): do not wait at exit to flush it
+        cancel()
+    time.sleep(ORPHAN_EXIT_SECONDS)
+    os._exit(0)  # still here: the pause did not land; the run resumes from its last checkpoint
 
 
 # -----------------------------------------------------------------------------
@@ -261,26 +272,66 @@ class LocalHandle:
 
 
 class LocalExecutor:
-    """Each spec in its own 'spawn' process on this machine; reports come back on one queue."""
+    """Each spec in its own 'spawn' process on this machine, reporting on a pipe of its own.
+
+    One pipe per worker, not one queue for all: a worker killed outright in the middle of a
+    report would hold a shared queue's write lock forever and silence every other worker,
+    and a queue's feeder thread keeps a worker whose reader is gone from exiting. A pipe end
+    is written synchronously, and its reader sees EOF when the worker is gone.
+    """
+
+    target = staticmethod(execute)  # what a worker runs (a test may wrap it)
 
     def __init__(self):
         self._context = multiprocessing.get_context("spawn")
-        self._reports = self._context.Queue()
+        self._readers: list[Connection] = []
+        self._received: collections.deque[dict] = collections.deque()
+        self._lock = threading.Lock()  # start() and next_report() may run on different threads
 
     def start(self, spec: RunSpec, threads: int) -> LocalHandle:
+        reader, writer = self._context.Pipe(duplex=False)
         # Not a daemon: multiprocessing would SIGTERM (stop) a daemon at exit; the runner pauses it instead.
-        process = self._context.Process(target=execute, name=f"monalisa-run {spec.key}", daemon=False,
-                                        args=(spec, threads, self._reports, os.getpid()))
+        process = self._context.Process(target=self.target, name=f"monalisa-run {spec.key}", daemon=False,
+                                        args=(spec, threads, PipeReports(writer), os.getpid()))
         process.start()
+        writer.close()  # the worker holds the only write end now: its exit is this reader's EOF
+        with self._lock:
+            self._readers.append(reader)
         return LocalHandle(process)
 
     def next_report(self, timeout: float) -> dict | None:
-        try:
-            return self._reports.get(timeout=timeout) if timeout > 0 else self._reports.get_nowait()
-        except (queue.Empty, EOFError, OSError, ValueError):  # ValueError: closed
-            return None
+        with self._lock:
+            if not self._received:
+                self._receive(timeout)
+            return self._received.popleft() if self._received else None
 
     def close(self) -> None:
-        # Free the queue's semaphores now: left to the end of the interpreter, they are reported leaked.
-        self._reports.close()
-        self._reports.join_thread()
+        with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+
+    def _receive(self, timeout: float) -> None:
+        """One report from each worker that has one ready, waiting up to ``timeout`` for any."""
+        if not self._readers:
+            time.sleep(max(0.0, timeout))  # nobody to hear from: wait as a queue would
+            return
+        for reader in wait(self._readers, timeout):
+            try:
+                self._received.append(reader.recv())
+            except (EOFError, OSError):  # the worker is gone and everything it sent has been read
+                reader.close()
+                self._readers.remove(reader)
+
+
+class PipeReports:
+    """A worker's end of its report pipe, with a queue's ``put``."""
+
+    def __init__(self, connection: Connection):
+        self._connection = connection
+
+    def put(self, report: dict) -> None:
+        try:
+            self._connection.send(report)
+        except OSError:  # the reader is gone (BrokenPipeError): the orphan check pauses the run
+            pass

@@ -50,7 +50,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     removes the temporaries of ``path`` whose writer process is gone.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # A file where a folder should be ('out.png/x.png'): the disk is fine, the name is not.
+        raise UserError(f"cannot write {str(path)!r}: a part of its folder is a file, not a folder; "
+                        "choose another path") from None
     try:
         mode = os.stat(path).st_mode
     except OSError:

@@ -201,7 +201,7 @@ def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = 
     run.load_weights(model, checkpoint)  # a checkpoint of another network: one line, not a traceback
     if not 0 <= layer <= model.depth:
         hidden = "hidden layer 1" if model.depth == 1 else f"hidden layers 1-{model.depth}"
-        raise UserError(f"--layer {layer} is out of range: {str(run.path)!r} has {hidden} (0 is the encoding)")
+        raise UserError(f"layer {layer} is out of range: {str(run.path)!r} has {hidden} (0 is the encoding)")
     info = run.info()
     size = tile_shape(info["height"], info["width"], tile)
     units = model.encoding.out_features if layer == 0 else model.layers[layer - 1].out_features

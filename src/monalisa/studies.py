@@ -41,6 +41,7 @@ from .budget import TOLERANCE, parameter_count, width_for_budget
 from .compare import run_comparison  # a name of this module, so that tests can replace it
 from .encodings import HashGridOptions, hashgrid_resolutions
 from .errors import UserError
+from .limits import MAX_LAYERS
 from .images import Target, load_target, resize
 from .recipes import Recipe, format_arch, get_preset
 from .registry import ENCODINGS, INITS, Spec, format_spec
@@ -93,7 +94,7 @@ class DepthOptions:
     def __post_init__(self):
         _check_positive_int("budget", self.budget)
         if self.depths is not None:
-            object.__setattr__(self, "depths", _int_tuple("depths", self.depths, distinct=True))
+            object.__setattr__(self, "depths", _int_tuple("depths", self.depths, distinct=True, largest=MAX_LAYERS))
         _check_margin(self.margin)
 
 
@@ -569,7 +570,7 @@ def _remaining(budget: int, used: int, what: str) -> int:
 
 
 def _check_budget(recipe: Recipe, budget: int, tolerance: float, what: str) -> None:
-    """The built model's parameter count, counted by torch, must be within ``tolerance`` of ``budget``."""
+    """The recipe's parameter count (Recipe.parameter_count, which counts without building) must be within ``tolerance`` of ``budget``."""
     count = recipe.parameter_count()
     if abs(count - budget) > tolerance * budget:
         raise UserError(f"{what}: the nearest network has {count:,} parameters, more than {tolerance:.0%} "
@@ -586,15 +587,26 @@ def _check_margin(margin) -> None:
         raise UserError(f"margin must be a number of dB >= 0, got {margin!r}")
 
 
-def _int_tuple(name: str, values, distinct: bool = False) -> tuple[int, ...]:
+def _int_tuple(name: str, values, distinct: bool = False, largest: int | None = None) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise UserError(f"{name} must be a list of positive whole numbers, got {values!r}")
+        raise UserError(f"{name} must be a list of positive whole numbers, got {_shown(values)}")
     values = tuple(values)
     if not values or any(type(v) is not int or v < 1 for v in values):
-        raise UserError(f"{name} must be a list of positive whole numbers, got {list(values)}")
+        raise UserError(f"{name} must be a list of positive whole numbers, got {_shown(values)}")
+    if largest is not None and max(values) > largest:
+        raise UserError(f"{name} may be at most {largest:,}, got {max(values):,}")
     if distinct and len(set(values)) != len(values):
-        raise UserError(f"{name} lists a value twice: {list(values)}")
+        raise UserError(f"{name} lists a value twice: {_shown(values)}")
     return values
+
+
+def _shown(values, most: int = 12) -> str:
+    """A list in an error message, cut after ``most`` items: a pasted 100,000-item list is not echoed."""
+    if not isinstance(values, tuple):
+        return repr(values)[:200]
+    items = [repr(v)[:40] for v in values[:most]]
+    more = f", ... ({len(values) - most:,} more)" if len(values) > most else ""
+    return "[" + ", ".join(items) + more + "]"
 
 
 def _tidy(value: float) -> float:

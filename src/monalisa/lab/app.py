@@ -141,15 +141,15 @@ def list_images(lab: LabDep):
 
 
 @image_routes.post("", status_code=201, response_model=ImageInfo, responses=_errors(400, 413, 507),
-             summary="Upload an image (multipart field 'file')")
+                   summary="Upload an image (multipart field 'file')")
 async def upload(lab: LabDep, file: UploadFile = File(...)):
     data = await file.read(store.MAX_UPLOAD_BYTES + 1)
     return await run_in_threadpool(lab.uploads.add, data, file.filename)
 
 
 @image_routes.get("/{image_id}/thumbnail.png", response_class=Response,
-            responses=_binary("image/png", f"a PNG at most {THUMBNAIL_SIDE} px a side") | _errors(404),
-            summary="A small PNG of an image")
+                  responses=_binary("image/png", f"a PNG at most {THUMBNAIL_SIDE} px a side") | _errors(404),
+                  summary="A small PNG of an image")
 def thumbnail(image_id: str, lab: LabDep):
     return _png(lab.thumbnail(image_id), cache="max-age=86400")  # ids name fixed content
 
@@ -160,13 +160,13 @@ recipe_routes = APIRouter(prefix="/api")
 
 
 @recipe_routes.get("/options", response_model=Options, responses=_errors(),
-             summary="Presets, component names, sizes and run statuses for the recipe form")
+                   summary="Presets, component names, sizes and run statuses for the recipe form")
 def options():
     return forms.options()
 
 
 @recipe_routes.post("/recipes/check", response_model=RecipeCheck, responses=_errors(400),
-              summary="Check a recipe; its canonical form, or the error and its field")
+                    summary="Check a recipe; its canonical form, or the error and its field")
 def check(body: CheckRequest):
     return forms.describe_recipe(forms.build_recipe(body.preset, body.recipe_text, body.recipe))
 
@@ -183,14 +183,14 @@ def list_runs(lab: LabDep):
 
 
 @run_routes.post("", status_code=201, response_model=RunAnswer, responses=_errors(400, 404, 409, 507),
-           summary="Create a run and queue it")
+                 summary="Create a run and queue it")
 def create_run(body: RunRequest, lab: LabDep):
     return {"run": lab.create_run(body.image, body.size, body.preset, body.recipe_text, body.recipe)}
 
 
 @run_routes.get("/{run_id:path}/frame.png", response_class=Response,
-          responses=_binary("image/png", "a PNG of the training image's size") | _errors(404),
-          summary="The newest reconstruction (live preview or last frame)")
+                responses=_binary("image/png", "a PNG of the training image's size") | _errors(404),
+                summary="The newest reconstruction (live preview or last frame)")
 def frame(run_id: str, lab: LabDep):
     latest = lab.frame(run_id)
     if isinstance(latest, bytes):
@@ -199,22 +199,22 @@ def frame(run_id: str, lab: LabDep):
 
 
 @run_routes.get("/{run_id:path}/neurons.png", response_class=Response,
-          responses=_binary("image/png", "the grid of tiles") | _errors(400, 404),
-          summary="The neuron grid of one hidden layer, as a PNG")
+                responses=_binary("image/png", "the grid of tiles") | _errors(400, 404),
+                summary="The neuron grid of one hidden layer, as a PNG")
 def neurons_png(run_id: str, lab: LabDep, layer: Layer = 1):
     return _png(lab.neuron_grid(run_id, layer)[1], cache=None)  # its URL names the epoch
 
 
 @run_routes.get("/{run_id:path}/neurons", response_model=Neurons, responses=_errors(400, 404),
-          summary="What each unit of a hidden layer computes: layout and PNG")
+                summary="What each unit of a hidden layer computes: layout and PNG")
 def neurons(run_id: str, lab: LabDep, layer: Layer = 1):
     meta, _ = lab.neuron_grid(run_id, layer)
     return {**meta, "image": f"/api/runs/{url_path(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"}
 
 
 @run_routes.get("/{run_id:path}/render.png", response_class=Response,
-          responses=_binary("image/png", "a PNG download") | _errors(400, 404),
-          summary=f"The run's latest checkpoint rendered at a chosen width (at most {MAX_RENDER_WIDTH} px)")
+                responses=_binary("image/png", "a PNG download") | _errors(400, 404),
+                summary=f"The run's latest checkpoint rendered at a chosen width (at most {MAX_RENDER_WIDTH} px)")
 def render_png(run_id: str, lab: LabDep,
                width: Annotated[int, Query(description=f"output width in px, 1..{MAX_RENDER_WIDTH}; the height "
                                                        "keeps the image's aspect ratio")] = 1024):
@@ -223,25 +223,25 @@ def render_png(run_id: str, lab: LabDep,
 
 
 @run_routes.post("/{run_id:path}/pause", response_model=RunAnswer, responses=_errors(404, 409),
-           summary="Pause a queued or running run (it resumes from its last epoch)")
+                 summary="Pause a queued or running run (it resumes from its last epoch)")
 def pause(run_id: str, lab: LabDep):
     return {"run": lab.pause(run_id)}
 
 
 @run_routes.post("/{run_id:path}/resume", response_model=RunAnswer, responses=_errors(400, 404, 409),
-           summary="Queue a paused, stopped or interrupted run again; with epochs, extend a run")
+                 summary="Queue a paused, stopped or interrupted run again; with epochs, extend a run")
 def resume(run_id: str, lab: LabDep, body: ResumeRequest | None = Body(None)):
     return {"run": lab.resume(run_id, body.epochs if body else None)}
 
 
 @run_routes.post("/{run_id:path}/stop", response_model=RunAnswer, responses=_errors(404, 409),
-           summary="Stop a run and write its ending (final image, GIF, MP4)")
+                 summary="Stop a run and write its ending (final image, GIF, MP4)")
 def stop(run_id: str, lab: LabDep):
     return {"run": lab.stop(run_id)}
 
 
 @run_routes.get("/{run_id:path}", response_model=RunDetail, responses=_errors(404),
-          summary="One run: its summary and every epoch's metrics")
+                summary="One run: its summary and every epoch's metrics")
 def run(run_id: str, lab: LabDep):
     return {"run": lab.summary(run_id), "metrics": lab.metrics(run_id)}
 
@@ -249,15 +249,14 @@ def run(run_id: str, lab: LabDep):
 # -- the event stream --------------------------------------------------------------------
 
 event_routes = APIRouter()
-EVENTS = ("One JSON object per `data:` line, with a type: run {run: RunSummary} when a run changes; "
-          "progress {id, epoch, fraction}; frame {id, epoch, fraction, version} when a new preview "
-          "(frame.png) is ready; epoch {id, row: MetricsRow}. Non-finite numbers are null.")
+EVENTS = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description":
+                "One JSON object per `data:` line, with a type: run {run: RunSummary} when a run changes; "
+                "progress {id, epoch, fraction}; frame {id, epoch, fraction, version} when a new preview "
+                "(frame.png) is ready; epoch {id, row: MetricsRow}. Non-finite numbers are null."}}
 
 
-@event_routes.get("/api/events", response_class=StreamingResponse,
-            responses={200: {"description": EVENTS, "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
-            | _errors(),
-            summary="Server-sent events: run changes, progress, frames, epochs")
+@event_routes.get("/api/events", response_class=StreamingResponse, responses=EVENTS | _errors(),
+                  summary="Server-sent events: run changes, progress, frames, epochs")
 async def event_stream(request: Request, lab: LabDep):
     return StreamingResponse(_events(request, lab), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -297,8 +296,8 @@ file_routes = APIRouter()
 
 
 @file_routes.get("/runs/{path:path}", response_class=FileResponse,
-               responses=_binary("application/octet-stream", "the file, its type from its name") | _errors(404),
-               summary="A file of a run directory: /runs/<run id>/<file>")
+                 responses=_binary("application/octet-stream", "the file, its type from its name") | _errors(404),
+                 summary="A file of a run directory: /runs/<run id>/<file>")
 def run_directory_file(path: str, lab: LabDep):
     return FileResponse(run_file(lab.root, path), headers={"Cache-Control": "no-cache"})
 

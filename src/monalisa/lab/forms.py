@@ -1,4 +1,4 @@
-"""The page's recipe form into a Recipe, with each mistake tied to the field that made it.
+"""The page's recipe form into a Recipe, with each mistake tied to the field that made it; the form's options.
 
 The page sends a preset and the recipe as TOML text (the form's fields are a
 convenience editor of that text). The preset is the base; the text overrides
