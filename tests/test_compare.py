@@ -19,7 +19,8 @@ from PIL import Image
 
 from monalisa import Recipe, Target, UserError, get_preset
 from monalisa import compare, report
-from monalisa.compare import conclusion, flops_per_pixel, load_comparison, run_comparison
+from monalisa.compare import load_comparison, run_comparison
+from monalisa.table import conclusion, flops_per_pixel
 
 SMALL = Recipe(arch=(8,), epochs=3)
 DEEP = Recipe(arch=(8, 8, 8), epochs=3)
@@ -252,7 +253,7 @@ def test_claims_land_in_summary_and_report(comparison):
     assert summary["claims"][0]["supported"] is (deep["psnr"] > small["psnr"])
     assert summary["claims"][1] == {"claim": "boom trains", "supported": None, "evidence": "it diverged"}
     report = (out / "report.md").read_text()
-    verdict = "supported" if summary["claims"][0]["supported"] else "not supported"
+    verdict = "supported" if summary["claims"][0]["supported"] else "refuted"
     assert f"**{verdict}**: depth helps" in report
     assert "**inconclusive**: boom trains" in report and "it diverged" in report
 
@@ -325,3 +326,67 @@ def test_flops_per_pixel_of_the_original_is_recipe_md_figure():
     assert round(flops_per_pixel(Recipe()) / 1e6, 1) == 1.6
     # The hash grid preset: 16 levels x 2 features into 2x64, plus 16 FLOPs a level and feature.
     assert flops_per_pixel(get_preset("hashgrid")) == 6 * (32 * 64 + 64 * 64 + 64 * 3) + 16 * 16 * 2
+
+
+# -----------------------------------------------------------------------------
+# several seeds
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """One recipe under two labels, and a smaller network, 3 seeds each."""
+    out = tmp_path_factory.mktemp("seeds") / "out"
+    entries = [("same-a", DEEP), ("same-b", DEEP), ("small", SMALL)]
+
+    def claims(rows):
+        from monalisa.studies import _versus
+        return [_versus("same-a beats same-b", rows[0], rows[1], 0.0, "same-a", "same-b")]
+
+    summary = run_comparison(blobs_target(), entries, out, jobs=2, quiet=True, seeds=3, claims=claims)
+    return out, summary
+
+
+def test_each_seed_is_a_run_and_the_table_holds_their_spread(seeded):
+    out, summary = seeded
+    assert summary["seeds"] == 3
+    small = summary["runs"][2]
+    assert small["seeds"] == [0, 1, 2] and [run["seed"] for run in small["per_seed"]] == [0, 1, 2]
+    finals = []
+    for seed in (0, 1, 2):
+        run = out / "runs" / f"small-s{seed}"
+        assert json.loads((run / "recipe.json").read_text())["seed"] == seed
+        finals.append(metrics_csv(run / "metrics.csv")[-1]["psnr"])
+    assert len(set(finals)) == 3  # the seed changed the run
+    stats = small["stats"]["psnr"]
+    assert stats["values"] == pytest.approx(finals, abs=1e-4) and small["psnr"] == pytest.approx(np.mean(finals), abs=1e-4)
+    assert stats["low"] <= stats["mean"] <= stats["high"] and stats["method"] == "BCa bootstrap"
+    assert small["run_dir"] == f"runs/small-s{small['median_seed']}"
+    assert sorted(finals)[1] == pytest.approx(metrics_csv(out / small["run_dir"] / "metrics.csv")[-1]["psnr"])
+    for name in ("seeds.png", "curves.png", "grid.gif"):
+        assert (out / name).is_file()
+    assert "95% confidence interval" in (out / "report.md").read_text()
+
+
+def test_a_recipe_against_itself_never_wins(seeded):
+    _, summary = seeded
+    a, b = summary["runs"][:2]
+    assert a["stats"]["psnr"]["values"] == b["stats"]["psnr"]["values"]  # the same seeds: the same runs
+    assert summary["claims"][0]["supported"] is None  # even with a margin of 0
+    assert "same-a and same-b" in summary["conclusion"]  # named together, never one above the other
+    assert "same-a reached" not in summary["conclusion"] and "same-b reached" not in summary["conclusion"]
+
+
+def test_a_multi_seed_resume_reuses_finished_seeds(seeded, tmp_path):
+    out, _ = seeded
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "runs" / "small-s1")  # one seed lost
+    kept = {p.name: (p / "checkpoint.pt").stat().st_mtime_ns for p in (copy / "runs").iterdir()}
+    target, entries, title = load_comparison(copy)
+    again = run_comparison(target, entries, copy, resume=True, quiet=True, title=title)
+    for name, mtime in kept.items():
+        assert (copy / "runs" / name / "checkpoint.pt").stat().st_mtime_ns == mtime, name  # reused, not retrained
+    assert (copy / "runs" / "small-s1" / "final.png").is_file()
+    assert again["runs"][2]["stats"]["psnr"]["values"] == pytest.approx(seeded[1]["runs"][2]["stats"]["psnr"]["values"])
+    with pytest.raises(UserError, match="between one and several"):
+        run_comparison(target, entries, copy, resume=True, quiet=True, seeds=1)

@@ -12,13 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import snapshot, write_png
+from helpers import snapshot, tiny_target, write_png
 from monalisa.cli import main
 from monalisa.errors import UserError
 from monalisa.models import build_model
 from monalisa.recipes import Recipe
 from monalisa.record import RunDirectory
 from monalisa.rendering import output_size
+from monalisa import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,3 +194,29 @@ def test_render_size_is_bounded_as_scale_is(trained_run):
         output_size(run, None, 1000.0)
     with pytest.raises(UserError, match="megapixels"):
         output_size(run, (10_000, 10_000), None)
+
+
+# -----------------------------------------------------------------------------
+# rendering a very wide last layer in blocks of units
+
+
+def test_a_wide_last_layer_renders_in_blocks_with_forwards_result(monkeypatch):
+    model = build_model(Recipe(arch=(8, 600), activation="tanh", init="torch"))
+    coords = tiny_target(30, 40).coords
+    whole = model(torch.from_numpy(coords)).detach().numpy()
+    calls = []
+    blocked = model.forward_in_unit_blocks
+    monkeypatch.setattr(model, "forward_in_unit_blocks", lambda x, block: calls.append(block) or blocked(x, block))
+    monkeypatch.setattr(train, "WIDE_LAYER", 500)  # 600 units: wide
+    monkeypatch.setattr(train, "UNIT_BLOCK", 128)  # 5 blocks, the last one short
+    out = train.render(model, coords, torch.device("cpu"))
+    assert calls and set(calls) == {128}
+    np.testing.assert_allclose(out, whole, rtol=0, atol=1e-6)  # the output layer's sum in another order
+
+
+def test_a_residual_or_stateful_last_layer_is_never_split():
+    assert not build_model(Recipe(arch=(32, 32), residual=True, init="torch")).can_split_last_layer()
+    assert build_model(Recipe(arch=(16, 32), residual=True, init="torch")).can_split_last_layer()  # no skip: widths differ
+    model = build_model(Recipe(arch=(32,), init="torch"))
+    model.activations[-1].register_buffer("per_unit", torch.ones(32))
+    assert not model.can_split_last_layer()

@@ -14,7 +14,7 @@ import pytest
 from helpers import torch_count
 from monalisa import studies
 from monalisa.budget import TOLERANCE
-from monalisa.compare import _check_claims
+from monalisa.table import check_claims
 from monalisa.encodings import HashGridOptions
 from monalisa.errors import UserError
 from monalisa.images import Target
@@ -182,6 +182,15 @@ def test_quick_mode_is_smaller(name, target, tmp_path, captured):
         assert [len(r.arch) for _, r in quick["entries"]] == list(QUICK_DEPTHS)
 
 
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_studies_train_several_seeds_by_default(name, target, tmp_path, captured):
+    expected = studies.NOISE_SEEDS if name == "noise" else studies.STUDY_SEEDS
+    assert run(name, target, tmp_path, captured)["seeds"] == expected
+    assert run(name, target, tmp_path, captured, quick=True)["seeds"] == expected
+    assert run(name, target, tmp_path, captured, resume=True)["seeds"] is None  # a resume keeps its own
+    assert run(name, target, tmp_path, captured, seeds=(4, 9))["seeds"] == (4, 9)
+
+
 def test_study_target():
     tall = Target("t", np.zeros((429, 300, 3), np.float32))
     assert study_target(tall, quick=False) is tall
@@ -199,9 +208,16 @@ def test_unknown_study():
 # claims on handmade rows
 
 
+SPREAD = (-0.05, 0.0, 0.05)  # three seeds a row, close together: a gap of 0.2 dB or more shows in the interval
+
+
 def row(label, psnr, status="complete", arch=(300,) * 4, encoding="none", epochs=30):
+    """An entry of three seeds around ``psnr`` (None: a perfect fit, mae 0 / a failure without a figure)."""
     recipe = Recipe(arch=arch, encoding=encoding).to_dict()
-    return {"label": label, "recipe": recipe, "psnr": psnr, "mae": 0.1, "status": status, "epochs": epochs}
+    seeds = [{"label": f"{label}-s{i}", "psnr": None if psnr is None else psnr + d, "mae": 0.1, "status": status,
+              "epochs": epochs} for i, d in enumerate(SPREAD)]
+    return {"label": label, "recipe": recipe, "psnr": psnr, "mae": 0.1, "status": status, "epochs": epochs,
+            "seeds": [0, 1, 2], "seeds_failed": 0 if status == "complete" else 3, "per_seed": seeds}
 
 
 def depth_rows(*psnrs, statuses=None):
@@ -211,7 +227,7 @@ def depth_rows(*psnrs, statuses=None):
 
 
 def verdicts(claims):
-    assert _check_claims(claims) == claims  # the shape compare.py requires
+    assert check_claims(claims) == claims  # the shape compare.py requires
     return [claim["supported"] for claim in claims]
 
 
@@ -231,7 +247,7 @@ def test_diverged_runs_count_as_failures():
     rows = depth_rows(20.0, 21.0, 30.0, 30.0, statuses=["complete", "complete", "diverged", "diverged"])
     claim = depth_claims(rows)[0]
     assert claim["supported"] is False
-    assert "d3 diverged in epoch 31" in claim["evidence"] and "21.00 dB" in claim["evidence"]
+    assert "d3 diverged in 3 of 3 seeds" in claim["evidence"] and "21.00 dB" in claim["evidence"]
     rows = depth_rows(30.0, 30.0, 20.0, statuses=["diverged", "diverged", "complete"])
     assert verdicts(depth_claims(rows))[0] is True
     everything_failed = depth_rows(1.0, 1.0, 1.0, 1.0, statuses=["diverged"] * 4)
@@ -254,8 +270,10 @@ def tip_rows(original, opposite, status="complete"):
 def test_tip_verdicts_flip_with_the_numbers():
     tips = [("plain-relu", "leaky beats plain")]
     claim = tips_claims(tip_rows(25.0, 24.0), tips=tips)[0]
-    assert claim == {"claim": "leaky beats plain", "supported": True,
-                     "evidence": "original 25.00 dB; plain-relu 24.00 dB; difference +1.00 dB (margin 0.3 dB)"}
+    assert claim["claim"] == "leaky beats plain" and claim["supported"] is True
+    assert claim["evidence"].startswith("original 25.00 dB (mean of 3 seeds); plain-relu 24.00 dB (mean of 3 seeds); "
+                                        "difference +1.00 dB, 95% interval [+0.9")
+    assert "(BCa bootstrap, 3 and 3 seeds; margin 0.3 dB)" in claim["evidence"]
     assert tips_claims(tip_rows(24.0, 25.0), tips=tips)[0]["supported"] is False
     assert tips_claims(tip_rows(25.0, 24.8), tips=tips)[0]["supported"] is None
     assert tips_claims(tip_rows(25.0, 24.8), tips=tips, margin=0.1)[0]["supported"] is True
@@ -302,11 +320,24 @@ def test_encoding_claims():
 def test_encoding_claims_with_failures_and_a_perfect_fit():
     rows = encoding_rows(20.0, 26.0, 28.0, None)
     rows[3].update(mae=0.0)  # compare.py writes a perfect fit's infinite PSNR as null
+    for seed in rows[3]["per_seed"]:
+        seed.update(mae=0.0)
     rows[2].update(status="diverged")
     claims = encoding_claims(rows)
     assert verdicts(claims)[:2] == [True, False]  # fourier diverged: it loses to positional
     assert claims[2]["claim"] == "hashgrid is the best encoding here"
     assert "inf dB" in claims[2]["evidence"] and "fourier diverged" in claims[2]["evidence"]
+
+
+def test_the_noise_floor_is_the_spread_of_one_recipe():
+    tight = studies.noise_claims([row("noise", 25.0)], margin=0.5)[0]  # seeds 0.1 dB apart
+    assert tight["supported"] is True and "0.10 dB apart" in tight["evidence"] and "3 seeds" in tight["evidence"]
+    wide = row("noise", 25.0)
+    for seed, psnr in zip(wide["per_seed"], (24.2, 25.0, 25.9)):
+        seed["psnr"] = psnr
+    claim = studies.noise_claims([wide], margin=0.5)[0]
+    assert claim["supported"] is False and "1.70 dB apart" in claim["evidence"]
+    assert "median gap between two seeds is 0.90 dB" in claim["evidence"]
 
 
 # -----------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from .neurons import DEFAULT_TILE, run_neurons, save_neuron_grid
 from .record import FRAME_SCHEDULES, FRAME_SPACINGS, RunDirectory
 from .rendering import Region, output_size, render_run
 from .report import VERDICTS
-from .studies import (DEPTHS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, DepthOptions, check_study_options,
-                      default_base)
+from .studies import (DEPTHS, NOISE_SEEDS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_SEEDS, DepthOptions,
+                      check_study_options, default_base)
 
 # Flags that set a recipe field: flag dest -> recipe key.
 RECIPE_FLAGS = ("arch", "activation", "output", "encoding", "residual", "init", "optimizer", "lr", "encoding_lr",
@@ -69,7 +69,8 @@ examples:
 STUDY_DESCRIPTION = """\
 Ask one of the 2012 experiment's questions as a comparison that states its
 verdicts: every run, the table and report.html as `monalisa compare` writes
-them, plus one verdict per claim (supported, not supported or inconclusive).
+them, plus one verdict per claim (supported, refuted or inconclusive), decided from
+the 95% intervals over the entries' seeds (--seeds, default 3).
 
 studies:
 """ + "\n".join(textwrap.fill(function.__doc__.splitlines()[0], 79, initial_indent=f"  {name:10s} ",
@@ -134,6 +135,19 @@ def positive_ints(text: str) -> tuple[int, ...]:
                                          f"got {text!r}") from None
 
 
+def seeds_type(text: str) -> int | tuple[int, ...]:
+    """'5' -> 5 (five seeds from the recipe's); '0,3,7' -> (0, 3, 7) (those seeds)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and len(part) <= 18 for part in parts):
+        raise argparse.ArgumentTypeError(f"write a number of seeds (such as 5) or seeds separated by commas "
+                                         f"(such as 0,1,2); got {text[:40]!r}")
+    if len(parts) > 1:
+        return tuple(int(part) for part in parts)
+    if int(parts[0]) < 1:
+        raise argparse.ArgumentTypeError("--seeds N needs at least one seed; got 0")
+    return int(parts[0])
+
+
 def arch_type(text: str):
     try:
         return parse_arch(text)
@@ -185,7 +199,8 @@ def add_image_flags(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--scale", type=positive_float, help="train on a copy scaled by this factor")
 
 
-def add_parallel_run_flags(parser: argparse.ArgumentParser, default_out: str, resume_help: str) -> None:
+def add_parallel_run_flags(parser: argparse.ArgumentParser, default_out: str, resume_help: str,
+                           default_seeds: str) -> None:
     """The run flags that compare and study share."""
     run = parser.add_argument_group("run")
     run.add_argument("--jobs", type=positive_int, metavar="N",
@@ -194,6 +209,10 @@ def add_parallel_run_flags(parser: argparse.ArgumentParser, default_out: str, re
     run.add_argument("--out", metavar="DIR", help=f"comparison directory (default: {default_out})")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--resume", metavar="DIR", help=resume_help)
+    run.add_argument("--seeds", type=seeds_type, metavar="N|S,S,...",
+                     help=f"train each entry once per seed: N seeds from the recipe's (--seed) on, or these "
+                          f"seeds; the table then gives means and 95%% intervals, and verdicts come from them "
+                          f"(default: {default_seeds})")
     run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
 
 
@@ -243,7 +262,8 @@ def add_compare(commands) -> None:
         "recipe (flags override every entry's fields; components are specs: NAME or NAME:key=value,...)"))
     add_image_flags(compare)
     add_parallel_run_flags(compare, "runs/compare-<image>-<time>",
-                           "continue a stopped comparison: finished runs are reused, stopped ones resumed")
+                           "continue a stopped comparison: finished runs are reused, stopped ones resumed",
+                           "1; on --resume, the comparison's own")
 
 
 def add_study(commands) -> None:
@@ -271,7 +291,7 @@ def add_study(commands) -> None:
     add_recipe_flags(recipe, epochs_help="epochs in total (default: the study's, smaller with --quick)")
     add_parallel_run_flags(study, "runs/study-<study>-<image>-<time>",
                            "continue a stopped study, given the flags it started with (IMAGE may be left out: "
-                           "DIR holds it)")
+                           "DIR holds it)", f"{STUDY_SEEDS}, {NOISE_SEEDS} for the noise study; on --resume, the study's own")
 
 
 def add_images(commands) -> None:
@@ -388,7 +408,7 @@ def command_compare(args: argparse.Namespace) -> None:
         target, entries, title = load_comparison(out)
         summary = interruptible(f"`monalisa compare --resume {out}`", run_comparison, target, entries, out,
                                 jobs=args.jobs, resume=True, device=args.device or "auto", quiet=args.quiet,
-                                title=title)
+                                title=title, seeds=args.seeds)
     else:
         if args.image is None:
             raise UserError("give the IMAGE to compare on, or --resume DIR")
@@ -398,7 +418,7 @@ def command_compare(args: argparse.Namespace) -> None:
         # default_run_path gives <first>-<second>-<time>: runs/compare-<image>-<time>
         out = Path(args.out) if args.out else default_run_path("compare", target.name)
         summary = interruptible(f"`monalisa compare --resume {out}`", run_comparison, target, entries, out,
-                                jobs=args.jobs, device=args.device or "auto", quiet=args.quiet)
+                                jobs=args.jobs, device=args.device or "auto", quiet=args.quiet, seeds=args.seeds)
     print(out / "report.html")
     print(summary["conclusion"])
 
@@ -419,7 +439,8 @@ def command_study(args: argparse.Namespace) -> None:
         out = Path(args.out) if args.out else default_run_path(f"study-{name}", target.name)
     again = f"`monalisa study {name} --resume {out}` and the flags it started with"
     summary = interruptible(again, STUDIES[name], target, out, quick=args.quick, base=base, jobs=args.jobs,
-                            resume=args.resume is not None, device=args.device or "auto", quiet=args.quiet, **options)
+                            resume=args.resume is not None, device=args.device or "auto", quiet=args.quiet,
+                            seeds=args.seeds, **options)
     print(out / "report.html")
     print(summary["conclusion"])
     for claim in summary["claims"]:

@@ -8,16 +8,23 @@
 
 Each recipe trains in its own process (``runs/<label>/`` is an ordinary run
 directory, so `monalisa train --resume`, `render` and `animate` work on it),
-then one table compares them. The comparison directory::
+then one table compares them. With ``seeds``, each entry trains once per seed
+(the seed drives its initial weights, encoding draws and pixel order) and the
+table holds each figure's mean, spread and 95% interval over the seeds
+(stats.py); verdicts come from those intervals. The comparison directory::
 
-    comparison.json   title, image, and the entries (label + recipe): what a resume runs
+    comparison.json   title, image, and the entries (label, recipe, seeds): what a resume runs
     target.npy        the training target, so a resume needs no source image
-    runs/<label>/     one run directory per entry (frames log-spaced: ~20 a decade)
-    summary.json      the table and the conclusion; written last, so it marks a finished comparison
+    runs/<label>/     one run directory per entry (frames log-spaced: ~20 a decade);
+                      with several seeds runs/<label>-s<seed>/, one per seed
+    summary.json      the table (per entry, with every seed's figures) and the conclusion;
+                      written last, so it marks a finished comparison
     (the figures and reports below are drawn by report.py from the table and the run directories)
-    curves.png        PSNR against epoch and against training seconds, one line per run
-    grid.mp4/.gif     the runs' animations side by side, in step by epoch, the target first
-    finals.png        the target and every run's final frame, labelled
+    curves.png        PSNR against epoch and against training seconds: each entry's mean, shaded
+                      between its lowest and highest seed
+    seeds.png         every seed's final PSNR per entry, with the mean and its 95% interval
+    grid.mp4/.gif     the runs' animations side by side (the median seed of each entry), the target first
+    finals.png        the target and every entry's final frame, labelled
     report.md/.html   the table, conclusion, figures and claims; the HTML embeds everything
 
 Runs go through the runner (runner.py), ``jobs`` at a time, each in its own
@@ -33,7 +40,6 @@ import json
 import math
 import re
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,24 +47,25 @@ from typing import Callable, TextIO
 
 import numpy as np
 
-from .engines import resolve_device, usable_cores
+from .engines import resolve_device
+from .engines.cores import usable_cores
 from .errors import UserError
+from .files import atomic_path, json_safe, read_metrics, write_json
 from .images import Target
 from .limits import check_recipe
-from .models import build_model
 from .recipes import DEFAULT_PRESET, Recipe, get_preset, load_recipe
-from .files import atomic_path, json_safe, read_metrics, write_json
 from .record import RunDirectory
+from .report import write_outputs
 from .runner import START, RunSpec, Runner
 from .status import FINISHED, Status
-from .registry import ENCODINGS
-from .report import THRESHOLDS, format_seconds, write_outputs
+from .table import check_claims, conclusion, entry_row
 
 COMPARISON_FILE = "comparison.json"
 RUN_FRAMES = "log"  # every epoch to 10, then ~20 a decade: enough for the grid, far less disk than "all"
 LOG_EVERY_SECONDS = 5.0  # progress into a file or pipe: at most one line this often
 
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # safe as a file name everywhere
+MAX_SEEDS = 100  # a 100-seed noise study of the `fast` preset is ~10 minutes here; more is a typo
 
 
 # -----------------------------------------------------------------------------
@@ -81,6 +88,31 @@ def check_entries(entries: list[tuple[str, Recipe]]) -> None:
             raise UserError(f"label {label!r} is used twice "
                             f"(labels are compared ignoring case: {seen[label.lower()]!r})")
         seen[label.lower()] = label
+
+
+def entry_seeds(recipe: Recipe, seeds: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...]:
+    """The seeds an entry trains: None, its recipe's own; N, the recipe's seed and the N - 1 after it;
+    a list, those seeds."""
+    if seeds is None:
+        return (recipe.seed,)
+    if type(seeds) is int:
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise UserError(f"seeds must be 1 to {MAX_SEEDS} seeds, got {seeds}")
+        return tuple(range(recipe.seed, recipe.seed + seeds))
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise UserError(f"seeds must be a number of seeds or a list of seeds, got {seeds!r}")
+    seeds = tuple(seeds)
+    if not 1 <= len(seeds) <= MAX_SEEDS or any(type(v) is not int or not 0 <= v < 2**63 for v in seeds):
+        raise UserError(f"seeds must list 1 to {MAX_SEEDS} whole numbers from 0 to 2**63 - 1, "
+                        f"got {list(seeds)[:12]}{' ...' if len(seeds) > 12 else ''}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds lists a seed twice: {list(seeds)[:12]}")
+    return seeds
+
+
+def run_key(label: str, seed: int, seeds: tuple[int, ...]) -> str:
+    """The run's name under runs/: the label for a single seed, '<label>-s<seed>' for several."""
+    return label if len(seeds) == 1 else f"{label}-s{seed}"
 
 
 def comparison_entries(archs=(), presets=(), recipes=(), overrides: dict | None = None) -> list[tuple[str, Recipe]]:
@@ -112,47 +144,13 @@ def comparison_entries(archs=(), presets=(), recipes=(), overrides: dict | None 
     return entries
 
 
-def flops_per_pixel(recipe: Recipe) -> int:
-    """Training FLOPs per pixel per epoch, forward and backward: an estimate for comparing recipes.
-
-    Linear layers: 6 per weight, 6 x sum(n_in x n_out) (Kaplan et al. 2020's 6N rule): a
-    multiply-add (2 FLOPs) forward, two backward (the input's gradient and the weight's). For
-    the original 4x300 network that is 6 x 271,500 = 1.63 MFLOP, docs/original.md's "about 1.6 MFLOP
-    a pixel". Biases, activations and the update add O(width) and are left out.
-
-    Encodings, counting every elementwise operation (sin and cos included) as one FLOP:
-    positional 3 per coordinate per octave (a multiply, a sin, a cos), forward only as nothing
-    in it trains; fourier 7 per feature (2 multiply-adds for the 2-D projection, the 2 pi
-    scaling, a sin, a cos), forward only; hashgrid 16 per level per feature (4 corners x a
-    multiply-add forward, and the same backward into the table). An encoding registered
-    elsewhere counts its module's ``flops_per_point`` attribute if it has one, else nothing.
-    """
-    model = build_model(recipe)
-    linear = sum(layer.in_features * layer.out_features for layer in model.layers)
-    return 6 * linear + _encoding_flops(recipe, model.encoding)
-
-
-def _encoding_flops(recipe: Recipe, module) -> int:
-    spec = ENCODINGS.parse(recipe.encoding)
-    options = spec.options
-    inputs = 2  # (row, col)
-    if spec.name == "none":
-        return 0
-    if spec.name == "positional":
-        return 3 * inputs * options.octaves
-    if spec.name == "fourier":
-        return 7 * options.features
-    if spec.name == "hashgrid":
-        return 4 * options.levels * 4 * options.features
-    return int(getattr(module, "flops_per_point", 0))
-
-
 # -----------------------------------------------------------------------------
 # the comparison directory
 
 
 def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], str]:
-    """(target, entries, title) of a comparison directory, for ``run_comparison(..., resume=True)``."""
+    """(target, entries, title) of a comparison directory, for ``run_comparison(..., resume=True)``
+    (which reads each entry's seeds from the directory itself: ``saved_seeds``)."""
     out = Path(out)
     path = out / COMPARISON_FILE
     if not path.is_file():
@@ -169,8 +167,20 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
     return target, entries, title
 
 
+def saved_seeds(out: str | Path) -> dict[str, tuple[int, ...]]:
+    """label -> the seeds a comparison directory's entries train ({} for one that has none yet)."""
+    try:
+        data = json.loads((Path(out) / COMPARISON_FILE).read_text())
+        return {item["label"]: entry_seeds(Recipe.from_dict(item["recipe"]), item.get("seeds"))
+                for item in data["entries"]}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read comparison {str(out)!r}: {exc.__class__.__name__}: {exc}") from None
+
+
 def _prepare_directory(out: Path, target: Target, entries: list[tuple[str, Recipe]], title: str,
-                       resume: bool) -> None:
+                       resume: bool, seeds: dict[str, tuple[int, ...]]) -> None:
     """Create ``out`` (or check it matches, on resume) and save what a resume needs."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{str(out)!r} exists and is not a directory; choose another --out")
@@ -187,10 +197,15 @@ def _prepare_directory(out: Path, target: Target, entries: list[tuple[str, Recip
                             f"{saved_target.width}x{saved_target.height}); resume it with its own target "
                             "(load_comparison) or choose another --out")
         saved = dict(saved_entries)
+        before = saved_seeds(out)
         for label, recipe in entries:
             if label in saved and saved[label] != recipe:
                 raise UserError(f"{str(out)!r} already has a run {label!r} with another recipe; "
                                 "give the new recipe another label")
+            if label in before and (len(before[label]) == 1) != (len(seeds[label]) == 1):
+                raise UserError(f"{str(out)!r} trained {label!r} with {len(before[label])} seed(s); a resume "
+                                "may add or drop seeds but not go between one and several (the runs' names "
+                                "differ): resume with the saved seeds (no --seeds) or choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -202,7 +217,8 @@ def _prepare_directory(out: Path, target: Target, entries: list[tuple[str, Recip
                 np.save(f, target.pixels)
     write_json(out / COMPARISON_FILE, {
         "title": title, "image": target.name, "width": target.width, "height": target.height,
-        "entries": [{"label": label, "recipe": recipe.to_dict()} for label, recipe in entries],
+        "entries": [{"label": label, "recipe": recipe.to_dict(), "seeds": list(seeds[label])}
+                    for label, recipe in entries],
     })
 
 
@@ -283,8 +299,12 @@ def _last_row(run_dir: Path) -> dict | None:
 
 def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str | Path, *, jobs: int | None = None,
                    resume: bool = False, device: str = "auto", quiet: bool = False, title: str = "Comparison",
-                   claims: Callable[[list[dict]], list[dict]] | None = None) -> dict:
+                   claims: Callable[[list[dict]], list[dict]] | None = None,
+                   seeds: int | tuple[int, ...] | None = None) -> dict:
     """Train every (label, recipe) on ``target`` into ``out``; write the table, figures and report.
+
+    ``seeds``: None, one run per entry with its recipe's seed (on resume: the seeds saved in
+    ``out``); N, each entry's seed and the N - 1 after it; a list, those seeds for every entry.
 
     ``jobs``: runs at a time, each in its own process with ``cores // jobs`` torch threads
     (default: one per core). ``resume``: continue ``out``, reusing finished runs, resuming
@@ -302,24 +322,32 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     for _, recipe in entries:  # limits.py, by arithmetic: a refused entry leaves nothing behind
         check_recipe(recipe, pixels=target.height * target.width)
     parameters = {label: recipe.parameter_count() for label, recipe in entries}  # also checks each builds
-    _prepare_directory(out, target, entries, title, resume)
+    saved = saved_seeds(out) if resume and seeds is None else {}
+    entry_seed = {label: saved.get(label) or entry_seeds(recipe, seeds) for label, recipe in entries}
+    _prepare_directory(out, target, entries, title, resume, entry_seed)
 
     progress = _Progress(None if quiet else sys.stderr)
-    specs = []
-    for label, recipe in entries:
-        run_dir = out / "runs" / label
-        action = _plan(run_dir, recipe)
-        if action == "reuse":
-            progress.say(f"{label}: already {RunDirectory(run_dir).info()['status']}, reused")
-        elif action == START:
-            specs.append(RunSpec(label, run_dir, START, target=target, recipe=recipe, device=device, frames=RUN_FRAMES))
-        else:
-            specs.append(RunSpec(label, run_dir, action, device=device))
-    _train_all(specs, dict(entries), jobs or usable_cores(), progress)
+    specs, recipes = [], {}
+    for label, base in entries:
+        for seed in entry_seed[label]:
+            key, recipe = run_key(label, seed, entry_seed[label]), base.replace(seed=seed)
+            recipes[key] = recipe
+            run_dir = out / "runs" / key
+            action = _plan(run_dir, recipe)
+            if action == "reuse":
+                progress.say(f"{key}: already {RunDirectory(run_dir).info()['status']}, reused")
+            elif action == START:
+                specs.append(RunSpec(key, run_dir, START, target=target, recipe=recipe, device=device,
+                                     frames=RUN_FRAMES))
+            else:
+                specs.append(RunSpec(key, run_dir, action, device=device))
+    _train_all(specs, recipes, jobs or usable_cores(), progress)
 
-    rows = [json_safe(table_row(out, label, parameters[label])) for label, _ in entries]
-    verdicts = _check_claims(claims(copy.deepcopy(rows))) if claims else []
+    rows = [json_safe(entry_row(out, label, [(seed, run_key(label, seed, entry_seed[label])) for seed in entry_seed[label]],
+                                parameters[label])) for label, _ in entries]
+    verdicts = check_claims(claims(copy.deepcopy(rows))) if claims else []
     summary = {"title": title, "image": target.name, "width": target.width, "height": target.height,
+               "seeds": max(len(v) for v in entry_seed.values()) if entries else 0,
                "runs": rows, "conclusion": conclusion(rows), "claims": verdicts}
     write_outputs(out, target, summary)
     return summary
@@ -373,131 +401,3 @@ def _train_all(specs: list[RunSpec], recipes: dict[str, Recipe], jobs: int, prog
     finally:
         progress.end()
         runner.close()
-
-
-# -----------------------------------------------------------------------------
-# the table and its conclusion
-
-
-def table_row(out: Path, label: str, parameters: int | None = None) -> dict:
-    """One run's line of the table, from its own run directory."""
-    run = RunDirectory.open(out / "runs" / label)
-    recipe = run.recipe()
-    metrics = run.metrics()
-    psnr = [row["psnr"] for row in metrics]
-    cumulative = np.cumsum([row["train_seconds"] for row in metrics]).tolist()
-    best = int(np.argmax(psnr)) if metrics else None
-
-    def seconds_to(db: float) -> float | None:
-        return next((seconds for seconds, value in zip(cumulative, psnr) if value >= db), None)
-
-    return {
-        "label": label,
-        "recipe": recipe.to_dict(),
-        "describe": recipe.describe(),
-        "parameters": recipe.parameter_count() if parameters is None else parameters,
-        "flops_per_pixel": flops_per_pixel(recipe),
-        "psnr": metrics[-1]["psnr"] if metrics else None,
-        "mae": metrics[-1]["mae"] if metrics else None,
-        "best_psnr": psnr[best] if metrics else None,
-        "best_epoch": metrics[best]["epoch"] if metrics else None,
-        "epochs": metrics[-1]["epoch"] if metrics else 0,
-        "seconds_per_epoch": statistics.median(row["train_seconds"] for row in metrics) if metrics else None,
-        **{f"seconds_to_{db:g}": seconds_to(db) for db in THRESHOLDS},  # seconds_to_20, seconds_to_25
-        "status": run.info().get("status"),
-        "run_dir": f"runs/{label}",
-    }
-
-
-def conclusion(rows: list[dict]) -> str:
-    """One sentence from the table: the best and worst final PSNR, the fastest to 20 and 25 dB.
-
-    Figures are compared as shown (PSNR to 0.1 dB, seconds to 3 figures), so runs that print
-    the same are named as tied. Only complete runs are ranked; diverged ones are named after.
-    """
-    if not rows:
-        return "No runs to compare."
-    ranked = [row for row in rows if row["status"] == Status.COMPLETE and row["psnr"] is not None]
-    diverged = [row["label"] for row in rows if row["status"] == Status.DIVERGED]
-    others = [row["label"] for row in rows if row["status"] not in FINISHED]
-    if not ranked:
-        if len(diverged) == len(rows):
-            what = (f"{diverged[0]} diverged" if len(rows) == 1
-                    else f"All {len(rows)} runs diverged ({_names(diverged)})")
-            return f"{what}; there is nothing to compare."
-        return f"No run finished ({_names([r['label'] for r in rows])}); there is nothing to compare."
-
-    def db(row: dict) -> float:
-        return round(row["psnr"], 1)
-
-    top, bottom = max(map(db, ranked)), min(map(db, ranked))
-    best = [row["label"] for row in ranked if db(row) == top]
-    worst = [row["label"] for row in ranked if db(row) == bottom]
-    if len(ranked) == 1:
-        row = ranked[0]
-        sentence = f"{row['label']} reached {row['psnr']:.1f} dB ({row['parameters']:,} parameters)"
-    elif top == bottom:
-        sentence = f"{_names(best)} {'both' if len(best) == 2 else 'all'} reached the same PSNR, {top:.1f} dB"
-    else:
-        if len(best) == 1:
-            params = next(row["parameters"] for row in ranked if row["label"] == best[0])
-            sentence = f"{best[0]} reached the highest PSNR ({top:.1f} dB, {params:,} parameters)"
-        else:
-            sentence = f"{_names(best)} tied for the highest PSNR ({top:.1f} dB)"
-        sentence += f", {top - bottom:.1f} dB above the lowest, {_names(worst)} ({bottom:.1f} dB)"
-    sentence += _speed_clause(ranked) + "."
-    if diverged:
-        sentence += f" {_names(diverged)} diverged."
-    if others:
-        sentence += f" {_names(others)} did not finish."
-    return sentence
-
-
-def _speed_clause(ranked: list[dict]) -> str:
-    """'; the fastest to 20 dB was A (1.2 s), to 25 dB B (3.4 s)', in the words the case needs."""
-    fastest = {}  # threshold -> (names, shown time)
-    for db in THRESHOLDS:
-        key = f"seconds_to_{db:g}"
-        reached = [row for row in ranked if row[key] is not None]
-        if reached:
-            shown = format_seconds(min(row[key] for row in reached))
-            names = [row["label"] for row in reached if format_seconds(row[key]) == shown]
-            fastest[db] = (names, shown)
-    low, high = THRESHOLDS
-    if low not in fastest:  # reaching the higher threshold passes the lower one first
-        return f"; it did not reach {low:g} dB" if len(ranked) == 1 else f"; no run reached {low:g} dB"
-    if len(ranked) == 1:
-        clause = f", {low:g} dB after {fastest[low][1]}"
-        return clause + (f" and {high:g} dB after {fastest[high][1]}" if high in fastest else "")
-    names, shown = fastest[low]
-    verb = "were" if len(names) > 1 else "was"
-    if high in fastest and fastest[high][0] == names:
-        return f"; {_names(names)} {verb} the fastest to {low:g} dB ({shown}) and to {high:g} dB ({fastest[high][1]})"
-    clause = f"; the fastest to {low:g} dB {verb} {_names(names)} ({shown})"
-    if high in fastest:
-        clause += f", to {high:g} dB {_names(fastest[high][0])} ({fastest[high][1]})"
-    return clause
-
-
-def _names(labels: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
-
-
-def _check_claims(claims: list[dict]) -> list[dict]:
-    """The claims callback's answer, checked: a list of {claim: str, supported: bool | None, evidence: str}."""
-    if not isinstance(claims, list):
-        raise TypeError(f"the claims callback must return a list, got {type(claims).__name__}")
-    checked = []
-    for item in claims:
-        ok = (isinstance(item, dict) and set(item) == {"claim", "supported", "evidence"}
-              and isinstance(item["claim"], str) and isinstance(item["evidence"], str)
-              and (item["supported"] is None or isinstance(item["supported"], (bool, np.bool_))))
-        if not ok:
-            raise TypeError("each claim must be {'claim': str, 'supported': True, False or None, 'evidence': str}, "
-                            f"got {item!r}")
-        supported = None if item["supported"] is None else bool(item["supported"])
-        checked.append({"claim": item["claim"], "supported": supported, "evidence": item["evidence"]})
-    return checked
-
-

@@ -30,7 +30,8 @@ from .recipes import Recipe
 from .files import atomic_path, save_png, write_json, write_text
 from .record import RunDirectory
 
-THRESHOLDS = (20.0, 25.0)  # dB: "recognisable" and "good" for these images; the table times both and so does the report
+# dB: "recognisable", "good" and "close" for these images; the table times all three, the conclusion the first two
+THRESHOLDS = (20.0, 25.0, 30.0)
 
 # The grid animation: panels of one size, at most MAX_GRID_WIDTH wide in all. Up to
 # RUNS_PER_ROW runs sit beside the target in one row; more wrap into rows of RUNS_PER_ROW panels.
@@ -51,6 +52,8 @@ def write_outputs(out: Path, target: Target, summary: dict) -> None:
     """Everything made from the finished runs; summary.json last, so it marks a finished comparison."""
     runs = [_RunFrames(out, row) for row in summary["runs"]]
     plot_comparison(runs, out / "curves.png", f"{summary['title']}: {target.name} {target.width}x{target.height}")
+    if summary.get("seeds", 1) > 1:
+        plot_seeds(summary["runs"], out / "seeds.png", f"{summary['title']}: every seed's final PSNR")
     layout = _Layout(target, len(runs))
     save_png(layout.compose([layout.target_panel()] + [layout.final_panel(run) for run in runs]),
                      out / "finals.png")
@@ -68,8 +71,12 @@ class _RunFrames:
 
     def __init__(self, out: Path, row: dict):
         self.row = row
-        self.run = RunDirectory(out / row["run_dir"])
+        self.run = RunDirectory(out / row["run_dir"])  # with several seeds, the median seed's
         self.metrics = self.run.metrics()
+        per_seed = row.get("per_seed") or []
+        # Every seed's metrics, for the curves' bands (one seed: this run's own).
+        self.seed_metrics = [RunDirectory(out / run["run_dir"]).metrics() for run in per_seed] \
+            if len(per_seed) > 1 else [self.metrics]
         self.psnr = {m["epoch"]: m["psnr"] for m in self.metrics}
         self.frame_epochs = [m["epoch"] for m in self.metrics if self.run.frame_path(m["epoch"]).exists()]
 
@@ -83,7 +90,9 @@ class _RunFrames:
         return self.frame_epochs[i] if i >= 0 else None
 
     def caption(self, frame_epoch: int | None, final: bool = False) -> str:
-        top = f"{self.row['label']}   {self.row['parameters']:,} params"
+        seeds = len(self.row.get("seeds") or ())
+        median = f" (median seed {self.row['median_seed']} of {seeds})" if seeds > 1 else ""
+        top = f"{self.row['label']}{median}   {self.row['parameters']:,} params"
         if frame_epoch is None:
             return f"{top}\n{'diverged in epoch 1' if self.diverged and not self.metrics else 'no frame yet'}"
         last = bool(self.metrics) and frame_epoch == self.metrics[-1]["epoch"]
@@ -180,8 +189,64 @@ def grid_frames(target: Target, runs: list[_RunFrames], layout: _Layout) -> list
     return frames
 
 
+def _mean_curve(seed_metrics: list[list[dict]]):
+    """(epoch, mean cumulative seconds, mean PSNR, lowest PSNR, highest PSNR) at each epoch, over the
+    seeds that reached it (a seed that diverged early drops out of the later epochs)."""
+    epochs = sorted({m["epoch"] for metrics in seed_metrics for m in metrics})
+    by_seed = []
+    for metrics in seed_metrics:
+        cumulative = np.cumsum([m["train_seconds"] for m in metrics])
+        by_seed.append({m["epoch"]: (t, m["psnr"]) for m, t in zip(metrics, cumulative)})
+    epoch, seconds, mean, low, high = [], [], [], [], []
+    for e in epochs:
+        here = [seed[e] for seed in by_seed if e in seed]
+        psnr = np.array([p for _, p in here], dtype=float)
+        psnr[~np.isfinite(psnr)] = np.nan
+        epoch.append(e)
+        seconds.append(float(np.mean([t for t, _ in here])))
+        finite = psnr[np.isfinite(psnr)]
+        mean.append(float(np.mean(finite)) if finite.size else np.nan)
+        low.append(float(np.min(finite)) if finite.size else np.nan)
+        high.append(float(np.max(finite)) if finite.size else np.nan)
+    return (np.array(epoch, dtype=float), np.array(seconds), np.array(mean), np.array(low), np.array(high))
+
+
+def plot_seeds(rows: list[dict], path: Path, title: str) -> None:
+    """Each entry's seeds as dots (final PSNR), with the mean and its 95% interval as a bar."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, row in enumerate(rows):
+        finals = [run["psnr"] for run in row.get("per_seed") or [row] if run.get("psnr") is not None
+                  and run.get("status") == "complete"]
+        offsets = np.linspace(-0.18, 0.18, len(finals)) if len(finals) > 1 else np.zeros(len(finals))
+        ax.plot(i + offsets, finals, "o", color="0.25", ms=5, alpha=0.8, zorder=3)
+        data = (row.get("stats") or {}).get("psnr") or {}
+        if data.get("mean") is not None:
+            ax.plot([i - 0.3, i + 0.3], [data["mean"]] * 2, color="tab:blue", lw=2.2, zorder=2)
+            if data.get("low") is not None:
+                ax.errorbar(i, data["mean"], yerr=[[data["mean"] - data["low"]], [data["high"] - data["mean"]]],
+                            color="tab:blue", capsize=6, lw=1.4, zorder=2)
+        failed = len(row.get("per_seed") or []) - len(finals)
+        if failed > 0:
+            ax.annotate(f"{failed} failed", (i, 0), xycoords=("data", "axes fraction"), xytext=(0, 4),
+                        textcoords="offset points", ha="center", fontsize=8, color="tab:red")
+    ax.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=20 if len(rows) > 5 else 0)
+    ax.set_ylabel("final PSNR (dB)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("dots: seeds; bar: mean and its 95% bootstrap interval", fontsize=9, color="0.35")
+    fig.suptitle(title, fontsize=12)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
 def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
-    """PSNR against epoch and against cumulative training seconds, one line per run."""
+    """PSNR against epoch and against cumulative training seconds: one line per entry (with several
+    seeds, their mean, shaded from the lowest seed to the highest)."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -200,14 +265,16 @@ def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
         if not run.metrics:  # diverged in epoch 1: still in the legend
             by_epoch.plot([], [], label=label, **style)
             continue
-        epoch = np.array([m["epoch"] for m in run.metrics], dtype=float)
-        seconds = np.cumsum([m["train_seconds"] for m in run.metrics])
-        psnr = np.array([m["psnr"] for m in run.metrics], dtype=float)
-        psnr[~np.isfinite(psnr)] = np.nan
+        epoch, seconds, psnr, low, high = _mean_curve(run.seed_metrics)
+        if len(run.seed_metrics) > 1:
+            label += f", mean of {len(run.seed_metrics)} seeds"
         values.append(psnr)
         marker = {"marker": "o", "ms": 3.5} if len(epoch) <= 30 else {}
         by_epoch.plot(epoch, psnr, label=label, **style, **marker)
         by_time.plot(seconds, psnr, **style, **marker)
+        if len(run.seed_metrics) > 1:  # the band: from the lowest seed to the highest at each epoch
+            by_epoch.fill_between(epoch, low, high, color=style["color"], alpha=0.18, lw=0)
+            by_time.fill_between(seconds, low, high, color=style["color"], alpha=0.18, lw=0)
         if run.diverged:  # where it stopped
             by_epoch.plot(epoch[-1], psnr[-1], "x", color="black", ms=8, mew=2)
             by_time.plot(seconds[-1], psnr[-1], "x", color="black", ms=8, mew=2)
@@ -231,7 +298,9 @@ def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
     by_epoch.set_xlabel("epoch" + (" (log scale)" if log_epochs else ""))
     by_time.set_xlabel("cumulative training time (s)" + (" (log scale)" if log_epochs else ""))
     by_epoch.set_ylabel("PSNR (dB)")
-    by_epoch.set_title("PSNR by epoch", fontsize=11)
+    seeded = any(len(run.seed_metrics) > 1 for run in runs)
+    by_epoch.set_title("PSNR by epoch" + (" (mean of the seeds; shaded: lowest to highest seed)" if seeded else ""),
+                       fontsize=11)
     by_time.set_title("PSNR by training time", fontsize=11)
     long_labels = max(len(run.row["label"]) for run in runs) > 24
     fig.legend(loc="outside lower center", ncol=min(len(runs), 3 if long_labels else 4), frameon=False, fontsize=9)
@@ -242,31 +311,63 @@ def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
 
 # -- reports ---------------------------------------------------------------------------
 
-VERDICTS = {True: "supported", False: "not supported", None: "inconclusive"}
+VERDICTS = {True: "supported", False: "refuted", None: "inconclusive"}
 DASH = "—"  # a figure the run never reached, or has not got
 COLUMNS = ("run", "recipe", "parameters", "training MFLOP per pixel per epoch", "PSNR (dB)", "MAE",
-           "best PSNR (epoch)", "s / epoch", "to 20 dB", "to 25 dB")
+           "best PSNR (epoch)", "s / epoch", *(f"to {db:g} dB" for db in THRESHOLDS))
 # Under the table, in both reports: what the numbers are.
 TABLE_NOTE = ("PSNR and MAE are the final epoch's; times are training seconds (rendering and writing excluded), "
               f"{DASH} where a run never got there. Training MFLOP per pixel per epoch: the millions of arithmetic "
               "operations one epoch spends on each pixel, forward and backward (6 per network weight plus the "
-              "encoding's; compare.flops_per_pixel). It is the recipe's cost on any machine; s / epoch is what "
+              "encoding's; table.flops_per_pixel). It is the recipe's cost on any machine; s / epoch is what "
               "it cost on this one.")
 
 
+# Under the table of a comparison with several seeds: what the intervals are.
+SEEDS_NOTE = ("With several seeds, a figure is the mean over the seeds that completed, ± their standard deviation, "
+              "[its 95% confidence interval]: scipy.stats.bootstrap, bias-corrected and accelerated (BCa) with 3 "
+              "seeds or more, percentile with 2, 10,000 resamples. A time to a PSNR counts the seeds that reached "
+              "it (k/n when some did not).")
+
+
 def table_cells(row: dict) -> list[str]:
-    """One row of the report table, as text."""
-    def number(value, fmt: str) -> str:
-        return DASH if value is None else format(value, fmt)
+    """One row of the report table, as text: a figure, or with several seeds 'mean ± sd [low, high]'."""
+    stats = row.get("stats") or {}
+    seeds = len(row.get("seeds") or ()) or 1
 
-    def seconds(value) -> str:
-        return DASH if value is None else format_seconds(value)
+    def figure(name: str, digits: int) -> str:
+        data = stats.get(name)
+        if seeds > 1 and data and data["mean"] is not None:
+            text = f"{data['mean']:.{digits}f} ± {data['std']:.{digits}f}"
+            if data["low"] is not None:
+                text += f" [{data['low']:.{digits}f}, {data['high']:.{digits}f}]"
+            return text + (f" ({data['n']}/{seeds})" if data["n"] < seeds else "")
+        return DASH if row[name] is None else f"{row[name]:.{digits}f}"
 
-    run = row["label"] + (" (diverged)" if row["status"] == "diverged" else "")
-    best = DASH if row["best_psnr"] is None else f"{row['best_psnr']:.2f} ({row['best_epoch']})"
+    def seconds(name: str) -> str:
+        data = stats.get(name)
+        if seeds > 1 and data and data["mean"] is not None:
+            text = format_seconds(data["mean"])
+            if data["low"] is not None:
+                text += f" [{format_seconds(data['low'])}, {format_seconds(data['high'])}]"
+            return text + (f" ({data['n']}/{seeds})" if data["n"] < seeds else "")
+        return DASH if row.get(name) is None else format_seconds(row[name])
+
+    run = row["label"] + (f" ({seeds} seeds)" if seeds > 1 else "")
+    if row["status"] == "diverged":
+        failed = row.get("seeds_failed") or 1
+        run += f" (diverged{f' {failed} of {seeds}' if seeds > 1 else ''})"
+    best = figure("best_psnr", 2)
+    if row["best_psnr"] is not None and seeds == 1:
+        best += f" ({row['best_epoch']})"
+    per_epoch = DASH if row["seconds_per_epoch"] is None else format_seconds(row["seconds_per_epoch"])
     return [run, row["describe"], f"{row['parameters']:,}", f"{row['flops_per_pixel'] / 1e6:.3g}",
-            number(row["psnr"], ".2f"), number(row["mae"], ".4f"), best, seconds(row["seconds_per_epoch"]),
-            seconds(row["seconds_to_20"]), seconds(row["seconds_to_25"])]
+            figure("psnr", 2), figure("mae", 4), best, per_epoch,
+            *(seconds(f"seconds_to_{db:g}") for db in THRESHOLDS)]
+
+
+def _table_note(summary: dict) -> str:
+    return TABLE_NOTE + (" " + SEEDS_NOTE if summary.get("seeds", 1) > 1 else "")
 
 
 def _subtitle(summary: dict) -> str:
@@ -284,9 +385,11 @@ def report_markdown(summary: dict) -> str:
     lines = [f"# {summary['title']}", "", _subtitle(summary), "", f"**Conclusion.** {summary['conclusion']}", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * 2 + "--:|" * (len(COLUMNS) - 2)]
     lines += ["| " + " | ".join(cell(c) for c in table_cells(row)) + " |" for row in summary["runs"]]
-    lines += ["", TABLE_NOTE, "",
+    lines += ["", _table_note(summary), "",
               "## Final frames", "", "![The target and each run's final frame](finals.png)", "",
               "## Learning curves", "", "![PSNR against epoch and against training time](curves.png)", "",
+              *(["## Every seed", "", "![Each entry's seeds, mean and 95% interval](seeds.png)", ""]
+                if summary.get("seeds", 1) > 1 else []),
               "## Learning, side by side", "", "![The runs' frames in step by epoch](grid.gif)", "",
               "Every shown epoch, full quality: [grid.mp4](grid.mp4). Each run's own directory is under "
               "[runs/](runs/).", ""]
@@ -332,7 +435,7 @@ ul.claims li { margin: 0 0 10px; padding: 10px 14px; border: 1px solid var(--lin
 .verdict { display: inline-block; margin-right: 8px; padding: 1px 9px; border-radius: 999px; font-size: 0.75rem;
            font-weight: 700; letter-spacing: 0.03em; text-transform: uppercase; vertical-align: 1px; }
 .supported { background: #dafbe1; color: #116329; }
-.not-supported { background: #ffebe9; color: #a40e26; }
+.refuted { background: #ffebe9; color: #a40e26; }
 .inconclusive { background: #eaeef2; color: #57606a; }
 .evidence { color: var(--muted); font-size: 0.92rem; margin-top: 4px; }
 details pre { overflow-x: auto; background: var(--soft); padding: 10px 12px; border-radius: 6px; font-size: 0.8rem; }
@@ -363,9 +466,12 @@ def report_html(summary: dict, out: Path) -> str:
         '<div class="table-wrap"><table>',
         "<thead><tr>" + "".join(f'<th scope="col">{e(c)}</th>' for c in COLUMNS) + "</tr></thead>",
         "<tbody>" + "".join(body_rows) + "</tbody>", "</table></div>",
-        f'<p class="note">{e(TABLE_NOTE)}</p>',
+        f'<p class="note">{e(_table_note(summary))}</p>',
         "<h2>Final frames</h2>", _figure(out / "finals.png", "The target and each run's final frame"),
         "<h2>Learning curves</h2>", _figure(out / "curves.png", "PSNR against epoch and against training time"),
+        *(["<h2>Every seed</h2>", _figure(out / "seeds.png", "Each entry's seeds (dots), their mean and its 95% "
+                                                            "bootstrap interval")]
+          if summary.get("seeds", 1) > 1 else []),
         "<h2>Learning, side by side</h2>",
         _figure(out / "grid.gif", "The runs' frames in step by epoch (grid.mp4 beside this file has every shown "
                                   "epoch at full quality)"),

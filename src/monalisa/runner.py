@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engines import usable_cores
+from .engines.cores import usable_cores
 from .errors import UserError
 from .executors import Executor, Handle, LocalExecutor
 from .images import Target

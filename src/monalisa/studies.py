@@ -34,21 +34,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import stats
 from .budget import TOLERANCE, parameter_count, width_for_budget
 from .compare import run_comparison  # a name of this module, so that tests can replace it
 from .encodings import HashGridOptions, hashgrid_resolutions
 from .errors import UserError
-from .limits import MAX_LAYERS
 from .images import Target, load_target, resize
+from .limits import MAX_LAYERS
 from .recipes import Recipe, format_arch, get_preset
 from .registry import ENCODINGS, INITS, Spec, format_spec
 
 # Quick mode's image: the longest side 64 px (the Mona Lisa becomes 45x64, 2,880 pixels, 45x
 # fewer than 300x429): the author's "experiment on smaller images first".
 QUICK_SIDE = 64
+# Seeds per entry unless --seeds says otherwise (quick mode too): three is the fewest from which the
+# BCa bootstrap gives an interval (stats.py); a verdict needs intervals, and one seed gives none.
+STUDY_SEEDS = 3
 
 # Fields of the base that every entry keeps, even one whose recipe is otherwise fixed (the reader's).
 RUN_FIELDS = ("epochs", "until_psnr", "time_limit", "seed")
@@ -120,7 +125,7 @@ def depth_entries(base: Recipe, budget: int, depths) -> list[tuple[str, Recipe]]
 
 
 def study_depth(target: Target, out, *, quick: bool = False, base: Recipe | None = None, jobs: int | None = None,
-                resume: bool = False, device: str = "auto", quiet: bool = False, **options) -> dict:
+                resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None, **options) -> dict:
     """Equal-parameter networks of several depths (default: the original, 272,703 parameters)."""
     opts = _options(DepthOptions, options, "depth")
     base = depth_base(quick) if base is None else base
@@ -128,7 +133,8 @@ def study_depth(target: Target, out, *, quick: bool = False, base: Recipe | None
     entries = depth_entries(base, opts.budget, depths)
     return run_comparison(study_target(target, quick), entries, out, jobs=jobs, resume=resume, device=device,
                           quiet=quiet, title=f"Depth at {opts.budget:,} parameters",
-                          claims=functools.partial(depth_claims, margin=opts.margin))
+                          claims=functools.partial(depth_claims, margin=opts.margin),
+                          seeds=_study_seeds(seeds, resume))
 
 
 def depth_claims(rows: list[dict], margin: float = DepthOptions.margin) -> list[dict]:
@@ -163,28 +169,27 @@ def _rises_with_depth(rows: list[dict], margin: float) -> dict:
         claim = f"PSNR rises with depth up to {_layers(_depth(best))}, the best depth here"
     by_depth = ", ".join(f"depth {_depth(row)} {_db(_score(row))}" for row in scored)
     evidence = [f"by depth: {by_depth}; best depth {_depth(best)} ({best['label']}, {_db(_score(best))})"]
-    rise = _score(best) - _score(shallowest)
     before = [row for row in scored if _depth(row) <= _depth(best)]
-    drops = [(a, b) for a, b in zip(before, before[1:]) if _score(b) < _score(a) - margin]
     if best is shallowest:
         runner_up = max(scored[1:], key=_score)
-        gap = _score(best) - _score(runner_up)
-        supported = False if gap >= margin else None
-        evidence.append(f"the shallowest finished run, depth {_depth(best)}, is the best, {gap:+.2f} dB above "
-                        f"depth {_depth(runner_up)} (margin {margin:g} dB)")
-    elif rise < margin:
+        beaten, text = _gap(best, runner_up, margin)
+        supported = False if beaten else None
+        evidence.append(f"the shallowest finished run, depth {_depth(best)}, is the best; against depth "
+                        f"{_depth(runner_up)}: {text}")
+        return _verdict(claim, supported, "; ".join(evidence + _failures(rows)))
+    rose, text = _gap(best, shallowest, margin)
+    # A drop on the way up: a shallower network that beats the next deeper one by the margin.
+    drops = [(a, b) for a, b in zip(before, before[1:]) if _gap(a, b, margin)[0]]
+    if not rose:
         supported = None
-        evidence.append(f"depth {_depth(best)} is only {rise:+.2f} dB above depth {_depth(shallowest)} "
-                        f"(margin {margin:g} dB)")
+        evidence.append(f"depth {_depth(best)} against depth {_depth(shallowest)}: {text}")
     elif drops:
         supported = None
         a, b = drops[0]
-        evidence.append(f"not a steady rise: depth {_depth(b)} is {_score(b) - _score(a):+.2f} dB "
-                        f"from depth {_depth(a)}")
+        evidence.append(f"not a steady rise: depth {_depth(a)} beats depth {_depth(b)}: {_gap(a, b, margin)[1]}")
     else:
         supported = True
-        evidence.append(f"{rise:+.2f} dB from depth {_depth(shallowest)} to depth {_depth(best)} "
-                        f"(margin {margin:g} dB)")
+        evidence.append(f"depth {_depth(best)} against depth {_depth(shallowest)}: {text}")
     return _verdict(claim, supported, "; ".join(evidence + _failures(rows)))
 
 
@@ -263,7 +268,7 @@ def tips_entries(base: Recipe) -> list[tuple[str, Recipe, str | None]]:
 
 
 def study_tips(target: Target, out, *, quick: bool = False, base: Recipe | None = None, jobs: int | None = None,
-               resume: bool = False, device: str = "auto", quiet: bool = False, **options) -> dict:
+               resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None, **options) -> dict:
     """The original recipe against each tip's opposite, one change at a time, and the reader's set-up."""
     opts = _options(TipsOptions, options, "tips")
     base = tips_base(quick) if base is None else base
@@ -272,7 +277,8 @@ def study_tips(target: Target, out, *, quick: bool = False, base: Recipe | None 
     return run_comparison(study_target(target, quick), [(label, recipe) for label, recipe, _ in entries], out,
                           jobs=jobs, resume=resume, device=device, quiet=quiet,
                           title="The author's tips against their opposites",
-                          claims=functools.partial(tips_claims, margin=opts.margin, tips=tips))
+                          claims=functools.partial(tips_claims, margin=opts.margin, tips=tips),
+                          seeds=_study_seeds(seeds, resume))
 
 
 def tips_claims(rows: list[dict], margin: float = TipsOptions.margin,
@@ -365,14 +371,15 @@ def encoding_entries(base: Recipe, opts: EncodingOptions | None = None) -> list[
 
 def study_encodings(target: Target, out, *, quick: bool = False, base: Recipe | None = None,
                     jobs: int | None = None, resume: bool = False, device: str = "auto", quiet: bool = False,
-                    **options) -> dict:
+                    seeds=None, **options) -> dict:
     """Raw coordinates against input encodings, all at one parameter budget, the same Adam and epochs."""
     opts = _options(EncodingOptions, options, "encodings")
     base = encodings_base(quick) if base is None else base
     entries = encoding_entries(base, opts)
     return run_comparison(study_target(target, quick), entries, out, jobs=jobs, resume=resume, device=device,
                           quiet=quiet, title=f"Input encodings at {opts.budget:,} parameters",
-                          claims=functools.partial(encoding_claims, margin=opts.margin))
+                          claims=functools.partial(encoding_claims, margin=opts.margin),
+                          seeds=_study_seeds(seeds, resume))
 
 
 def encoding_claims(rows: list[dict], margin: float = EncodingOptions.margin) -> list[dict]:
@@ -405,13 +412,66 @@ def encoding_claims(rows: list[dict], margin: float = EncodingOptions.margin) ->
                                "fewer than two runs finished; " + "; ".join(_failures(rows) or ["no runs"])))
     else:
         first, second = scored[:2]
-        lead = _score(first) - _score(second)
+        leads, text = _gap(first, second, margin)
         ranking = ", ".join(f"{row['label']} {_db(_score(row))}" for row in scored)
         claims.append(_verdict(
-            f"{first['label']} is the best encoding here", True if lead >= margin else None,
-            f"ranking: {ranking}; {first['label']} leads {second['label']} by {lead:+.2f} dB (margin {margin:g} dB)"
+            f"{first['label']} is the best encoding here", True if leads else None,
+            f"ranking (mean final PSNR): {ranking}; {first['label']} against {second['label']}: {text}"
             + "".join("; " + failure for failure in _failures(rows))))
     return claims
+
+
+# -----------------------------------------------------------------------------
+# noise: how far apart one recipe lands from seed to seed, so a reader knows what a gap means
+
+# The depth study's base and epochs (the original recipe, 30 epochs; quick: 80 on 64 px), 10 seeds:
+# ten draws show the spread's size to within about a quarter. Full: 10 runs of ~4.3 s an epoch on
+# one core each, two at a time: ~11 min; quick: ~1 min.
+NOISE_SEEDS = 10
+
+
+@dataclass(frozen=True)
+class NoiseOptions:
+    """The noise study's settings: ``study_noise(..., margin=0.5)``."""
+
+    margin: float = 0.5  # dB: the other studies' margin, checked against the spread found here
+
+    def __post_init__(self):
+        _check_margin(self.margin)
+
+
+def noise_base(quick: bool = False) -> Recipe:
+    """The depth study's base: the original recipe at the depth study's epochs."""
+    return depth_base(quick)
+
+
+def study_noise(target: Target, out, *, quick: bool = False, base: Recipe | None = None, jobs: int | None = None,
+                resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None, **options) -> dict:
+    """One recipe, many seeds: the spread of its final PSNR, the noise floor of every other comparison."""
+    opts = _options(NoiseOptions, options, "noise")
+    base = noise_base(quick) if base is None else base
+    seeds = seeds if seeds is not None else None if resume else NOISE_SEEDS
+    if type(seeds) is int and seeds < 2 or isinstance(seeds, tuple) and len(seeds) < 2:
+        raise UserError("the noise study compares seeds with each other: give --seeds 2 or more")
+    return run_comparison(study_target(target, quick), [("noise", base)], out, jobs=jobs, resume=resume,
+                          device=device, quiet=quiet, title="Seed to seed: one recipe's noise floor",
+                          claims=functools.partial(noise_claims, margin=opts.margin), seeds=seeds)
+
+
+def noise_claims(rows: list[dict], margin: float = NoiseOptions.margin) -> list[dict]:
+    """Whether two seeds of one recipe land within ``margin`` dB of each other, and how far apart they do."""
+    claim = f"Two seeds of this recipe land within {margin:g} dB of each other (the studies' margin)"
+    finals = sorted(_finals(rows[0])) if rows else []
+    if len(finals) < 2:
+        return [_verdict(claim, None, "fewer than two seeds finished; " + "; ".join(_failures(rows) or ["no runs"]))]
+    spread = stats.estimate(finals)
+    gaps = [abs(a - b) for i, a in enumerate(finals) for b in finals[i + 1:]]
+    widest = finals[-1] - finals[0]
+    evidence = (f"{len(finals)} seeds, final PSNR {spread.shown(2, ' dB')} (mean ± sd [95% interval]); "
+                f"lowest {finals[0]:.2f} dB, highest {finals[-1]:.2f} dB: {widest:.2f} dB apart; the median gap "
+                f"between two seeds is {statistics.median(gaps):.2f} dB. One run of each of two recipes that "
+                f"differ by less than {widest:.2f} dB on this image may differ by seed alone")
+    return [_verdict(claim, widest <= margin, evidence + "".join("; " + f for f in _failures(rows)))]
 
 
 def hashgrid_parameters(options: HashGridOptions) -> int:
@@ -448,9 +508,9 @@ def encoding_size(spec: str) -> tuple[int, int]:
 # -----------------------------------------------------------------------------
 # the registry
 
-STUDIES = {"depth": study_depth, "tips": study_tips, "encodings": study_encodings}
-STUDY_OPTIONS = {"depth": DepthOptions, "tips": TipsOptions, "encodings": EncodingOptions}
-_BASES = {"depth": depth_base, "tips": tips_base, "encodings": encodings_base}
+STUDIES = {"depth": study_depth, "tips": study_tips, "encodings": study_encodings, "noise": study_noise}
+STUDY_OPTIONS = {"depth": DepthOptions, "tips": TipsOptions, "encodings": EncodingOptions, "noise": NoiseOptions}
+_BASES = {"depth": depth_base, "tips": tips_base, "encodings": encodings_base, "noise": noise_base}
 
 
 def default_base(study: str, quick: bool = False) -> Recipe:
@@ -502,8 +562,12 @@ def _result(row: dict) -> str:
     """'d4-w300 26.12 dB', 'lr-x10 diverged in epoch 4' or 'x did not finish (running)'."""
     score = _score(row)
     if score is not None:
-        return f"{row['label']} {_db(score)}"
+        seeds = len(row.get("seeds") or ())
+        return f"{row['label']} {_db(score)}" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
     status = row.get("status")
+    seeds = len(row.get("seeds") or ())
+    if status == "diverged" and seeds > 1:
+        return f"{row['label']} diverged in {row.get('seeds_failed')} of {seeds} seeds"
     if status == "diverged":  # "epochs" counts the epochs completed; the next one diverged
         return f"{row['label']} diverged in epoch {(row.get('epochs') or 0) + 1}"
     return f"{row['label']} did not finish ({status})"
@@ -529,9 +593,33 @@ def _compare_best(winner: dict | None, loser: dict | None, margin: float, parts:
         return None
     if winner is None or loser is None:
         return loser is None
-    gap = _score(winner) - _score(loser)
-    parts.append(f"difference {gap:+.2f} dB (margin {margin:g} dB)")
-    return True if gap >= margin else False if gap <= -margin else None
+    supported, text = _gap(winner, loser, margin)
+    parts.append(text)
+    return supported
+
+
+def _gap(ours: dict, theirs: dict, margin: float) -> tuple[bool | None, str]:
+    """Whether ``ours`` beat ``theirs`` by ``margin`` dB of final PSNR, decided from the seeds (stats.py):
+    True when the 95% interval of the difference of the means lies above the margin, False when it lies
+    below -margin, None otherwise, and always None from one seed each (no spread: no interval)."""
+    a, b = _finals(ours), _finals(theirs)
+    gap = stats.difference(a, b)
+    if gap.mean is None:
+        return None, "no finished seeds to compare"
+    if gap.low is None:
+        return None, (f"difference {gap.mean:+.2f} dB from {len(a)} and {len(b)} seed(s): no interval, so no "
+                      f"verdict (margin {margin:g} dB; --seeds 3 or more decides)")
+    improvement = stats.probability_of_improvement(a, b)
+    text = (f"difference {gap.mean:+.2f} dB, 95% interval [{gap.low:+.2f}, {gap.high:+.2f}] ({gap.method}, "
+            f"{len(a)} and {len(b)} seeds; margin {margin:g} dB); P(a seed of {ours['label']} beats one of "
+            f"{theirs['label']}) {improvement.mean:.2f} [{improvement.low:.2f}, {improvement.high:.2f}]")
+    return stats.SUPPORTED_VALUE[stats.verdict(gap, margin)], text
+
+
+def _finals(row: dict) -> list[float]:
+    """Each completed seed's final PSNR (a perfect fit's is inf: its row has psnr null and mae 0)."""
+    runs = row.get("per_seed") or [row]
+    return [score for score in (_score(run) for run in runs) if score is not None]
 
 
 def _versus(claim: str, ours: dict | None, theirs: dict | None, margin: float, our_label: str,
@@ -552,6 +640,14 @@ def _verdict(claim: str, supported: bool | None, evidence: str) -> dict:
 
 # -----------------------------------------------------------------------------
 # checks
+
+
+def _study_seeds(seeds, resume: bool):
+    """What a study passes to run_comparison: the seeds asked for; else on resume the study's own
+    (None: read from its directory), and STUDY_SEEDS for a new study."""
+    if seeds is not None:
+        return seeds
+    return None if resume else STUDY_SEEDS
 
 
 def _options(cls: type, options: dict, study: str):

@@ -14,8 +14,6 @@ to import, measured with -X importtime) loads only when the online engine is mad
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
@@ -60,11 +58,3 @@ def make_engine(name: str, model: torch.nn.Sequential, recipe: Recipe, coords: n
     from .batched import BatchedEngine
 
     return BatchedEngine(model, recipe, coords, colours, device)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: honours taskset and container CPU sets."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

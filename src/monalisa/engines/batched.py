@@ -8,11 +8,21 @@ A step is the textbook one: forward, ``loss.backward()``, the registry's torch
 optimiser (components.py). A hand-written backward pass with in-place SGD for
 the original's family measured 0.9-1.09x the speed of this on 1 and 2 threads
 (benchmarks/batched_engine.py, 2026-11) and was dropped.
-Two things beyond the textbook loop, and why:
+Three things beyond the textbook loop, and why:
 - the epoch's permutation is applied once, as one gather, so each batch is a
   contiguous slice rather than an indexing op;
 - the divergence check reads the loss back only every few batches on CUDA, so
-  the GPU is not stalled by a host sync each step.
+  the GPU is not stalled by a host sync each step;
+- on the CPU, the torch thread count follows the cores the rest of the machine
+  leaves free (cores.FreeCores), re-decided about twenty times an epoch, up to
+  the share the run was given (torch's thread count when the engine is made).
+  Two threads sharing a core with another process ran the `fast` preset 5.2x
+  slower than one thread (benchmarks/contention.py). PyTorch's CPU kernels may
+  sum in another order on another thread count (measured: `fast` weights differ
+  by 1.5e-7 after two epochs on 1 and 2 threads; `siren` and `original` at batch
+  256 came out identical), so a batched run on a machine whose load changes is
+  reproducible to float rounding; its resume restores the exact state, and is
+  bit-exact wherever the thread counts match (a share of one thread: always).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from ..errors import Diverged
 from ..models import linear_layers
 from ..recipes import Recipe
 from ..registry import OPTIMIZERS, SCHEDULES
+from .cores import TorchThreads
 
 # An error signal above 1000 stopped the original; half its square is the
 # smallest per-pixel loss that such a delta implies.
@@ -61,6 +72,9 @@ class BatchedEngine:
         self.schedule = SCHEDULES.build(recipe.schedule)
         # How often the loss is read back for the divergence check.
         self.check_every = 1 if device.type == "cpu" else 50
+        # The thread share this run was given (torch's threads now), followed to the machine's load.
+        self.threads = TorchThreads(torch.get_num_threads() if device.type == "cpu" else 1)
+        self.batches_on = {}  # threads -> batches trained on that many, for benchmarks and tests
 
     def sync(self) -> None:
         pass  # the torch model is trained in place
@@ -72,7 +86,11 @@ class BatchedEngine:
         n, batch = len(order), self.recipe.batch_size
         steps = (n + batch - 1) // batch
         progress_every = max(1, steps // 20)
+        threads = torch.get_num_threads()
         for step in range(steps):
+            if step % progress_every == 0:
+                threads = self.threads.adapt()
+            self.batches_on[threads] = self.batches_on.get(threads, 0) + 1
             self._set_rates((epoch - 1 + step / steps) / self.recipe.epochs)
             x = coords[step * batch:(step + 1) * batch]
             t = colours[step * batch:(step + 1) * batch]

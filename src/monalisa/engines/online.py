@@ -13,7 +13,6 @@ any call, and a run and its resume give the same result whatever the load.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
@@ -26,7 +25,7 @@ from ..models import linear_layers
 from ..recipes import Recipe
 from ..registry import ACTIVATIONS
 from . import online_kernel as kernel
-from . import usable_cores
+from .cores import FreeCores, usable_cores
 from .online_support import supports
 
 # The kernel's code for each name online_support admits (tests/test_engines.py checks they agree).
@@ -46,13 +45,9 @@ MAX_DELTA = 1000.0
 CHUNK = 1024
 
 
-# The two-core kernel runs only while the other processes on this machine use less
-# than this many cores between them: its cores spin at each meeting, so a third
-# busy thread (measured: one Python busy loop) makes it 5-50x slower than one core.
-OTHERS_BUSY_LIMIT = 0.25
-# Seconds of history a decision needs: /proc/stat counts in 10 ms ticks, so 0.1 s
-# on two cores is 20 ticks, a 5% step. Between decisions the last one stands.
-SAMPLE_SECONDS = 0.1
+# The two-core kernel runs only while the other processes on this machine leave both
+# cores free (cores.TAKEN_FROM): its cores spin at each meeting, so a third busy
+# thread (measured: one Python busy loop) makes it 5-50x slower than one core.
 # A two-core call slower per pixel than one core's last call means the cores were
 # not free after all (a load /proc/stat cannot see); one core for this many calls.
 BACK_OFF_CALLS = 16
@@ -71,48 +66,6 @@ def two_cores_allowed(widths) -> bool:
     """
     return usable_cores() >= 2 and numba.get_num_threads() >= 2 and torch.get_num_threads() >= 2 \
         and max(widths[1:-1], default=0) >= 64
-
-
-class FreeCores:
-    """Are two cores free now? The other processes' CPU time over the last interval, from /proc/stat.
-
-    Machine busy time on this process's CPUs, minus this process's own CPU time
-    (all its threads, spinning ones included), over wall time: the cores the
-    rest of the machine used. Reading /proc/stat and the process times costs
-    ~30 us, against ~20-50 ms a 1,024-pixel call. Where /proc/stat is missing
-    (not Linux) the 1-minute load average stands in.
-    """
-
-    def __init__(self):
-        self.cpus = {f"cpu{i}" for i in (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())}
-        self.tick = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
-        self.last = self._sample()
-        self.others = None  # cores used by other processes over the last interval, once measured
-
-    def _sample(self):
-        try:
-            with open("/proc/stat") as f:
-                busy = 0
-                for line in f:
-                    name, *fields = line.split()
-                    if name in self.cpus:
-                        ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-                        busy += sum(ticks) - ticks[3] - ticks[4]
-        except OSError:
-            return None
-        return time.monotonic(), busy * self.tick, time.process_time()
-
-    def update(self) -> None:
-        """Measure the interval since the last measurement, if it is long enough to say anything."""
-        now = self._sample()
-        if now is None or self.last is None:
-            self.others = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-            return
-        wall = now[0] - self.last[0]
-        if wall < SAMPLE_SECONDS:
-            return
-        self.others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / wall
-        self.last = now
 
 
 class OnlineEngine:
@@ -177,7 +130,7 @@ class OnlineEngine:
                 on_progress(min(start + CHUNK, len(order)) / len(order))
 
     def _choose(self) -> int:
-        """The kernel for the next call: two cores if the others use under OTHERS_BUSY_LIMIT cores of the machine.
+        """The kernel for the next call: two cores if the other processes leave two free (FreeCores).
 
         Both kernels round identically (online_kernel.py), so this choice changes
         the speed only, never a result, and may change at any call.
@@ -187,8 +140,7 @@ class OnlineEngine:
         if self.back_off > 0:
             self.back_off -= 1
             return 1
-        self.free.update()
-        return 2 if self.free.others is not None and self.free.others < OTHERS_BUSY_LIMIT else 1
+        return self.free.cores_free(2)
 
     def _train(self, order: np.ndarray) -> tuple[int, int]:
         args = (self.params, self.widths, self.w_off, self.b_off, self.a_off, self.layer_lr,
