@@ -81,6 +81,11 @@ def main() -> None:
     parser.add_argument("--image", default=REFERENCE_IMAGE, help="image file or built-in name")
     parser.add_argument("--rounds", type=int, default=5, help="idle/loaded pairs per engine (medians reported)")
     parser.add_argument("--pin", action="store_true", help="pin the busy loop to one CPU")
+    parser.add_argument("--online-pixels", type=int, default=32768,
+                        help="pixels a timing for the online engine: long enough (~1 s) that the ~0.1 s the "
+                             "engine takes to see a change in load is a small part of it")
+    parser.add_argument("--only", action="append", metavar="PRESET",
+                        help="time only these presets (repeatable; 'original-b256' for the batched original)")
     args = parser.parse_args()
 
     target = load_target(args.image)
@@ -93,12 +98,15 @@ def main() -> None:
     cases = []
     recipes = [(name, recipe) for name, recipe in PRESETS.items()]
     recipes.append(("original b256 (batched)", get_preset("original").replace(batch_size=256)))
+    if args.only:
+        recipes = [(name, recipe) for name, recipe in recipes
+                   if name in args.only or ("original-b256" in args.only and name.endswith("(batched)"))]
     for name, recipe in recipes:
         engine_name = choose_engine("auto", recipe, torch.device("cpu"))
         if name.endswith("(batched)"):
             engine_name = "batched"
-        # Enough pixels for ~0.3-1 s a measurement: every pixel a step online, whole batches batched.
-        pixels = 8192 if engine_name == "online" else min(len(coords), max(4 * recipe.batch_size, 32768))
+        # Enough pixels for ~0.3-1 s a measurement: whole batches batched.
+        pixels = args.online_pixels if engine_name == "online" else min(len(coords), max(4 * recipe.batch_size, 32768))
         for default in (False, True):
             # The engine takes its thread share from torch when it is made: one thread, or the default.
             torch.set_num_threads(threads if default else 1)

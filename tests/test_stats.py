@@ -12,7 +12,7 @@ SAMPLE = [24.31, 23.87, 24.62, 24.05, 23.70]
 
 def scipy_interval(samples, statistic, method):
     result = bootstrap(samples, statistic, n_resamples=stats.RESAMPLES, confidence_level=stats.CONFIDENCE,
-                       method=method, vectorized=True, random_state=stats.RANDOM_STATE)
+                       method=method, vectorized=True, rng=np.random.default_rng(stats.RANDOM_STATE))
     return result.confidence_interval.low, result.confidence_interval.high
 
 

@@ -266,8 +266,8 @@ def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
             by_epoch.plot([], [], label=label, **style)
             continue
         epoch, seconds, psnr, low, high = _mean_curve(run.seed_metrics)
-        if len(run.seed_metrics) > 1:
-            label += f", mean of {len(run.seed_metrics)} seeds"
+        if len(run.seed_metrics) > 1:  # the panel's title says these are means; the count stays short
+            label += f", {len(run.seed_metrics)} seeds"
         values.append(psnr)
         marker = {"marker": "o", "ms": 3.5} if len(epoch) <= 30 else {}
         by_epoch.plot(epoch, psnr, label=label, **style, **marker)
@@ -302,7 +302,7 @@ def plot_comparison(runs: list[_RunFrames], path: Path, title: str) -> None:
     by_epoch.set_title("PSNR by epoch" + (" (mean of the seeds; shaded: lowest to highest seed)" if seeded else ""),
                        fontsize=11)
     by_time.set_title("PSNR by training time", fontsize=11)
-    long_labels = max(len(run.row["label"]) for run in runs) > 24
+    long_labels = max(len(run.row["label"]) for run in runs) > 24 or seeded  # seeded labels say ", 5 seeds"
     fig.legend(loc="outside lower center", ncol=min(len(runs), 3 if long_labels else 4), frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=13)
     with atomic_path(path) as tmp:

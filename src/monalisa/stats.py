@@ -31,7 +31,7 @@ import numpy as np
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
-RANDOM_STATE = 0  # the same interval every time a report is written
+RANDOM_STATE = 0  # the seed of the bootstrap's generator: the same interval every time a report is written
 
 SUPPORTED, REFUTED, INCONCLUSIVE = "supported", "refuted", "inconclusive"
 # A verdict's word as a claim's "supported" field: True, False or None (compare._check_claims).
@@ -162,7 +162,7 @@ def _interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[float, float,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # BCa's "degenerate" warning: answered by the fallback below
             result = bootstrap(samples, statistic, n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
-                               method=attempt, vectorized=True, random_state=RANDOM_STATE)
+                               method=attempt, vectorized=True, rng=np.random.default_rng(RANDOM_STATE))
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if math.isfinite(low) and math.isfinite(high):
             return low, high, f"{attempt} bootstrap"

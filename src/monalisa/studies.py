@@ -22,11 +22,11 @@ flags to that (``default_base("tips").replace(epochs=20)``) and passes the resul
 defaults sit at the top of its section, each with its reason and its cost.
 
 Costs are measured on this project's 2-core machine with one torch thread a job and two jobs
-at once (compare.py's default), another job sharing the machine; per pixel per epoch (train +
-render + checkpoint), at equal parameter count (272,703): the compiled online engine 44 us for
-4x300 and for 6x232 or 8x196, 65-70 us for 2x519 and 3x367, but 440 us for 1x45450 (its kernel
-vectorises along a layer's inputs, and a one-layer network's layers have 2 and 45,450 of them);
-Adam on batches, a ~273k-parameter MLP 40 us, the hash grid 3 us.
+at once (compare.py's default); per epoch of the Mona Lisa (300x429), training alone, at equal
+parameter count (272,703), 2026-12-01: the compiled online engine 3.4-3.8 s for every depth
+from 1x45450 to 8x196 (~27 us a pixel: the kernel has a fused path for one wide layer), plus
+its render (0.7 s on one thread for 4x300, 2.8 s for 1x45450); Adam on batches, a ~273k-parameter
+MLP ~40 us a pixel, the hash grid ~3 us. Several seeds multiply every cost by their count.
 """
 
 from __future__ import annotations
@@ -74,15 +74,13 @@ def study_target(image: Target | str | Path, quick: bool = False) -> Target:
 # depth: deep against shallow at equal parameter count
 
 # Full: 30 epochs, the `quick` preset's, where the 4x300 network already draws a recognisable
-# Mona Lisa. The one-layer network sets the time: 1x45450 costs 440 us a pixel, 57 s an epoch
-# on 300x429, so 30 epochs are ~29 min on one core while the other core runs the five others
-# (2x519 to 8x196, 34 s an epoch together, ~17 min): ~30 min in all. Each 10 epochs more: +10 min.
+# Mona Lisa. Every shape costs about the same now (3.4-3.8 s an epoch of training on one core):
+# one seed of the six depths measured 481 s of wall time (2026-12-01), so the default three
+# seeds are ~24 min and five ~40 min. Each 10 epochs more: +1/3.
 DEPTH_EPOCHS = 30
 # Quick (45x64): 80 epochs. An epoch there is 45x cheaper, so quick mode runs more of them but
-# far fewer pixel steps (230k against 3.9M), enough to separate the depths' first rises. The
-# one-layer network again sets the time, 2.1 s an epoch with its render: ~2.8 min; 2x, 4x and 8x
-# take 0.65 s an epoch together on the other core (~1 min). About 3 min in all; measured 4.7 min
-# with a third training job holding one of the two cores.
+# far fewer pixel steps (230k against 3.9M), enough to separate the depths' first rises. Four
+# depths times the default three seeds measured 85 s of wall time (2026-12-01).
 DEPTH_QUICK_EPOCHS = 80
 DEPTHS = (1, 2, 3, 4, 6, 8)  # shallow (1, 2) against deep, up to the published code's 6 and past it
 QUICK_DEPTHS = (1, 2, 4, 8)  # one per doubling: the same question in 4 runs
@@ -208,9 +206,8 @@ def _layers(depth: int) -> str:
 # on 300x429; the reader's RPROP is one full batch an epoch, ~2.5 s. 9 runs x 50 epochs on 2
 # cores: ~20 min, less when a tip's opposite diverges early. 100 epochs would be ~40 min.
 TIPS_EPOCHS = 50
-# Quick (45x64): 150 epochs, 430k pixel steps. 8 runs x 0.19 s an epoch (train 0.13 s + render and
-# checkpoint) + RPROP 0.14 s, on 2 cores: ~2.1 min, plus ~5 s a run to start: ~2.5 min; measured
-# 3.6 min with a third training job holding one of the two cores.
+# Quick (45x64): 150 epochs, 430k pixel steps. Nine runs times the default three seeds measured
+# 245 s of wall time (2026-12-01); full mode with three seeds is ~3x the one-seed ~20 min.
 TIPS_QUICK_EPOCHS = 150
 
 
