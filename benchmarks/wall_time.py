@@ -26,12 +26,11 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from contention import busy_loop  # benchmarks/ is the script's folder, so on sys.path
 from monalisa import train
 from monalisa.experiment import train_run
 from monalisa.images import load_target
@@ -41,18 +40,11 @@ REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in
 BEFORE = {"RENDER_FLOATS": 2**25, "WIDE_LAYER": math.inf}  # the render settings this is measured against
 
 
-def busy_loop() -> subprocess.Popen:
-    cpu = max(os.sched_getaffinity(0))
-    process = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
-    time.sleep(0.2)
-    return process
-
-
 def one_run(target, recipe, settings: dict, busy: bool) -> dict:
     saved = {name: getattr(train, name) for name in settings}
     for name, value in settings.items():
         setattr(train, name, value)
-    process = busy_loop() if busy else None
+    process = busy_loop(pin=True) if busy else None
     try:
         with tempfile.TemporaryDirectory() as folder:
             started = time.perf_counter()

@@ -173,15 +173,16 @@ def saved_seeds(out: str | Path) -> dict[str, tuple[int, ...]]:
         data = json.loads((Path(out) / COMPARISON_FILE).read_text())
         return {item["label"]: entry_seeds(Recipe.from_dict(item["recipe"]), item.get("seeds"))
                 for item in data["entries"]}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not a comparison yet: _prepare_directory says what it is
         return {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read comparison {str(out)!r}: {exc.__class__.__name__}: {exc}") from None
 
 
 def _prepare_directory(out: Path, target: Target, entries: list[tuple[str, Recipe]], title: str,
-                       resume: bool, seeds: dict[str, tuple[int, ...]]) -> None:
-    """Create ``out`` (or check it matches, on resume) and save what a resume needs."""
+                       resume: bool, seeds: dict[str, tuple[int, ...]], before: dict[str, tuple[int, ...]]) -> None:
+    """Create ``out`` (or check it matches, on resume) and save what a resume needs.
+    ``seeds``: each entry's seeds now; ``before``: those ``out`` recorded (saved_seeds)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{str(out)!r} exists and is not a directory; choose another --out")
     started = out.is_dir() and any(out.iterdir())
@@ -197,7 +198,6 @@ def _prepare_directory(out: Path, target: Target, entries: list[tuple[str, Recip
                             f"{saved_target.width}x{saved_target.height}); resume it with its own target "
                             "(load_comparison) or choose another --out")
         saved = dict(saved_entries)
-        before = saved_seeds(out)
         for label, recipe in entries:
             if label in saved and saved[label] != recipe:
                 raise UserError(f"{str(out)!r} already has a run {label!r} with another recipe; "
@@ -322,9 +322,10 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     for _, recipe in entries:  # limits.py, by arithmetic: a refused entry leaves nothing behind
         check_recipe(recipe, pixels=target.height * target.width)
     parameters = {label: recipe.parameter_count() for label, recipe in entries}  # also checks each builds
-    saved = saved_seeds(out) if resume and seeds is None else {}
-    entry_seed = {label: saved.get(label) or entry_seeds(recipe, seeds) for label, recipe in entries}
-    _prepare_directory(out, target, entries, title, resume, entry_seed)
+    before = saved_seeds(out) if resume else {}
+    entry_seed = {label: (before.get(label) if seeds is None else None) or entry_seeds(recipe, seeds)
+                  for label, recipe in entries}
+    _prepare_directory(out, target, entries, title, resume, entry_seed, before)
 
     progress = _Progress(None if quiet else sys.stderr)
     specs, recipes = [], {}
@@ -343,8 +344,9 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
                 specs.append(RunSpec(key, run_dir, action, device=device))
     _train_all(specs, recipes, jobs or usable_cores(), progress)
 
-    rows = [json_safe(entry_row(out, label, [(seed, run_key(label, seed, entry_seed[label])) for seed in entry_seed[label]],
-                                parameters[label])) for label, _ in entries]
+    rows = [json_safe(entry_row(out, label, [(seed, run_key(label, seed, entry_seed[label]))
+                                             for seed in entry_seed[label]], parameters[label]))
+            for label, _ in entries]
     verdicts = check_claims(claims(copy.deepcopy(rows))) if claims else []
     summary = {"title": title, "image": target.name, "width": target.width, "height": target.height,
                "seeds": max(len(v) for v in entry_seed.values()) if entries else 0,

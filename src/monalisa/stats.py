@@ -34,7 +34,7 @@ RESAMPLES = 10_000
 RANDOM_STATE = 0  # the seed of the bootstrap's generator: the same interval every time a report is written
 
 SUPPORTED, REFUTED, INCONCLUSIVE = "supported", "refuted", "inconclusive"
-# A verdict's word as a claim's "supported" field: True, False or None (compare._check_claims).
+# A verdict's word as a claim's "supported" field: True, False or None (table.check_claims).
 SUPPORTED_VALUE = {SUPPORTED: True, REFUTED: False, INCONCLUSIVE: None}
 
 
@@ -73,15 +73,15 @@ class Estimate:
 
 def estimate(values) -> Estimate:
     """The mean of ``values`` (None and NaN dropped: a seed without the figure) and its interval."""
-    kept = tuple(float(v) for v in values if v is not None and not math.isnan(v))
-    if not kept:
+    kept = _kept(values)
+    if not len(kept):
         return Estimate((), None, None, None, None, None)
     mean = float(np.mean(kept))
     if len(kept) == 1:
-        return Estimate(kept, mean, 0.0, None, None, None)
+        return Estimate(tuple(kept.tolist()), mean, 0.0, None, None, None)
     std = float(np.std(kept, ddof=1))
-    low, high, method = _interval((np.asarray(kept),), _mean_statistic)
-    return Estimate(kept, mean, std, low, high, method)
+    low, high, method = _interval((kept,), _mean_statistic)
+    return Estimate(tuple(kept.tolist()), mean, std, low, high, method)
 
 
 def difference(a, b) -> Estimate:
@@ -132,6 +132,7 @@ def overlap(a: Estimate, b: Estimate) -> bool:
 
 
 def _kept(values) -> np.ndarray:
+    """The values a figure has (None and NaN dropped: a seed without it), as float64."""
     return np.asarray([float(v) for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
 
 

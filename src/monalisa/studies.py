@@ -447,7 +447,7 @@ def study_noise(target: Target, out, *, quick: bool = False, base: Recipe | None
     """One recipe, many seeds: the spread of its final PSNR, the noise floor of every other comparison."""
     opts = _options(NoiseOptions, options, "noise")
     base = noise_base(quick) if base is None else base
-    seeds = seeds if seeds is not None else None if resume else NOISE_SEEDS
+    seeds = _study_seeds(seeds, resume, NOISE_SEEDS)
     if type(seeds) is int and seeds < 2 or isinstance(seeds, tuple) and len(seeds) < 2:
         raise UserError("the noise study compares seeds with each other: give --seeds 2 or more")
     return run_comparison(study_target(target, quick), [("noise", base)], out, jobs=jobs, resume=resume,
@@ -639,12 +639,12 @@ def _verdict(claim: str, supported: bool | None, evidence: str) -> dict:
 # checks
 
 
-def _study_seeds(seeds, resume: bool):
+def _study_seeds(seeds, resume: bool, default: int = STUDY_SEEDS):
     """What a study passes to run_comparison: the seeds asked for; else on resume the study's own
-    (None: read from its directory), and STUDY_SEEDS for a new study."""
+    (None: read from its directory), and ``default`` for a new study."""
     if seeds is not None:
         return seeds
-    return None if resume else STUDY_SEEDS
+    return None if resume else default
 
 
 def _options(cls: type, options: dict, study: str):

@@ -61,7 +61,6 @@ def _encoding_flops(recipe: Recipe, module) -> int:
     return int(getattr(module, "flops_per_point", 0))
 
 
-
 def entry_row(out: Path, label: str, runs: list[tuple[int, str]], parameters: int | None = None) -> dict:
     """One entry's line of the table: its seeds' runs, each figure's mean and Estimate over them.
 
@@ -71,7 +70,12 @@ def entry_row(out: Path, label: str, runs: list[tuple[int, str]], parameters: in
     ``status`` is complete only if every seed completed; else the first failure (diverged first).
     """
     seeds = [seed for seed, _ in runs]
-    runs = [table_row(out, key, parameters) | {"seed": seed} for seed, key in runs]
+    flops = None  # the same for every seed (a seed changes no shape): counted once
+    rows = []
+    for seed, key in runs:
+        rows.append(table_row(out, key, parameters, flops) | {"seed": seed})
+        flops = rows[-1]["flops_per_pixel"]
+    runs = rows
     complete = [run for run in runs if run["status"] == Status.COMPLETE]
     stats = {name: estimate([run[name] for run in complete]) for name in ESTIMATED}
     row = dict(runs[0], label=label, seeds=list(seeds), per_seed=runs)
@@ -85,10 +89,9 @@ def entry_row(out: Path, label: str, runs: list[tuple[int, str]], parameters: in
         if not complete:  # every seed failed: the entry's figures are its first failed seed's, as with one seed
             row.update({name: failed[0][name] for name in ESTIMATED})
     shown = _median_run(complete) or runs[0]
+    per_epoch = [run["seconds_per_epoch"] for run in runs if run["seconds_per_epoch"] is not None]
     row.update(run_dir=shown["run_dir"], median_seed=shown["seed"], best_epoch=shown["best_epoch"],
-               epochs=shown["epochs"], seconds_per_epoch=statistics.median(
-                   run["seconds_per_epoch"] for run in runs if run["seconds_per_epoch"] is not None)
-               if any(run["seconds_per_epoch"] is not None for run in runs) else None,
+               epochs=shown["epochs"], seconds_per_epoch=statistics.median(per_epoch) if per_epoch else None,
                seeds_failed=len(failed))
     return row
 
@@ -99,9 +102,9 @@ def _median_run(runs: list[dict]) -> dict | None:
     return ranked[(len(ranked) - 1) // 2] if ranked else None
 
 
-def table_row(out: Path, key: str, parameters: int | None = None) -> dict:
-    """One run's line of the table, from its own run directory runs/<key>."""
-    label = key
+def table_row(out: Path, key: str, parameters: int | None = None, flops: int | None = None) -> dict:
+    """One run's line of the table, from its own run directory runs/<key> (``parameters`` and
+    ``flops``, when the caller has them, save building the network again)."""
     run = RunDirectory.open(out / "runs" / key)
     recipe = run.recipe()
     metrics = run.metrics()
@@ -113,11 +116,11 @@ def table_row(out: Path, key: str, parameters: int | None = None) -> dict:
         return next((seconds for seconds, value in zip(cumulative, psnr) if value >= db), None)
 
     return {
-        "label": label,
+        "label": key,
         "recipe": recipe.to_dict(),
         "describe": recipe.describe(),
         "parameters": recipe.parameter_count() if parameters is None else parameters,
-        "flops_per_pixel": flops_per_pixel(recipe),
+        "flops_per_pixel": flops_per_pixel(recipe) if flops is None else flops,
         "psnr": metrics[-1]["psnr"] if metrics else None,
         "mae": metrics[-1]["mae"] if metrics else None,
         "best_psnr": psnr[best] if metrics else None,
@@ -126,7 +129,7 @@ def table_row(out: Path, key: str, parameters: int | None = None) -> dict:
         "seconds_per_epoch": statistics.median(row["train_seconds"] for row in metrics) if metrics else None,
         **{f"seconds_to_{db:g}": seconds_to(db) for db in THRESHOLDS},  # seconds_to_20, seconds_to_25
         "status": run.info().get("status"),
-        "run_dir": f"runs/{label}",
+        "run_dir": f"runs/{key}",
     }
 
 

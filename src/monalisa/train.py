@@ -61,13 +61,16 @@ def render(model: torch.nn.Module, coords: np.ndarray, device: torch.device) -> 
     """The network's raw output for every coordinate, (N, 3) float32, in eval mode."""
     was_training = model.training
     model.eval()
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    # The widest activations a chunk holds at once: every layer's, the encoding's, and with a split
+    # last layer UNIT_BLOCK of its units instead of all of them.
+    widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    widths.append(getattr(getattr(model, "encoding", None), "out_features", 0))
     forward = model
     if getattr(model, "can_split_last_layer", lambda: False)() and model.layers[-2].out_features > WIDE_LAYER:
         forward = functools.partial(model.forward_in_unit_blocks, block=UNIT_BLOCK)
-        linears.remove(model.layers[-2])  # held UNIT_BLOCK units at a time
-    widths = [UNIT_BLOCK if forward is not model else 1, getattr(getattr(model, "encoding", None), "out_features", 0)]
-    widest = max(widths + [m.out_features for m in linears])
+        widths.remove(model.layers[-2].out_features)
+        widths.append(UNIT_BLOCK)
+    widest = max(widths)
     chunk = max(1, min(RENDER_CHUNK, RENDER_FLOATS // widest))
     out = np.empty((len(coords), 3), dtype=np.float32)
     for start in range(0, len(coords), chunk):
