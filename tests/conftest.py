@@ -6,6 +6,9 @@
   default runs/ folder would appear (CLI test files override it to add their own files);
 - `lab_client`: a TestClient over a fresh lab in tmp_path/runs, and the lab (jobs: the module's
   LAB_JOBS, else 2); leaving it closes the lab, so no worker outlives the test.
+- `ray_cluster`: a Ray cluster of two one-CPU worker nodes and a head of no CPUs on this machine,
+  every process bound to 127.0.0.1, for the session (test_ray.py, test_search.py; skipped without
+  ray); its processes are stopped at the end by Cluster.shutdown, which kills them by pid.
 """
 
 import pytest
@@ -43,3 +46,52 @@ def lab_client(request, tmp_path):
     with TestClient(create_app(lab), base_url="http://127.0.0.1:8765") as client:
         yield client, lab
     # leaving the block closed the lab: no worker outlives the test
+
+
+class RayTestCluster:
+    """``ray.cluster_utils.Cluster`` and its two worker nodes; ``remove(node)`` kills one, ``refill()`` adds
+    fresh ones."""
+
+    def __init__(self):
+        from ray.cluster_utils import Cluster
+
+        # The head holds the driver (and the Ray executor's hub) but no CPUs, so two runs at once
+        # take one worker node each.
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+        self.nodes = [self.add() for _ in range(2)]
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add(self):
+        return self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+
+    def node_of(self, pid: int):
+        """The worker node whose raylet started process ``pid`` (Ray's workers are its children)."""
+        with open(f"/proc/{pid}/stat") as f:
+            parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        return next((node for node in self.nodes
+                     if parent in [p.process.pid for p in node.all_processes["raylet"]]), None)
+
+    def remove(self, node) -> None:
+        """Kill ``node``'s processes outright, as a machine that dies would leave them."""
+        self.nodes.remove(node)
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def refill(self) -> None:
+        """Back to two worker nodes (from the main thread: adding a node waits on the cluster)."""
+        while len(self.nodes) < 2:
+            self.nodes.append(self.add())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    pytest.importorskip("ray")
+    from monalisa.ray_executor import import_ray
+
+    import_ray(local=True)  # every node on 127.0.0.1 (ray_executor.LOOPBACK_VARIABLE)
+    cluster = RayTestCluster()
+    yield cluster
+    cluster.cluster.shutdown()

@@ -48,7 +48,7 @@ def test_every_choice_list_is_its_owners():
 
 def test_each_subcommand_runs_its_command_function():
     parsers = subcommands(cli.build_parser())
-    assert list(parsers) == ["train", "compare", "study", "images", "render", "neurons", "serve", "animate"]
+    assert list(parsers) == ["train", "compare", "study", "search", "images", "render", "neurons", "serve", "animate"]
     for name, parser in parsers.items():
         assert parser.get_default("handler") is getattr(cli, f"command_{name}")
 

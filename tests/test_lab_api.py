@@ -195,9 +195,11 @@ def test_pause_resume_stop(lab_client):
     client, lab = lab_client
     run = create(client, LONG)
     run_id = run["id"]
-    running = wait_for(client, run_id, lambda r: r["status"] == "running" and r["epoch"] >= 2)
+    # The live overlay follows the worker's reports, which may reach the server a moment after the
+    # epoch's row reaches the disk (a busy machine): wait for both.
+    running = wait_for(client, run_id, lambda r: r["status"] == "running" and r["epoch"] >= 2
+                       and (r["live"] or {}).get("epoch", 0) >= 2)
     assert running["actions"] == ["pause", "stop"]
-    assert running["live"]["epoch"] >= 2
     assert client.get(f"/api/runs/{run_id}/frame.png").status_code == 200
 
     assert client.post(f"/api/runs/{run_id}/pause").status_code == 200
@@ -275,6 +277,71 @@ def test_run_again_trains_on_the_same_pixels(lab_client):
     again = create(client, image=f"run:{first['id']}", size="64")  # size is ignored for a run's image
     assert again["source"] == f"run:{first['id']}"
     assert np.array_equal(np.load(lab.root / first["id"] / "target.npy"), np.load(lab.root / again["id"] / "target.npy"))
+
+
+def test_seeds_make_a_group_of_ordinary_runs(lab_client):
+    client, lab = lab_client
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                               "recipe_text": SHORT, "seeds": 3})
+    assert response.status_code == 201, response.text
+    runs = response.json()["runs"]
+    assert response.json()["run"] == runs[0]
+    group = runs[0]["group"]
+    assert group and [r["group"] for r in runs] == [group] * 3
+    assert [r["seed"] for r in runs] == [0, 1, 2]  # the recipe's seed (0) and the two after it
+    assert [r["id"] for r in runs] == [f"{group}-s{seed}" for seed in (0, 1, 2)]
+    for run in runs:  # each an ordinary run directory, with its own seed in its recipe
+        assert json.loads((lab.root / run["id"] / "recipe.json").read_text())["seed"] == run["seed"]
+        assert json.loads((lab.root / run["id"] / "run.json").read_text())["group"] == group
+    done = [wait_for(client, r["id"], lambda r: r["status"] == "complete") for r in runs]
+    assert len({d["psnr"] for d in done}) == 3  # three seeds, three different results
+    # The same request again in the same second: a group of its own, no run directory shared.
+    listed = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                            "recipe_text": SHORT, "seeds": "0,5"}).json()["runs"]
+    assert [r["seed"] for r in listed] == [0, 5] and listed[0]["group"] != group
+    for r in listed:
+        wait_for(client, r["id"], lambda r: r["status"] == "complete")
+    # One seed, or none: a run on its own.
+    alone = create(client)
+    assert alone["group"] is None and alone["seed"] == 0
+    wait_for(client, alone["id"], lambda r: r["status"] == "complete")
+
+
+@pytest.mark.parametrize("seeds, words", [
+    ("x", "write a number of seeds"),
+    ("1,1", "lists a seed twice"),
+    (0, "seeds must be 1 to"),
+    (21, "at most 20 seeds"),
+    ("0", "at least one seed"),
+])
+def test_bad_seeds_name_their_field_and_write_nothing(lab_client, seeds, words):
+    client, lab = lab_client
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                               "recipe_text": SHORT, "seeds": seeds})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "seeds" and words in response.json()["error"]
+    assert client.get("/api/runs").json()["runs"] == []
+
+
+def test_a_group_that_cannot_be_written_leaves_no_seed_behind(lab_client, monkeypatch):
+    from monalisa.record import RunDirectory
+
+    client, lab = lab_client
+    create_directory = RunDirectory.create
+    made = []
+
+    def full_disk_on_the_third(path, *args, **kwargs):
+        made.append(path)
+        if len(made) == 3:
+            raise OSError(28, "No space left on device")
+        return create_directory(path, *args, **kwargs)
+
+    monkeypatch.setattr(RunDirectory, "create", staticmethod(full_disk_on_the_third))
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                               "recipe_text": SHORT, "seeds": 4})
+    assert response.status_code == 507
+    assert client.get("/api/runs").json()["runs"] == []
+    assert not [p for p in lab.root.iterdir() if not p.name.startswith(".")]
 
 
 def test_cli_runs_are_listed_and_nested_ones_too(lab_client):
@@ -376,3 +443,33 @@ def test_runs_on_an_upload_are_named_after_it_and_render_at_a_chosen_width(lab_c
     for width in ("0", "100000", "wide"):
         refused = client.get(url, params={"width": width})
         assert refused.status_code == 400 and refused.json()["field"] == "width", refused.text
+
+
+def test_the_network_view_serves_each_layer_its_units_and_dynamics(lab_client):
+    client, lab = lab_client
+    run = create(client)  # 2x8, 3 epochs
+    wait_for(client, run["id"], lambda r: r["status"] == "complete")
+    view = client.get(f"/api/runs/{run['id']}/network")
+    assert view.status_code == 200
+    view = view.json()
+    assert view["epoch"] == 3 and [layer["layer"] for layer in view["layers"]] == [1, 2]
+    first = view["layers"][0]
+    assert first["units"] == 8 and first["shown"] == list(range(8)) and first["sampled"] is False
+    assert first["dynamics"]["epoch"] == [1, 2, 3] and len(first["dynamics"]["grad_rms"]) == 3
+    from monalisa.record import RunDirectory
+
+    rows = [r for r in RunDirectory.open(lab.root / run["id"]).layers() if r["layer"] == 1 and r["fraction"] == 1.0]
+    assert first["dynamics"]["grad_rms"] == pytest.approx([r["grad_rms"] for r in rows])
+    column = client.get(first["image"])
+    assert column.status_code == 200 and column.headers["content-type"] == "image/png"
+    width, height = view["tile"]
+    assert Image.open(io.BytesIO(column.content)).size == (width, 8 * height + 7 * view["gutter"])
+    unit = client.get(f"/api/runs/{run['id']}/unit.png", params={"layer": 2, "unit": 7})
+    assert unit.status_code == 200 and max(Image.open(io.BytesIO(unit.content)).size) == 256
+    for params in ({"layer": 3, "unit": 0}, {"layer": 1, "unit": 8}):
+        refused = client.get(f"/api/runs/{run['id']}/unit.png", params=params)
+        assert refused.status_code == 400 and "out of range" in refused.json()["error"]
+    assert client.get("/api/runs/nothing-here/network").status_code == 404
+    # The neuron view's units carry their values too (shown on hover)
+    neurons = client.get(f"/api/runs/{run['id']}/neurons", params={"layer": 1}).json()
+    assert len(neurons["ranges"]) == 8 and all(low <= high for low, high in neurons["ranges"])

@@ -325,3 +325,131 @@ def test_the_report_table_fits_a_laptop_screen(browser, tmp_path):
     assert "training MFLOP per pixel per epoch" in COLUMNS
     sync_api.expect(page.locator("p.note")).to_contain_text("Training MFLOP per pixel per epoch: ")
     keep_screenshot(page, "report.png")
+
+
+def test_seeds_train_as_one_panel_with_a_band_and_compare_keeps_the_count(server, pages):
+    """Seeds 3: three ordinary runs, one panel that shows the first seed's frames and all three as a band;
+    "Compare with…" on one of them asks for as many seeds of the next recipe."""
+    url, runs = server
+    page = pages.new(viewport={"width": 1280, "height": 800})
+    page.goto(url)
+    size, epochs = ("96", 25) if os.environ.get("MONALISA_SCREENSHOTS") else ("24", 4)
+    page.fill("#size", size)
+    page.locator("#size").dispatch_event("change")
+    page.fill("#seeds", "3")
+    page.locator("#seeds").dispatch_event("input")
+    assert "seeds=3" in page.url  # the set-up lives in the URL, seeds too
+    start_run(page, "fast", epochs)
+    panels = page.locator('[data-testid="panel"]')
+    sync_api.expect(panels).to_have_count(1, timeout=15_000)  # one panel for the group, not three
+    panel = panels.first
+    assert panel.get_attribute("data-run").endswith("-s0")
+    seeds = panel.locator('[data-testid="seeds"]')
+    sync_api.expect(seeds).to_contain_text("3 seeds (0, 1, 2)")
+    sync_api.expect(seeds).to_contain_text("3 complete", timeout=240_000)
+    # The band spans the three seeds once each has reported: the page follows every seed's epochs.
+    band = panel.locator("svg.psnr-curve path.band")
+    sync_api.expect(band).to_have_attribute("data-seeds", "3", timeout=30_000)
+    sync_api.expect(panel.locator("svg.psnr-curve")).to_have_attribute("aria-label", re.compile("3 seeds"))
+    group = sorted(p.name for p in runs.iterdir() if not p.name.startswith("."))
+    assert len(group) == 3 and [name[-3:] for name in group] == ["-s0", "-s1", "-s2"]
+    keep_screenshot(page, "lab-seeds.png")
+
+    # From the runs view, "Compare with…" one of the seeds: the Seeds field asks for three again.
+    page.fill("#seeds", "1")
+    page.locator("#seeds").dispatch_event("input")
+    page.click("#tab-runs")
+    row = page.locator('[data-testid="run-row"]', has_text="-s1")
+    row.locator('[data-do="compare"]').click()
+    sync_api.expect(page.locator("#seeds")).to_have_value("3")
+    sync_api.expect(page.locator("#notice")).to_contain_text("3 seeds")
+    page.fill("#seeds", "x")
+    page.locator("#seeds").dispatch_event("input")
+    pages.expect("400")  # the refused request is logged in the console
+    page.click("#start")
+    sync_api.expect(page.locator('[data-error-for="seeds"]')).to_contain_text("write a number of seeds")
+
+    # A second recipe beside the group, then both curves on one PSNR axis and against training seconds.
+    page.fill("#seeds", "1")
+    page.locator("#seeds").dispatch_event("input")
+    start_run(page, "quick", 3)
+    sync_api.expect(panels).to_have_count(2, timeout=15_000)
+    sync_api.expect(panels.first.locator('[data-testid="status"]')).to_have_text(re.compile("complete"),
+                                                                                  timeout=120_000)
+    curves = page.locator("svg.psnr-curve")
+    page.check("#curve-shared")
+    page.select_option("#curve-by", "seconds")
+    assert "axis=shared" in page.url and "x=seconds" in page.url
+    sync_api.expect(curves.first).to_have_attribute("data-by", "seconds")
+    ranges = curves.evaluate_all("svgs => svgs.map((s) => s.dataset.range)")
+    assert len(ranges) == 2 and ranges[0] == ranges[1] and ranges[0], ranges  # one axis, the same for both
+    sync_api.expect(curves.first).to_contain_text("training")
+    keep_screenshot(page, "lab-axes.png")
+    page.uncheck("#curve-shared")
+    sync_api.expect(curves.first).to_have_attribute("data-range", "")
+
+
+def test_curves_against_epochs_or_training_seconds(server, pages):
+    """psnrCurve's x: the epoch from 1 to the run's length, or the training seconds summed to each epoch."""
+    url, _ = server
+    page = pages.new(viewport={"width": 800, "height": 600})
+    page.goto(url)
+    rows = [{"epoch": e, "psnr": 10.0 + e, "train_seconds": 0.5} for e in range(1, 5)]
+    points = page.evaluate("""async (rows) => {
+        const { psnrCurve, curvePoints, seedBand } = await import("/static/panels.js");
+        const ends = (svg) => svg.querySelector("polyline.line").getAttribute("points").split(" ");
+        return {
+          seconds: curvePoints(rows, "seconds").map((p) => p.x),
+          byEpoch: ends(psnrCurve(rows, { by: "epoch", end: 8 })),
+          bySeconds: ends(psnrCurve(rows, { by: "seconds", end: 4 })),
+          shared: psnrCurve(rows, { range: { lo: 3, hi: 41 }, end: 4 }).querySelector("text").textContent,
+          band: seedBand([rows, rows.map((r) => ({ ...r, psnr: r.psnr + 2, train_seconds: 1.5 }))]).at(-1),
+        };
+    }""", rows)
+    assert points["seconds"] == [0.5, 1.0, 1.5, 2.0]
+    # 30 px of margin on the left, 8 on the right of a 360 px box: epoch 4 of 8 sits at 3/7 of 322 px.
+    assert float(points["byEpoch"][-1].split(",")[0]) == pytest.approx(30 + 322 * 3 / 7, abs=0.1)
+    assert float(points["bySeconds"][-1].split(",")[0]) == pytest.approx(30 + 322 * 2.0 / 4, abs=0.1)
+    assert points["shared"] == "0"  # the shared range rounded out to 5 dB: 0 to 45
+    assert points["band"] == {"epoch": 4, "seeds": 2, "seconds": 4.0, "mean": 15.0, "low": 14.0, "high": 16.0}
+
+
+def test_the_network_view_follows_a_live_run(server, pages):
+    """Every hidden layer as a column of unit thumbnails (a wide one sampled, saying so) with its dynamics
+    beside it; the view moves on to later epochs while the run trains, and a click enlarges a unit."""
+    url, _ = server
+    page = pages.new(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.locator('[data-testid="gallery"] [data-image="astronaut"]').click()
+    page.select_option("#preset", "quick")  # 4 layers of 300: wider than a column shows
+    page.fill("#size", "48")
+    page.fill("#epochs", "400")
+    page.locator("#epochs").dispatch_event("change")
+    page.click("#start")
+    panel = page.locator('[data-testid="panel"]').first
+    sync_api.expect(panel.locator('[data-testid="psnr"]')).to_have_text(re.compile(r"\d+\.\d+ dB"), timeout=60_000)
+
+    panel.locator('[data-action="network"]').click()
+    epoch = page.locator('[data-testid="network-epoch"]')
+    sync_api.expect(epoch).to_have_text(re.compile(r"^epoch \d+$"), timeout=30_000)
+    columns = page.locator('[data-testid="network-layer"]')
+    sync_api.expect(columns).to_have_count(4)
+    sync_api.expect(page.locator('[data-testid="network-count"]').first).to_have_text(
+        re.compile(r"^32 of 300 units, evenly sampled"))
+    sync_api.expect(page.locator('.network-stat[data-stat="grad_rms"]').first).to_contain_text("gradient RMS")
+    first = int(epoch.inner_text().split()[1])
+    # It follows the run: later epochs arrive through the live events, the page untouched.
+    sync_api.expect(epoch).not_to_have_text(f"epoch {first}", timeout=60_000)
+    assert int(epoch.inner_text().split()[1]) > first
+    column = columns.first
+    sync_api.expect(column).to_have_js_property("complete", True)
+    column.click(position={"x": 4, "y": 4})  # the first thumbnail: unit 0
+    sync_api.expect(page.locator("#network-unit-text")).to_have_text(re.compile(r"^layer 1, unit 0 · "))
+    big = page.locator('[data-testid="network-unit"]')
+    sync_api.expect(big).to_be_visible()
+    sync_api.expect(big).to_have_js_property("complete", True)
+    assert big.evaluate("img => img.naturalWidth") > 100
+    # Every column shows its thumbnails, their pictures loaded (a reload swaps a picture in once loaded)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=network-layer]')]"
+                           ".every((img) => img.complete && img.naturalHeight > 100)", timeout=15_000)
+    keep_screenshot(page, "lab-network.png")

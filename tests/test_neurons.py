@@ -324,4 +324,64 @@ def test_silent_units_are_counted_for_rectifier_layers_only():
     grid = neuron_grid(maps, layer=1, layers=1, rectifier=True)
     assert grid.silent == 3  # the constant -1, the all-negative ramp, the all-zero unit; not the one crossing 0
     assert grid.summary == "layer 1 of 1: 4 units, 2 constant, 3 never fire"
+    assert grid.ranges == ((-1.0, -1.0), (-2.0, -1.0), (-1.0, 1.0), (0.0, 0.0))  # each unit's (min, max)
     assert neuron_grid(maps, layer=1, layers=1).silent is None
+
+
+# -- the legend and the animation over the run's snapshots ----------------------------------------
+
+
+def test_the_picture_has_a_colour_legend_between_grid_and_caption():
+    maps = np.stack([np.linspace(-1, 1, 64).reshape(8, 8)] * 3).astype(np.float32)
+    grid = neuron_grid(maps, layer=1, layers=1)
+    picture = neurons.grid_picture(grid)
+    k = math.ceil(neurons.MIN_HEIGHT / grid.image.shape[0])
+    below = picture[k * grid.image.shape[0]:]  # the legend, then the caption strip
+    lut = (colormaps["RdBu_r"](np.linspace(0, 1, 255))[:, :3] * 255).round().astype(int)
+    legend_rows = [row for row in below if (np.abs(row[:, None, :].astype(int) - lut[0]).sum(2) <= 3).any()]
+    assert legend_rows, "no row of the legend holds the colour map's -peak blue"
+    row = legend_rows[len(legend_rows) // 2].astype(int)
+    assert np.abs(row - lut[-1]).sum(1).min() <= 3  # and its +peak red
+    assert np.abs(row - CONSTANT_RGB).sum(1).min() == 0  # and the grey of a constant unit
+    np.testing.assert_array_equal(picture[:k * grid.image.shape[0]], grid.image.repeat(k, 0).repeat(k, 1))
+
+
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory):
+    """Six epochs of a 2x6 network: snapshots at epochs 0, 1, 2, 3, 5 and the last, 6."""
+    out = tmp_path_factory.mktemp("snapshots") / "run"
+    train_run(load_target("astronaut", size=(12, 10)), Recipe(arch=(6, 6), epochs=6), out, quiet=True)
+    return out
+
+
+def test_cli_animates_a_layer_over_the_snapshots(snapshot_run, tmp_path, capsys):
+    before = snapshot(snapshot_run)
+    out = tmp_path / "layer2.gif"
+    printed = run_cli(["neurons", str(snapshot_run), "--layer", "2", "--animate", "--tile", "16", "--out", str(out)],
+                      capsys)[1].splitlines()
+    assert printed == [str(out), str(tmp_path / "layer2.mp4"), "layer 2 at epochs 0, 1, 2, 3, 5, 6"]
+    assert snapshot(snapshot_run) == before  # --out elsewhere: the run is untouched
+    # The reference frame: the first snapshot is the recipe's initial network, in float16.
+    run = RunDirectory.open(snapshot_run)
+    model = build_model(run.recipe())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.half().float())
+    size = tile_shape(run.info()["height"], run.info()["width"], 16)  # (width, height)
+    maps = layer_maps(model, size[1], size[0], 2, "cpu")
+    first = neurons.grid_picture(neuron_grid(maps, layer=2, layers=2, epoch=0, rectifier=True))
+    with Image.open(out) as gif:
+        assert gif.n_frames == 6 and gif.size == (first.shape[1], first.shape[0])
+        shown = np.asarray(gif.convert("RGB")).astype(int)
+    assert np.abs(shown - first).mean() < 6  # GIF's 256-colour palette, dithered
+    assert (tmp_path / "layer2.mp4").stat().st_size > 0
+
+
+def test_animate_without_snapshots_is_one_line(snapshot_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(snapshot_run, run)
+    shutil.rmtree(run / "snapshots")
+    status, _, err = run_cli(["neurons", str(run), "--animate"], capsys)
+    assert status == 2 and "has no weight snapshots" in assert_one_line_error(err)
+    status, _, err = run_cli(["neurons", str(snapshot_run), "--animate", "--out", str(tmp_path / "x.png")], capsys)
+    assert status == 2 and "must end in .gif or .mp4" in assert_one_line_error(err)

@@ -39,12 +39,23 @@ def image(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(image, tmp_path_factory):
+def reference_run(image, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "run"
     process = monalisa("train", str(image), *ARGS, "--out", str(out))
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    return metrics(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(reference_run):
+    return metrics(reference_run)
+
+
+def layer_rows(run):
+    """layers.csv's rows less train_seconds (a resumed run's clock differs; nothing else may)."""
+    with open(run / "layers.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(f)]
 
 
 def wait_for_epoch(run, epoch, timeout=60):
@@ -60,7 +71,8 @@ def wait_for_epoch(run, epoch, timeout=60):
 
 
 @pytest.mark.parametrize("kill_after_epoch,extra_delay", [(0, 0.0), (4, 0.013), (13, 0.004)])
-def test_sigkilled_run_resumes_to_the_same_figures(image, uninterrupted, tmp_path, kill_after_epoch, extra_delay):
+def test_sigkilled_run_resumes_to_the_same_figures(image, uninterrupted, reference_run, tmp_path, kill_after_epoch,
+                                                   extra_delay):
     out = tmp_path / "run"
     process = monalisa("train", str(image), *ARGS, "--out", str(out))
     if kill_after_epoch:
@@ -84,6 +96,8 @@ def test_sigkilled_run_resumes_to_the_same_figures(image, uninterrupted, tmp_pat
             assert mine[key] == reference[key], (mine, reference)
     assert (out / "learning.mp4").exists() and (out / "final.png").exists()
     assert not [p.name for p in out.rglob(".*tmp*")], "temporary files left behind"
+    # The layer statistics too: every epoch's rows once, as the uninterrupted run recorded them.
+    assert layer_rows(out) == layer_rows(reference_run)
 
 
 def test_resume_extends_a_finished_run(image, uninterrupted, tmp_path):

@@ -352,3 +352,32 @@ def test_a_tiny_study_runs(tmp_path):
     assert [r["label"] for r in summary["runs"]] == ["d1-w833", "d3-w48"]
     assert all(r["epochs"] == 1 and math.isfinite(r["psnr"]) for r in summary["runs"])
     assert len(summary["claims"]) == 2 and (tmp_path / "depth" / "report.md").is_file()
+
+
+def test_the_report_says_what_went_wrong_in_a_failed_entry(tmp_path):
+    """A depth study whose 8-layer entry never leaves the mean colour (initial weights 10x smaller than
+    the original's): the report names its layers' problems, computed from that run's layers.csv."""
+    import json
+
+    from helpers import tiny_target
+    from monalisa.record import RunDirectory
+    from monalisa.report import mean_colour_psnr
+
+    target = tiny_target(24, 24)
+    base = default_base("depth", quick=True).replace(epochs=4, init="original:scale=0.03")
+    studies.study_depth(target, tmp_path / "depth", quick=True, base=base, jobs=1, quiet=True, depths=(1, 8),
+                        budget=700, seeds=1)
+    summary = json.loads((tmp_path / "depth" / "summary.json").read_text())
+    deep = next(row for row in summary["runs"] if row["label"].startswith("d8"))
+    assert deep["psnr"] < mean_colour_psnr(target) + 1  # it failed: the reason for a diagnosis
+    diagnosis = next(d for d in summary["diagnoses"] if d["label"] == deep["label"])
+    assert diagnosis["problem"].startswith("stuck near the mean colour")
+    # The reference: the layer where the gradient fell two orders below the output layer's, from layers.csv
+    rows = RunDirectory(tmp_path / "depth" / deep["run_dir"]).layers()
+    last = [row for row in rows if row["epoch"] == 4]
+    grad = {k: float(np.median([r["grad_rms"] for r in last if r["layer"] == k])) for k in range(1, 10)}
+    fallen = next(k for k in range(8, 0, -1) if math.log10(grad[k] / grad[9]) <= -2)
+    assert diagnosis["findings"][0].startswith(f"vanishing gradients: from layer {fallen} down")
+    report = (tmp_path / "depth" / "report.md").read_text()
+    assert "## What went wrong" in report and diagnosis["findings"][0] in report
+    assert "What went wrong" in (tmp_path / "depth" / "report.html").read_text()

@@ -3,6 +3,7 @@
     train    experiment.run_target, train_run / resume_run
     compare  compare.comparison_entries, run_comparison / load_comparison
     study    studies.check_study_options, STUDIES (each a run_comparison with claims)
+    search   search.run_search (Ray Tune: Optuna's TPE and ASHA under a parameter budget)
     serve    lab.server.serve (the web lab)
 
 Each subcommand has an add_<name> that builds its parser (choices from their owners)
@@ -16,13 +17,14 @@ stderr, no traceback); 130 interrupted (the run or comparison directory resumes)
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import textwrap
 from pathlib import Path
 
 from . import __version__
-from .compare import comparison_entries, load_comparison, run_comparison
+from .compare import comparison_entries, load_comparison, parse_seeds, run_comparison
 from .engines import DEVICES, ENGINES
 from .errors import Diverged, UserError
 from .experiment import default_run_path, resume_run, run_target, train_run
@@ -31,7 +33,7 @@ from .limits import MAX_PARAMETERS, MAX_PIXELS, allowing_large
 from .recipes import DEFAULT_PRESET, ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
 from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 from .files import save_png, write_errors
-from .neurons import DEFAULT_TILE, run_neurons, save_neuron_grid
+from .neurons import DEFAULT_TILE, animate_neurons, run_neurons, save_neuron_grid
 from .record import FRAME_SCHEDULES, FRAME_SPACINGS, RunDirectory
 from .rendering import Region, output_size, render_run
 from .report import VERDICTS
@@ -87,6 +89,22 @@ examples:
   monalisa study tips mona_lisa --quick --resume runs/study-tips-mona_lisa-20250101-120000"""
 
 
+SEARCH_DESCRIPTION = """\
+Search for the best recipe under a parameter budget with Ray Tune: Optuna's
+TPE sampler proposes each trial (depth, activation, encoding and its size,
+optimiser, rate, batch size; the width solved for the budget), and ASHA stops
+the poor ones early on PSNR against training seconds. Every trial is an
+ordinary run directory under DIR/runs; DIR holds the leaderboard (report.html,
+leaderboard.csv), the best trials' curves and grid, and best-recipe.toml for
+`monalisa train --recipe`. Ctrl-C leaves it resumable with --resume DIR.
+
+examples:
+  monalisa search mona_lisa --budget 273k --minutes 20
+  monalisa search photo.jpg --budget 100k --minutes 5 --trials 20 --scale 0.5
+  monalisa search mona_lisa --budget 273k --minutes 60 --ray 10.0.0.5:6379 --out /shared/search
+  monalisa search --resume runs/search-mona_lisa-20250101-120000"""
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + message
         raise UserError(f"{message} (see `{self.prog} --help`)")
@@ -126,6 +144,21 @@ def port_type(text: str) -> int:
     return value
 
 
+def count_type(text: str) -> int:
+    """'273k' -> 273000, '1.5M' -> 1500000, '272703' -> 272703: a parameter count as people write it."""
+    number, scale = text.strip(), 1
+    if number[-1:].lower() in ("k", "m"):
+        number, scale = number[:-1], 1_000 if number[-1].lower() == "k" else 1_000_000
+    try:
+        value = float(number) * scale if len(number) <= 12 else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"write a whole number of parameters such as 272703, 273k or 1.5M; got "
+                                         f"{text[:40]!r}")
+    return int(value)
+
+
 def positive_ints(text: str) -> tuple[int, ...]:
     """'1,2,4,8' -> (1, 2, 4, 8)."""
     try:
@@ -137,15 +170,10 @@ def positive_ints(text: str) -> tuple[int, ...]:
 
 def seeds_type(text: str) -> int | tuple[int, ...]:
     """'5' -> 5 (five seeds from the recipe's); '0,3,7' -> (0, 3, 7) (those seeds)."""
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and len(part) <= 18 for part in parts):
-        raise argparse.ArgumentTypeError(f"write a number of seeds (such as 5) or seeds separated by commas "
-                                         f"(such as 0,1,2); got {text[:40]!r}")
-    if len(parts) > 1:
-        return tuple(int(part) for part in parts)
-    if int(parts[0]) < 1:
-        raise argparse.ArgumentTypeError("--seeds N needs at least one seed; got 0")
-    return int(parts[0])
+    try:
+        return parse_seeds(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def arch_type(text: str):
@@ -214,13 +242,22 @@ def add_parallel_run_flags(parser: argparse.ArgumentParser, default_out: str, re
                           f"seeds; the table then gives means and 95%% intervals, and verdicts come from them "
                           f"(default: {default_seeds})")
     run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
+    add_ray_flag(run)
+
+
+def add_ray_flag(group, default: str | None = None) -> None:
+    group.add_argument("--ray", metavar="ADDRESS", default=default,
+                       help="train on Ray (pip install 'monalisa[ray]'): local starts one on this machine, bound "
+                            "to 127.0.0.1; auto or HOST:PORT joins a cluster, whose nodes must see the output "
+                            "folder at the same path (README, Ray)" + (f" (default: {default})" if default else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="monalisa", description="Watch a deep network learn one image.")
     parser.add_argument("--version", action="version", version=f"monalisa {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for add in (add_train, add_compare, add_study, add_images, add_render, add_neurons, add_serve, add_animate):
+    for add in (add_train, add_compare, add_study, add_search, add_images, add_render, add_neurons, add_serve,
+                add_animate):
         add(commands)
     return parser
 
@@ -294,6 +331,30 @@ def add_study(commands) -> None:
                            "DIR holds it)", f"{STUDY_SEEDS}, {NOISE_SEEDS} for the noise study; on --resume, the study's own")
 
 
+def add_search(commands) -> None:
+    search = commands.add_parser("search", help="search architectures under a parameter budget (Ray Tune)",
+                                 description=SEARCH_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    search.set_defaults(handler=command_search)
+    search.add_argument("image", nargs="?", help="image file or built-in name (required unless --resume)")
+    options = search.add_argument_group("search (defaults in search.run_search)")
+    options.add_argument("--budget", type=count_type, metavar="N",
+                         help="parameters per network at most, such as 273k (default: 272,703, the original 4x300's)")
+    options.add_argument("--minutes", type=positive_float, metavar="M", help="wall time of the search (default: 20)")
+    options.add_argument("--trials", type=positive_int, metavar="N", help="trials at most (default: as time allows)")
+    options.add_argument("--trial-seconds", type=positive_float, metavar="S",
+                         help="training seconds a trial may have; ASHA stops most sooner (default: 60)")
+    options.add_argument("--seed", type=int,
+                         help="every trial's weights and pixel order, and the sampler's (default: 0)")
+    add_image_flags(search)
+    run = search.add_argument_group("run")
+    run.add_argument("--device", choices=DEVICES, help="where trials train (default: auto)")
+    run.add_argument("--out", metavar="DIR", help="search directory (default: runs/search-<image>-<time>)")
+    run.add_argument("--quiet", action="store_true", help="no line per trial")
+    run.add_argument("--resume", metavar="DIR", help="continue a search stopped by Ctrl-C (Ray Tune's restore)")
+    run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
+    add_ray_flag(run, default="local")
+
+
 def add_images(commands) -> None:
     commands.add_parser("images", help="list the built-in images").set_defaults(handler=command_images)
 
@@ -321,7 +382,11 @@ def add_neurons(commands) -> None:
                       help=f"pixels on each unit's longest side (default: {DEFAULT_TILE})")
     neur.add_argument("--device", choices=DEVICES, default="cpu",
                       help="cpu (default) is quicker than starting CUDA for one layer")
-    neur.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/neurons-layerK.png)")
+    neur.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/neurons-layerK.png); with --animate "
+                                                    "a .gif or .mp4, the other kind written beside it")
+    neur.add_argument("--animate", action="store_true",
+                      help="every unit over the run, from the run's weight snapshots (epochs 0, 1, 2, 3, 5, 8, ...): "
+                           "a GIF and an MP4 (default: RUN/neurons-layerK.gif and .mp4)")
 
 
 def add_serve(commands) -> None:
@@ -408,7 +473,7 @@ def command_compare(args: argparse.Namespace) -> None:
         target, entries, title = load_comparison(out)
         summary = interruptible(f"`monalisa compare --resume {out}`", run_comparison, target, entries, out,
                                 jobs=args.jobs, resume=True, device=args.device or "auto", quiet=args.quiet,
-                                title=title, seeds=args.seeds)
+                                title=title, seeds=args.seeds, ray=args.ray)
     else:
         if args.image is None:
             raise UserError("give the IMAGE to compare on, or --resume DIR")
@@ -418,7 +483,8 @@ def command_compare(args: argparse.Namespace) -> None:
         # default_run_path gives <first>-<second>-<time>: runs/compare-<image>-<time>
         out = Path(args.out) if args.out else default_run_path("compare", target.name)
         summary = interruptible(f"`monalisa compare --resume {out}`", run_comparison, target, entries, out,
-                                jobs=args.jobs, device=args.device or "auto", quiet=args.quiet, seeds=args.seeds)
+                                jobs=args.jobs, device=args.device or "auto", quiet=args.quiet, seeds=args.seeds,
+                                ray=args.ray)
     print(out / "report.html")
     print(summary["conclusion"])
 
@@ -440,11 +506,35 @@ def command_study(args: argparse.Namespace) -> None:
     again = f"`monalisa study {name} --resume {out}` and the flags it started with"
     summary = interruptible(again, STUDIES[name], target, out, quick=args.quick, base=base, jobs=args.jobs,
                             resume=args.resume is not None, device=args.device or "auto", quiet=args.quiet,
-                            seeds=args.seeds, **options)
+                            seeds=args.seeds, ray=args.ray, **options)
     print(out / "report.html")
     print(summary["conclusion"])
     for claim in summary["claims"]:
         print(f"{VERDICTS[claim['supported']]}: {claim['claim']}")
+
+
+def command_search(args: argparse.Namespace) -> None:
+    from .search import run_search  # Ray Tune loads only for this command
+
+    settings = {key: getattr(args, key) for key in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")
+                if getattr(args, key) is not None}
+    if args.resume:
+        fixed = given(args, [*settings, "size", "scale", "out", "image"])
+        if fixed:
+            raise UserError(f"--resume continues a search as it was started; drop {', '.join(fixed)}")
+        out, target, settings = Path(args.resume), None, {}
+    else:
+        if args.image is None:
+            raise UserError("give the IMAGE to search on, or --resume DIR")
+        target = load_target(args.image, size=args.size, scale=args.scale)
+        # default_run_path gives <first>-<second>-<time>: runs/search-<image>-<time>
+        out = Path(args.out) if args.out else default_run_path("search", target.name)
+    summary = interruptible(f"`monalisa search --resume {out}`", run_search, target, out, ray=args.ray,
+                            resume=args.resume is not None, quiet=args.quiet, **settings)
+    best = summary["best"]
+    print(out / "report.html")
+    print(f"best of {summary['trials']} trials: {best['label']}, PSNR {best['psnr']:.2f} dB; "
+          f"train it with --recipe {out / 'best-recipe.toml'}")
 
 
 class Interrupted(Exception):
@@ -483,6 +573,17 @@ def command_render(args: argparse.Namespace) -> None:
 
 
 def command_neurons(args: argparse.Namespace) -> None:
+    if args.animate:
+        out = Path(args.out) if args.out else Path(args.run) / f"neurons-layer{args.layer}.gif"
+        if out.suffix.lower() not in (".gif", ".mp4"):
+            raise UserError(f"--out {str(out)!r} must end in .gif or .mp4 with --animate")
+        gif, mp4 = out.with_suffix(".gif"), out.with_suffix(".mp4")
+        with write_errors(out):
+            epochs = animate_neurons(args.run, args.layer, gif, mp4, tile=args.tile)
+        print(gif)
+        print(mp4)
+        print(f"layer {args.layer} at epochs {', '.join(map(str, epochs))}")
+        return
     grid = run_neurons(args.run, args.layer, tile=args.tile, device=args.device)
     out = args.out or Path(args.run) / f"neurons-layer{args.layer}.png"
     with write_errors(Path(out)):  # a read-only run directory or a full disk: one line, choose another --out

@@ -28,7 +28,9 @@ table holds each figure's mean, spread and 95% interval over the seeds
     report.md/.html   the table, conclusion, figures and claims; the HTML embeds everything
 
 Runs go through the runner (runner.py), ``jobs`` at a time, each in its own
-process with ``cores // jobs`` threads. A run that diverges is a row of the
+process with ``cores // jobs`` threads; with ``ray="local"`` or a cluster's address,
+each is a Ray task on whichever node is free (ray_executor.py; ``jobs`` defaults to
+the cluster's CPUs, and a run lost with its node resumes elsewhere). A run that diverges is a row of the
 table, not a failure of the comparison; Ctrl-C pauses the workers and leaves
 every run resumable with ``run_comparison(..., resume=True)``.
 """
@@ -108,6 +110,19 @@ def entry_seeds(recipe: Recipe, seeds: int | tuple[int, ...] | list[int] | None)
     if len(set(seeds)) != len(seeds):
         raise UserError(f"seeds lists a seed twice: {list(seeds)[:12]}")
     return seeds
+
+
+def parse_seeds(text: str) -> int | tuple[int, ...]:
+    """What a user writes for seeds: '5' -> 5 (five seeds from the recipe's); '0,3,7' -> (0, 3, 7)."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(part.isdigit() and len(part) <= 18 for part in parts):
+        raise UserError(f"write a number of seeds (such as 5) or seeds separated by commas (such as 0,1,2); "
+                        f"got {str(text)[:40]!r}")
+    if len(parts) > 1:
+        return tuple(int(part) for part in parts)
+    if int(parts[0]) < 1:
+        raise UserError("at least one seed is needed; got 0")
+    return int(parts[0])
 
 
 def run_key(label: str, seed: int, seeds: tuple[int, ...]) -> str:
@@ -300,7 +315,7 @@ def _last_row(run_dir: Path) -> dict | None:
 def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str | Path, *, jobs: int | None = None,
                    resume: bool = False, device: str = "auto", quiet: bool = False, title: str = "Comparison",
                    claims: Callable[[list[dict]], list[dict]] | None = None,
-                   seeds: int | tuple[int, ...] | None = None) -> dict:
+                   seeds: int | tuple[int, ...] | None = None, ray: str | None = None) -> dict:
     """Train every (label, recipe) on ``target`` into ``out``; write the table, figures and report.
 
     ``seeds``: None, one run per entry with its recipe's seed (on resume: the seeds saved in
@@ -312,6 +327,7 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     not change). ``device`` applies to new runs; a resumed run continues on the one it recorded.
     ``claims(rows)`` returns ``[{"claim": str, "supported": True | False | None, "evidence": str}]``
     checked against the table; they go into summary.json and the reports.
+    ``ray``: train on Ray ("local", "auto" or HOST:PORT; ray_executor.py) instead of local processes.
     Returns the summary (what summary.json holds).
     """
     out = Path(out)
@@ -325,8 +341,28 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     before = saved_seeds(out) if resume else {}
     entry_seed = {label: (before.get(label) if seeds is None else None) or entry_seeds(recipe, seeds)
                   for label, recipe in entries}
-    _prepare_directory(out, target, entries, title, resume, entry_seed, before)
+    executor = _open_executor(ray)  # a bad address or a missing project: an error before anything is written
+    try:
+        _prepare_directory(out, target, entries, title, resume, entry_seed, before)
+        return _run_prepared(out, target, entries, jobs, device, quiet, title, claims, entry_seed, parameters,
+                             executor)
+    finally:
+        if executor is not None:
+            executor.close()  # the runner closed it already unless nothing needed training
 
+
+def _open_executor(ray: str | None):
+    if ray is None:
+        return None
+    from .ray_executor import RayExecutor  # Ray is imported only here, only with --ray
+
+    return RayExecutor(ray)
+
+
+def _run_prepared(out: Path, target: Target, entries: list[tuple[str, Recipe]], jobs: int | None, device: str,
+                  quiet: bool, title: str, claims, entry_seed: dict[str, tuple[int, ...]], parameters: dict,
+                  executor) -> dict:
+    """run_comparison once ``out`` holds what a resume needs: train what is missing, then the table."""
     progress = _Progress(None if quiet else sys.stderr)
     specs, recipes = [], {}
     for label, base in entries:
@@ -342,7 +378,7 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
                                      frames=RUN_FRAMES))
             else:
                 specs.append(RunSpec(key, run_dir, action, device=device))
-    _train_all(specs, recipes, jobs or usable_cores(), progress)
+    _train_all(specs, recipes, jobs or (executor.cpus if executor else usable_cores()), progress, executor)
 
     rows = [json_safe(entry_row(out, label, [(seed, run_key(label, seed, entry_seed[label]))
                                              for seed in entry_seed[label]], parameters[label]))
@@ -355,8 +391,10 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     return summary
 
 
-def _train_all(specs: list[RunSpec], recipes: dict[str, Recipe], jobs: int, progress: _Progress) -> None:
+def _train_all(specs: list[RunSpec], recipes: dict[str, Recipe], jobs: int, progress: _Progress,
+               executor=None) -> None:
     """Train ``specs`` through the runner, at most ``jobs`` at a time; a line for each as it ends.
+    ``executor``: a RayExecutor, or None for local processes.
 
     A worker's error other than divergence stops the comparison (the other runs pause); a run
     paused or stopped from outside is a row that did not finish.
@@ -365,13 +403,17 @@ def _train_all(specs: list[RunSpec], recipes: dict[str, Recipe], jobs: int, prog
     done = total - len(specs)
     if not specs:
         return
-    runner = Runner(min(jobs, len(specs)))
-    progress.say(f"training {len(specs)} of {total} runs, {runner.jobs} at a time, "
+    jobs = min(jobs, len(specs))
+    runner = Runner(jobs, executor=executor, threads=executor.threads(jobs) if executor else None)
+    where = " on Ray" if executor else ""
+    progress.say(f"training {len(specs)} of {total} runs{where}, {runner.jobs} at a time, "
                  f"{runner.threads} torch thread{'s' * (runner.threads != 1)} each")
     paths = {spec.key: spec.path for spec in specs}
 
     def on_report(report: dict) -> None:
         nonlocal done
+        if report["type"] == "restart":
+            progress.say(f"{report['id']}: {report['message']}")
         if report["type"] != "end":
             return
         label, status, message = report["id"], report["status"], report["message"] or ""

@@ -30,6 +30,12 @@ executor (Ray, say) implements the same four methods:
   chance to write anything: the runner settles the run), ``join(timeout)``.
 - ``next_report(timeout)``: the next report from any worker, or None.
 - ``close()``: free what carries the reports once no worker is left.
+- optionally ``Handle.lost()``: True when the worker ended by a fault of where it ran
+  (a cluster node that died), not of its run; the runner then resumes the run from its
+  checkpoint instead of settling it (runner.py). Local workers are never lost: a local
+  worker killed outright is the machine's verdict on the run (out of memory, say).
+
+``ray_executor.RayExecutor`` is the second executor (`--ray ADDRESS`).
 """
 
 from __future__ import annotations
@@ -262,6 +268,9 @@ class LocalHandle:
 
     def describe_exit(self) -> str:
         return f"exit code {self.process.exitcode}"
+
+    def lost(self) -> bool:
+        return False  # see the module's docstring: a local worker's death is its run's
 
     def _signal(self, signum: int) -> None:
         try:

@@ -16,7 +16,10 @@ raw row and column coordinates).
     layer_maps(model, height, width, layer, device)  (units, H, W) float32 activations
     neuron_grid(maps, layer=, layers=)              the heatmaps tiled into one uint8 image
     run_neurons(run, layer, tile)                   both, from a run directory's latest checkpoint
-    save_neuron_grid(grid, path)                    the grid as a PNG with a caption strip
+    grid_picture(grid)                              the grid, its colour legend and a caption strip below
+    save_neuron_grid(grid, path)                    that picture as a PNG
+    animate_neurons(run, layer, gif, mp4)           one picture per weight snapshot (record.py's
+                                                    snapshots/, epochs 0, 1, 2, 3, 5, 8, ...) as GIF and MP4
 
 Each tile is drawn with a diverging colour map centred on zero and scaled to the
 unit's own largest |value|, so every unit uses the whole colour range whatever its
@@ -85,6 +88,9 @@ class NeuronGrid:
     # leaky unit there still varies (slope 0.01), so it is not "constant", but it is as good as dead:
     # it passes on a faint copy of its input and learns at 1% of the rate (the all-blue tiles).
     silent: int | None = None
+    # Each unit's (min, max) over the image, in unit order: the values its colours stand for (the lab
+    # shows them on hover).
+    ranges: tuple[tuple[float, float], ...] = ()
 
     @property
     def summary(self) -> str:
@@ -127,6 +133,12 @@ def constant_units(maps: np.ndarray) -> np.ndarray:
     return spread <= ATOL + RTOL * np.abs(flat).max(axis=1)
 
 
+def unit_ranges(maps: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Each unit's (min, max) over its map, in unit order."""
+    flat = maps.reshape(len(maps), -1)
+    return tuple((float(low), float(high)) for low, high in zip(flat.min(axis=1), flat.max(axis=1)))
+
+
 def tile_shape(height: int, width: int, tile: int = DEFAULT_TILE) -> tuple[int, int]:
     """(width, height) of a tile: ``tile`` px on the longest side, the image's aspect ratio kept."""
     if tile < 1:
@@ -151,8 +163,9 @@ def grid_layout(units: int, tile: tuple[int, int], gutter: int = GUTTER) -> tupl
 
 
 def neuron_grid(maps: np.ndarray, *, layer: int, layers: int, epoch: int | None = None,
-                gutter: int = GUTTER, rectifier: bool = False) -> NeuronGrid:
-    """Tile (units, h, w) maps into one image, each unit in its own diverging colours.
+                gutter: int = GUTTER, rectifier: bool = False, columns: int | None = None) -> NeuronGrid:
+    """Tile (units, h, w) maps into one image, each unit in its own diverging colours; ``columns``
+    fixed (the lab's network view: one column a layer) or, by default, closest to ASPECT.
 
     A tile is as large as its map: render the maps at the tile size (layer_maps) rather than
     resizing them, since the network is a continuous function and can be sampled at any size.
@@ -160,7 +173,11 @@ def neuron_grid(maps: np.ndarray, *, layer: int, layers: int, epoch: int | None 
     from matplotlib import colormaps  # imported here: only drawing needs matplotlib
 
     units, tile_h, tile_w = maps.shape
-    columns, rows = grid_layout(units, (tile_w, tile_h), gutter)
+    if columns is None:
+        columns, rows = grid_layout(units, (tile_w, tile_h), gutter)
+    else:
+        columns = max(1, min(columns, units))
+        rows = math.ceil(units / columns)
     constant = constant_units(maps)
 
     # Each unit divided by its own largest |value|: into [-1, 1], zero staying at the centre.
@@ -180,7 +197,24 @@ def neuron_grid(maps: np.ndarray, *, layer: int, layers: int, epoch: int | None 
         image[top:top + tile_h, left:left + tile_w] = tiles[k]
     silent = int((maps.reshape(units, -1).max(axis=1) <= 0).sum()) if rectifier else None
     return NeuronGrid(image=image, layer=layer, layers=layers, units=units, constant=int(constant.sum()),
-                      columns=columns, rows=rows, tile=(tile_w, tile_h), gutter=gutter, epoch=epoch, silent=silent)
+                      columns=columns, rows=rows, tile=(tile_w, tile_h), gutter=gutter, epoch=epoch, silent=silent,
+                      ranges=unit_ranges(maps))
+
+
+def _layer_tiles(run: RunDirectory, recipe, model, layer: int, tile: int) -> tuple[tuple[int, int], bool]:
+    """A layer's tile size (height, width) and whether its units are rectifiers; UserError for a layer
+    the network lacks or tiles that would be too many pixels, before any map is computed."""
+    if not 0 <= layer <= model.depth:
+        hidden = "hidden layer 1" if model.depth == 1 else f"hidden layers 1-{model.depth}"
+        raise UserError(f"layer {layer} is out of range: {str(run.path)!r} has {hidden} (0 is the encoding)")
+    info = run.info()
+    size = tile_shape(info["height"], info["width"], tile)
+    units = model.encoding.out_features if layer == 0 else model.layers[layer - 1].out_features
+    if units * size[0] * size[1] > MAX_PIXELS:
+        raise UserError(f"{units} tiles of {size[0]}x{size[1]} are more than {MAX_PIXELS // 1_000_000} megapixels; "
+                        "choose a smaller --tile")
+    rectifier = layer > 0 and recipe.layer_activations()[layer - 1].split(":")[0] in RECTIFIERS
+    return size, rectifier
 
 
 def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = DEFAULT_TILE,
@@ -199,27 +233,85 @@ def run_neurons(run_or_path: RunDirectory | str | Path, layer: int, tile: int = 
     recipe = run.recipe()
     model = build_model(recipe)
     run.load_weights(model, checkpoint)  # a checkpoint of another network: one line, not a traceback
-    if not 0 <= layer <= model.depth:
-        hidden = "hidden layer 1" if model.depth == 1 else f"hidden layers 1-{model.depth}"
-        raise UserError(f"layer {layer} is out of range: {str(run.path)!r} has {hidden} (0 is the encoding)")
-    info = run.info()
-    size = tile_shape(info["height"], info["width"], tile)
-    units = model.encoding.out_features if layer == 0 else model.layers[layer - 1].out_features
-    if units * size[0] * size[1] > MAX_PIXELS:
-        raise UserError(f"{units} tiles of {size[0]}x{size[1]} are more than {MAX_PIXELS // 1_000_000} megapixels; "
-                        "choose a smaller --tile")
+    size, rectifier = _layer_tiles(run, recipe, model, layer, tile)
     device = resolve_device(device)
     maps = layer_maps(model.to(device), size[1], size[0], layer, device)
-    rectifier = layer > 0 and recipe.layer_activations()[layer - 1].split(":")[0] in RECTIFIERS
     return neuron_grid(maps, layer=layer, layers=model.depth, epoch=checkpoint.get("epoch"), rectifier=rectifier)
 
 
+LEGEND_TEXT_RGB = animate.TEXT_RGB
+MIN_HEIGHT = 256  # caption_frame's: a grid lower than this is enlarged by a whole factor first
+
+
+def legend_strip(width: int) -> np.ndarray:
+    """(h, width, 3) uint8: the colour map as a bar from -peak through 0 to +peak, and the grey of a
+    constant unit, labelled; drawn at the picture's final width so its text stays legible."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    size = int(np.clip(width / 40, 10, 16))  # the font: small beside the caption's ~width / 18
+    font = animate._font(size)
+    pad = max(3, size // 3)
+    bar_h = max(6, size)
+    strip = Image.new("RGB", (width, bar_h + size + 3 * pad), BACKGROUND_RGB)
+    draw = ImageDraw.Draw(strip)
+    bar_w = max(16, min(width // 2, 360))
+    lut = (colormaps[COLORMAP](np.linspace(0, 1, bar_w))[:, :3] * 255).round().astype(np.uint8)  # (bar_w, 3)
+    strip.paste(Image.fromarray(np.repeat(lut[None], bar_h, axis=0)), (pad, pad))
+    text_y = 2 * pad + bar_h
+    for x, label, anchor in ((pad, "-peak", "lt"), (pad + bar_w // 2, "0", "mt"), (pad + bar_w, "+peak", "rt")):
+        draw.text((x, text_y), label, font=font, fill=LEGEND_TEXT_RGB, anchor=anchor)
+    left = 3 * pad + bar_w
+    if left + bar_h < width:
+        draw.rectangle((left, pad, left + bar_h, pad + bar_h), fill=CONSTANT_RGB)
+        note = "constant · each unit to its own peak"
+        draw.text((left + bar_h + pad, pad + bar_h // 2),
+                  animate._truncate(note, font, max(1, width - left - bar_h - 2 * pad)), font=font,
+                  fill=LEGEND_TEXT_RGB, anchor="lm")
+    return np.asarray(strip)
+
+
+def grid_picture(grid: NeuronGrid) -> np.ndarray:
+    """The grid (enlarged by a whole factor, nearest neighbour, when under MIN_HEIGHT tall, so its
+    legend and caption get legible fonts), its colour legend, and its summary in a caption strip."""
+    k = max(1, math.ceil(MIN_HEIGHT / grid.image.shape[0]))
+    image = grid.image.repeat(k, axis=0).repeat(k, axis=1)
+    return animate.caption_frame(np.concatenate([image, legend_strip(image.shape[1])]), grid.summary, min_height=0)
+
+
 def save_neuron_grid(grid: NeuronGrid, path: str | Path) -> Path:
-    """Write the grid as a PNG with its summary in a caption strip below; returns the path."""
+    """Write the grid as a PNG with its legend and summary below (grid_picture); returns the path."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise UserError(f"--out {str(path)!r} must end in .png")
-    # caption_frame enlarges a grid under 256 px tall (one or two tiles) by a whole factor, nearest
-    # neighbour, so its caption gets a legible font; larger grids keep their size.
-    save_png(animate.caption_frame(grid.image, grid.summary), path)
+    save_png(grid_picture(grid), path)
     return path
+
+
+ANIMATION_FPS = 2  # snapshots are ~1.6x apart in epochs: a 500-epoch run's 15 pictures last ~8 s
+
+
+def animate_neurons(run_or_path: RunDirectory | str | Path, layer: int, gif: str | Path | None,
+                    mp4: str | Path | None, tile: int = DEFAULT_TILE, fps: float = ANIMATION_FPS) -> list[int]:
+    """Layer ``layer``'s units at every weight snapshot of the run (record.snapshot_wanted's epochs), as a
+    GIF and an MP4 (either may be None); returns the epochs drawn. Each picture is scaled as
+    neuron_grid scales one: every unit to its own peak, so a unit's shape is followed as it forms."""
+    run = run_or_path if isinstance(run_or_path, RunDirectory) else RunDirectory.open(run_or_path)
+    epochs = run.snapshot_epochs()
+    if not epochs:
+        raise UserError(f"{str(run.path)!r} has no weight snapshots (runs keep them from their first epoch on, "
+                        "in snapshots/; a run trained before they existed has none)")
+    recipe = run.recipe()
+    model = build_model(recipe)
+    size, rectifier = _layer_tiles(run, recipe, model, layer, tile)
+    frames = []
+    for epoch in epochs:
+        run.load_weights(model, {"model": run.snapshot(epoch)})
+        maps = layer_maps(model, size[1], size[0], layer, "cpu")
+        frames.append(grid_picture(neuron_grid(maps, layer=layer, layers=model.depth, epoch=epoch,
+                                               rectifier=rectifier)))
+    if gif is not None:
+        animate.write_gif(frames, gif, fps=fps)
+    if mp4 is not None:
+        animate.write_mp4(frames, mp4, fps=fps)
+    return epochs

@@ -9,15 +9,23 @@ Layout of ``runs/<name>/``::
     metrics.csv     epoch, train_seconds, seconds, mae, mse, psnr: one row per epoch
     frames/         epoch-00001.png ... (every epoch, or a log-spaced schedule)
     checkpoint.pt   weights, optimiser and RNG state, history: after every epoch
+    layers.csv      per-layer dynamics, several records an epoch (dynamics.py's LAYER_COLUMNS)
+    snapshots/      epoch-00000.npz ...: the weights in float16 at epochs 0, 1, 2, 3, 5, 8, 13, ... and
+                    the last, for `monalisa neurons RUN --animate`
+    events.out.tfevents.*   TensorBoard's event files (board.py), when tensorboard is installed
     final.png       the last frame
     learning.gif    the animation, captioned (subsampled to keep the file small)
     learning.mp4    the animation, every frame
     curves.png      PSNR and MAE against epoch and against training seconds
+    dynamics.png    layers.csv drawn: one panel per statistic, one line per layer
 
 Every file is written to a temporary name and renamed into place, so a
 SIGKILL at any moment leaves either the old file or the new one. The order in
-an epoch is frame, checkpoint, metrics; ``metrics.csv`` is always rewritten
-from the checkpoint's history, so it can lag the checkpoint but never lead it.
+an epoch is frame, layers.csv, snapshot, checkpoint, metrics; ``metrics.csv`` is always rewritten
+from the checkpoint's history, so it can lag the checkpoint but never lead it. ``layers.csv``
+is the other way round: its rows exist nowhere else, so it is written before the checkpoint and
+may lead it by one epoch; a resume drops the rows past the checkpoint and records them again as it
+retrains that epoch, so no row is lost or written twice.
 
 Reading and writing are kept apart. ``RunDirectory.open`` reads and changes
 nothing (a run may be training while it is read). A process writes a run only
@@ -51,6 +59,8 @@ import torch
 from PIL import Image
 
 from . import animate
+from .board import TensorBoardLog
+from .dynamics import LayerDynamics, layers_csv, plot_dynamics, read_layers
 from .files import atomic_path, read_metrics, require_regular, save_png, write_errors, write_failure, write_json, \
     write_text
 from .errors import UserError
@@ -64,6 +74,8 @@ FRAME_SPACINGS = ("even", "log")  # which frames an exported animation keeps: se
 LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
 STALE_TEMPORARIES = ".*.tmp-*"  # files.atomic_path's temporary names
 MAX_JSON_BYTES = 2**20  # run.json and recipe.json are a few hundred bytes; a bigger one is doctored
+SNAPSHOTS = "snapshots"
+MAX_SNAPSHOT_BYTES = 2**30  # float16 weights: 0.55 MB for 4x300, ~100 MB at the limits' largest network
 
 
 def own_file(path: Path) -> None:
@@ -84,6 +96,16 @@ def frame_wanted(epoch: int, last_epoch: int, schedule: str) -> bool:
     # Keep e if it is the first whole epoch at or past one of the marks 10**(k/20).
     k = math.floor(20 * math.log10(epoch) + 1e-9)
     return epoch == math.ceil(10 ** (k / 20) - 1e-9)
+
+
+def snapshot_wanted(epoch: int) -> bool:
+    """Epochs 0 (the initial weights), 1, 2, 3, 5, 8, 13, 21, ...: the Fibonacci numbers, spaced about
+    x1.6 apart, so 500 epochs keep 14 snapshots (plus the last epoch's) and the early epochs,
+    where the units change most, are dense."""
+    a, b = 1, 2
+    while a < epoch:
+        a, b = b, a + b
+    return epoch in (0, a)
 
 
 def checkpoint_problem(state) -> str | None:
@@ -326,6 +348,42 @@ class RunDirectory:
         except (ValueError, KeyError, TypeError, csv.Error) as exc:
             raise self._damaged("metrics.csv", f"{type(exc).__name__}: {exc}") from None
 
+    def layers(self) -> list[dict]:
+        """layers.csv's rows (dynamics.LAYER_COLUMNS), or [] before the first epoch."""
+        path = self.path / "layers.csv"
+        if not path.exists():
+            return []
+        try:
+            return read_layers(path)
+        except OSError as exc:
+            raise self._damaged("layers.csv", exc.strerror or str(exc)) from None
+        except (ValueError, KeyError, TypeError, csv.Error) as exc:
+            raise self._damaged("layers.csv", f"{type(exc).__name__}: {exc}") from None
+
+    def snapshot_path(self, epoch: int) -> Path:
+        return self.path / SNAPSHOTS / f"epoch-{epoch:05d}.npz"
+
+    def snapshot_epochs(self) -> list[int]:
+        """The epochs whose weights are in snapshots/, in order."""
+        folder = self.path / SNAPSHOTS
+        names = sorted(folder.glob("epoch-*.npz")) if folder.is_dir() else []
+        return [int(path.stem.split("-")[1]) for path in names if path.stem.split("-")[1].isdigit()]
+
+    def snapshot(self, epoch: int) -> dict[str, torch.Tensor]:
+        """Snapshot ``epoch``'s weights as float32 tensors, a state dict for build_model(recipe)."""
+        path = self.snapshot_path(epoch)
+        name = f"{SNAPSHOTS}/{path.name}"
+        try:
+            own_file(path)
+            require_regular(path, MAX_SNAPSHOT_BYTES)
+            with np.load(path, allow_pickle=False) as data:  # no pickles: data only
+                return {key: torch.from_numpy(data[key].astype(np.float32 if data[key].dtype.kind == "f"
+                                                               else data[key].dtype)) for key in data.files}
+        except OSError as exc:
+            raise self._damaged(name, exc.strerror or str(exc)) from None
+        except (ValueError, EOFError, KeyError) as exc:
+            raise self._damaged(name, f"not a NumPy archive: {exc}") from None
+
     def frame_path(self, epoch: int) -> Path:
         return self.path / "frames" / f"epoch-{epoch:05d}.png"
 
@@ -363,8 +421,23 @@ class RunDirectory:
         with self._writing("metrics.csv"):
             write_text(self.path / "metrics.csv", buffer.getvalue())
 
+    def write_layers(self, text: str) -> None:
+        """layers.csv, from dynamics.layers_csv's text."""
+        with self._writing("layers.csv"):
+            write_text(self.path / "layers.csv", text)
+
+    def write_snapshot(self, epoch: int, model: torch.nn.Module) -> None:
+        """The model's weights at ``epoch`` in float16: enough for pictures of units, a quarter of
+        float32's size (each unit's map is scaled to its own peak, so the ~3 digits suffice)."""
+        arrays = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
+        arrays = {key: value.astype(np.float16) if value.dtype.kind == "f" else value for key, value in arrays.items()}
+        path = self.snapshot_path(epoch)
+        with self._writing(path), atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
     def write_animations(self, history: list[dict]) -> None:
-        """learning.gif, learning.mp4 and curves.png from the frames and metrics on disk."""
+        """learning.gif, learning.mp4, curves.png and dynamics.png from the frames, metrics and layers on disk."""
         frames = self.captioned_frames(history)
         if frames:
             with self._writing("learning.gif"):
@@ -374,6 +447,10 @@ class RunDirectory:
         if history:
             with self._writing("curves.png"):
                 animate.plot_curves(history, self.path / "curves.png", title=self.path.name)
+        layers = self.layers()
+        if layers:
+            with self._writing("dynamics.png"):
+                plot_dynamics(layers, self.path / "dynamics.png", title=self.path.name)
 
     def write_end(self, history: list[dict], stopped_by: str, last_frame: np.ndarray | None = None,
                   animations: bool = True, status: str | None = None) -> None:
@@ -463,32 +540,85 @@ class RunDirectory:
 
 
 class Recorder(Callback):
-    """Writes a frame, the checkpoint and the metrics after every epoch; the animations at the end."""
+    """Writes a frame, the layers' dynamics, the checkpoint and the metrics after every epoch, weight
+    snapshots at snapshot_wanted's epochs, TensorBoard's events; the animations at the end.
 
-    def __init__(self, run: RunDirectory, frames: str = "all", animate_at_end: bool = True):
+    ``dynamics``: record layers.csv (a LayerDynamics is made and driven from here, so its rows are
+    on disk before the checkpoint: see the module's docstring). ``tensorboard``: write event files
+    when the package is installed.
+    """
+
+    def __init__(self, run: RunDirectory, frames: str = "all", animate_at_end: bool = True,
+                 dynamics: bool = True, tensorboard: bool = True):
         self.run = run
         self.frames = frames
         self.animate_at_end = animate_at_end
         self.last_frame: np.ndarray | None = None
+        self.dynamics = LayerDynamics() if dynamics else None
+        self.tensorboard = tensorboard
+        self.board: TensorBoardLog | None = None
+        self._layers_text: list[str] = []  # layers.csv's rows so far as text: each row is formatted once
+        self._layers_rows = 0  # how many rows _layers_text holds
 
     def on_start(self, trainer: Trainer) -> None:
         self.run.lock()  # the caller normally holds it already (train_run, resume_run): then this does nothing
         # A resumed run's metrics may lag its checkpoint by one epoch (killed in between).
         self.run.write_metrics(trainer.history)
         self.run.update_info(status=Status.RUNNING, engine=trainer.engine_name, device=str(trainer.device))
+        if self.dynamics is not None:
+            # A resumed run's layers.csv may lead its checkpoint by an epoch: on_start keeps the rows up to it.
+            self.dynamics.on_start(trainer, self.run.layers())
+            self._layers_text, self._layers_rows = [], 0
+            self._write_layers()
+        if trainer.epoch == 0:
+            self.run.write_snapshot(0, trainer.model)
+        if self.tensorboard:
+            self.board = TensorBoardLog.open(self.run.path, first_epoch=trainer.epoch + 1)
+
+    def on_progress(self, trainer: Trainer, epoch: int, fraction: float) -> None:
+        if self.dynamics is not None:
+            self.dynamics.on_progress(trainer, epoch, fraction)
 
     def on_epoch(self, trainer: Trainer, row: dict, frame: np.ndarray) -> None:
         self.last_frame = frame
-        if frame_wanted(row["epoch"], trainer.recipe.epochs, self.frames):
-            self.run.write_frame(row["epoch"], frame)
+        epoch = row["epoch"]
+        if frame_wanted(epoch, trainer.recipe.epochs, self.frames):
+            self.run.write_frame(epoch, frame)
+        if self.dynamics is not None:
+            self.dynamics.on_epoch(trainer, row, frame)
+            self._write_layers()
+        if snapshot_wanted(epoch):
+            self.run.write_snapshot(epoch, trainer.model)  # fit() synced the engine's weights into it
         self.run.write_checkpoint(trainer.state_dict())
         self.run.write_metrics(trainer.history)
+        if self.board is not None:
+            ends = [r for r in self.dynamics.rows if r["epoch"] == epoch and r["fraction"] >= 1.0] \
+                if self.dynamics is not None else []
+            activations = self.dynamics.last_activations if self.dynamics is not None else {}
+            shown = frame if frame_wanted(epoch, trainer.recipe.epochs, "log") else None
+            self.board.epoch(row, ends, trainer.model, activations, shown)
+
+    def _write_layers(self) -> None:
+        """layers.csv from the dynamics' rows; only rows new since the last write are formatted, so
+        a long run's write stays a file copy (~2 ms for 3 MB) rather than a growing CSV job."""
+        rows = self.dynamics.rows
+        if self._layers_rows < len(rows):
+            self._layers_text.append(layers_csv(rows[self._layers_rows:], header=False))
+            self._layers_rows = len(rows)
+        self.run.write_layers(layers_csv([], header=True) + "".join(self._layers_text))
 
     def on_end(self, trainer: Trainer, stopped_by: str) -> None:
         try:
+            if stopped_by in COMPLETE_REASONS and trainer.history and not \
+                    self.run.snapshot_path(trainer.epoch).exists():
+                self.run.write_snapshot(trainer.epoch, trainer.model)  # the last epoch's weights, synced
             self.run.write_end(trainer.history, stopped_by, self.last_frame, animations=self.animate_at_end)
         except UserError:
             if stopped_by != "error":
                 raise
             # Already failing (a full disk, most likely, and this write hit it too): let the first error
             # through. Every file keeps its last whole version, so the run resumes from its checkpoint.
+        finally:
+            if self.board is not None:
+                self.board.close()
+                self.board = None

@@ -7,8 +7,10 @@ be rewritten without retraining anything. ``write_outputs`` is the entry point:
     curves.png        PSNR against epoch and against training seconds, one line per run
     grid.mp4/.gif     the runs' animations side by side, in step by epoch, the target first
     finals.png        the target and every run's final frame, labelled
-    report.md/.html   the table, conclusion, figures and claims; the HTML embeds everything
-    summary.json      written last, so it marks a finished comparison
+    report.md/.html   the table, conclusion, figures and claims, and what went wrong in each entry that
+                      failed (diverged, or stuck near the mean colour), computed from its layers.csv
+                      (dynamics.diagnose); the HTML embeds everything
+    summary.json      written last, so it marks a finished comparison; ``diagnoses`` holds those findings
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from . import animate
+from .dynamics import diagnose
+from .errors import UserError
 from .images import Target
 from .recipes import Recipe
 from .files import atomic_path, save_png, write_json, write_text
@@ -46,6 +50,10 @@ MAX_GRID_FRAMES = 120  # epochs shown (log-spaced beyond this): each frame is up
 # and the HTML report embeds it: 60 frames keep that near 13 MB. The MP4 has every shown epoch.
 MAX_GIF_FRAMES = 60
 GRID_FPS = 10
+# A run that ends within STUCK_DB of the PSNR of painting every pixel the image's mean colour has
+# learnt next to nothing of the picture (the 8-layer network of the depth study, 30 epochs): it
+# failed as surely as one that diverged, and is diagnosed like one.
+STUCK_DB = 1.0
 
 
 def write_outputs(out: Path, target: Target, summary: dict) -> None:
@@ -61,9 +69,63 @@ def write_outputs(out: Path, target: Target, summary: dict) -> None:
     animate.write_gif(frames, out / "grid.gif", fps=GRID_FPS, max_frames=MAX_GIF_FRAMES)
     animate.write_mp4(frames, out / "grid.mp4", fps=GRID_FPS)
     del frames
+    summary["diagnoses"] = diagnoses(out, target, summary["runs"])
     write_text(out / "report.md", report_markdown(summary))
     write_text(out / "report.html", report_html(summary, out))
     write_json(out / "summary.json", summary)
+
+
+def mean_colour_psnr(target: Target) -> float:
+    """The PSNR of the best constant picture, the target's mean colour: the floor any run starts near."""
+    mse = float(np.mean(target.colours.astype(np.float64).var(axis=0)))
+    return 10 * math.log10(1 / mse) if mse > 0 else math.inf
+
+
+def failure(row: dict, floor: float) -> str | None:
+    """How a run (a table row of one seed) failed, or None: diverged, or ended within STUCK_DB of ``floor``."""
+    if row.get("status") == "diverged":
+        return f"diverged in epoch {(row.get('epochs') or 0) + 1}"
+    psnr = row.get("psnr")
+    if row.get("status") == "complete" and psnr is not None and psnr < floor + STUCK_DB:
+        return (f"stuck near the mean colour: {psnr:.2f} dB after {row.get('epochs')} epochs, against "
+                f"{floor:.2f} dB for the mean colour")
+    return None
+
+
+def diagnoses(out: Path, target: Target, rows: list[dict]) -> list[dict]:
+    """For each entry with a failed seed: how it failed and what its layers.csv says went wrong
+    (dynamics.diagnose), from its first failed seed's run. ``{"label", "seed", "failed_seeds", "seeds",
+    "problem", "findings"}``."""
+    floor = mean_colour_psnr(target)
+    found = []
+    for row in rows:
+        runs = row.get("per_seed") or [row]
+        failed = [(run, failure(run, floor)) for run in runs]
+        failed = [(run, problem) for run, problem in failed if problem]
+        if not failed:
+            continue
+        run, problem = failed[0]
+        try:
+            layers = RunDirectory(out / run["run_dir"]).layers()
+        except UserError as exc:
+            layers, findings = [], [str(exc)]
+        else:
+            findings = diagnose(layers) if layers else \
+                ["no layers.csv: the run was trained before layer dynamics were recorded"]
+        if layers and not findings:
+            findings = ["no layer statistic passed its threshold (dynamics.diagnose): gradients within two orders "
+                        "of magnitude of the output layer's, under half the units dead, updates between 1e-5 and "
+                        "1e-1 of the weights a step"]
+        found.append({"label": row["label"], "seed": run.get("seed"), "failed_seeds": len(failed),
+                      "seeds": len(runs), "problem": problem, "findings": findings})
+    return found
+
+
+def _diagnosis_heading(diagnosis: dict) -> str:
+    seeds = ""
+    if diagnosis["seeds"] > 1:
+        seeds = f" ({diagnosis['failed_seeds']} of {diagnosis['seeds']} seeds; seed {diagnosis['seed']} shown)"
+    return f"{diagnosis['label']}{seeds}: {diagnosis['problem']}"
 
 
 class _RunFrames:
@@ -398,6 +460,12 @@ def report_markdown(summary: dict) -> str:
         lines += [f"- **{VERDICTS[c['supported']]}**: {c['claim']}  \n  Evidence: {c['evidence']}"
                   for c in summary["claims"]]
         lines.append("")
+    if summary.get("diagnoses"):
+        lines += ["## What went wrong", "", "Computed from each failed run's layer statistics (its layers.csv):", ""]
+        for diagnosis in summary["diagnoses"]:
+            lines.append(f"- **{cell(_diagnosis_heading(diagnosis))}**")
+            lines += [f"  - {cell(finding)}" for finding in diagnosis["findings"]]
+        lines.append("")
     lines += ["## Recipes", "", "The fields that differ from the original's (summary.json has every field):", ""]
     lines += [f"- `{row['label']}`: `{json.dumps(_changes(row['recipe']))}`" for row in summary["runs"]]
     return "\n".join(lines) + "\n"
@@ -482,6 +550,14 @@ def report_html(summary: dict, out: Path) -> str:
             verdict = VERDICTS[claim["supported"]]
             parts.append(f'<li><span class="verdict {verdict.replace(" ", "-")}">{e(verdict)}</span>{e(claim["claim"])}'
                          f'<div class="evidence">{e(claim["evidence"])}</div></li>')
+        parts.append("</ul>")
+    if summary.get("diagnoses"):
+        parts += ["<h2>What went wrong</h2>", "<p>Computed from each failed run's layer statistics (its layers.csv):</p>",
+                  '<ul class="claims">']
+        for diagnosis in summary["diagnoses"]:
+            parts.append(f"<li><strong>{e(_diagnosis_heading(diagnosis))}</strong><ul>"
+                         + "".join(f'<li class="evidence">{e(finding)}</li>' for finding in diagnosis["findings"])
+                         + "</ul></li>")
         parts.append("</ul>")
     recipes = "\n".join(f"{row['label']}: {json.dumps(_changes(row['recipe']))}" for row in summary["runs"])
     parts += ["<h2>Recipes</h2>", "<details><summary>The fields that differ from the original's "

@@ -18,7 +18,11 @@ live reports sends ``started``, ``progress``, ``frame`` and ``epoch`` (live.py);
 every started spec ends with exactly one ``end`` report carrying its status
 (status.py's names) and a message. A worker that dies without a word (a
 SIGKILL, the OOM killer) is settled here: its run directory is marked
-'interrupted' unless it wrote its own status, and its ``end`` says so. A run
+'interrupted' unless it wrote its own status, and its ``end`` says so. A worker
+its executor reports *lost* (``Handle.lost()``: a cluster node that died under it)
+is not the run's fault: its run goes back to the front of the queue as a "resume"
+spec (from its last checkpoint, on whichever node is free), at most MAX_RESTARTS
+times, with a ``restart`` report instead of an end. A run
 directory is only ever written by whoever holds its lock (record.py): the
 worker, or this runner while no worker is on it.
 """
@@ -43,6 +47,9 @@ START, RESUME, FINISH = "start", "resume", "finish"
 POLL_SECONDS = 0.2  # how long a poll waits for a report: the lab's live view lags by at most this
 CLOSE_SECONDS = 20.0  # how long closing waits for workers to checkpoint and exit before killing them
 MAX_REPORTS_PER_POLL = 1000  # a flood of reports cannot keep a poll from reaping and starting
+# Restarts of one run after lost workers: Ray's own default retries of a task (max_retries=3). A run
+# that loses more than this many machines is more likely killing them (memory) than unlucky.
+MAX_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class Runner:
         self._running: dict[str, _Job] = {}  # key -> job, from its start until its worker is reaped
         self._closed = False
         self._executor_closed = False
+        self._restarts: dict[str, int] = {}  # key -> times its run was restarted after a lost worker
 
     # -- asking -------------------------------------------------------------------
 
@@ -269,10 +277,35 @@ class Runner:
         for job in gone:
             job.handle.join()
             del self._running[job.spec.key]
-            if not job.ended:
+            if not job.ended and reason is None and self._restart(job):
+                reports.append({"type": "restart", "id": job.spec.key,
+                                "message": f"its worker was lost ({job.handle.describe_exit()}); "
+                                           "restarted from its last checkpoint"})
+            elif not job.ended:
                 reports.append(_settle(job, reason or f"the worker process ended unexpectedly "
                                                       f"({job.handle.describe_exit()})"))
         return reports
+
+    def _restart(self, job: _Job) -> bool:
+        """Queue a lost worker's run again, first in line: True if it was (see the module's docstring)."""
+        lost = getattr(job.handle, "lost", None)  # an executor without the notion loses nothing
+        key = job.spec.key
+        if (self._closed or job.intent is not None or lost is None or not lost()
+                or self._restarts.get(key, 0) >= MAX_RESTARTS):
+            return False
+        self._restarts[key] = self._restarts.get(key, 0) + 1
+        _settle(job, "its worker was lost; restarted from its last checkpoint")  # 'interrupted' until it runs
+        self._waiting.insert(0, _continued(job.spec))
+        return True
+
+
+def _continued(spec: RunSpec) -> RunSpec:
+    """The spec that continues ``spec``'s run: "resume" once its run.json exists; else ``spec`` again
+    (a worker lost before it made the run directory made nothing to resume)."""
+    if spec.action == START and not (spec.path / "run.json").is_file():
+        return spec
+    return RunSpec(spec.key, spec.path, RESUME if spec.action == START else spec.action, device=spec.device,
+                   live=spec.live, threads=spec.threads)
 
 
 def _mark(path: Path, status: str, message: str | None) -> bool:

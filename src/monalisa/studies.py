@@ -17,6 +17,7 @@ None for inconclusive). The claims functions are pure, so they can be checked on
     summary = STUDIES["depth"](target, "studies/depth", quick=True)
     for claim in summary["claims"]: print(claim)
 
+Every study takes ``ray`` (run_comparison's: "local", "auto" or a cluster's HOST:PORT) to train on Ray.
 A study's ``base`` defaults to ``default_base(name, quick)``; the CLI applies the user's train
 flags to that (``default_base("tips").replace(epochs=20)``) and passes the result. Each study's
 defaults sit at the top of its section, each with its reason and its cost.
@@ -123,7 +124,8 @@ def depth_entries(base: Recipe, budget: int, depths) -> list[tuple[str, Recipe]]
 
 
 def study_depth(target: Target, out, *, quick: bool = False, base: Recipe | None = None, jobs: int | None = None,
-                resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None, **options) -> dict:
+                resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None,
+                ray: str | None = None, **options) -> dict:
     """Equal-parameter networks of several depths (default: the original, 272,703 parameters)."""
     opts = _options(DepthOptions, options, "depth")
     base = depth_base(quick) if base is None else base
@@ -132,7 +134,7 @@ def study_depth(target: Target, out, *, quick: bool = False, base: Recipe | None
     return run_comparison(study_target(target, quick), entries, out, jobs=jobs, resume=resume, device=device,
                           quiet=quiet, title=f"Depth at {opts.budget:,} parameters",
                           claims=functools.partial(depth_claims, margin=opts.margin),
-                          seeds=_study_seeds(seeds, resume))
+                          seeds=_study_seeds(seeds, resume), ray=ray)
 
 
 def depth_claims(rows: list[dict], margin: float = DepthOptions.margin) -> list[dict]:
@@ -265,7 +267,8 @@ def tips_entries(base: Recipe) -> list[tuple[str, Recipe, str | None]]:
 
 
 def study_tips(target: Target, out, *, quick: bool = False, base: Recipe | None = None, jobs: int | None = None,
-               resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None, **options) -> dict:
+               resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None,
+               ray: str | None = None, **options) -> dict:
     """The original recipe against each tip's opposite, one change at a time, and the reader's set-up."""
     opts = _options(TipsOptions, options, "tips")
     base = tips_base(quick) if base is None else base
@@ -275,7 +278,7 @@ def study_tips(target: Target, out, *, quick: bool = False, base: Recipe | None 
                           jobs=jobs, resume=resume, device=device, quiet=quiet,
                           title="The author's tips against their opposites",
                           claims=functools.partial(tips_claims, margin=opts.margin, tips=tips),
-                          seeds=_study_seeds(seeds, resume))
+                          seeds=_study_seeds(seeds, resume), ray=ray)
 
 
 def tips_claims(rows: list[dict], margin: float = TipsOptions.margin,
@@ -368,7 +371,7 @@ def encoding_entries(base: Recipe, opts: EncodingOptions | None = None) -> list[
 
 def study_encodings(target: Target, out, *, quick: bool = False, base: Recipe | None = None,
                     jobs: int | None = None, resume: bool = False, device: str = "auto", quiet: bool = False,
-                    seeds=None, **options) -> dict:
+                    seeds=None, ray: str | None = None, **options) -> dict:
     """Raw coordinates against input encodings, all at one parameter budget, the same Adam and epochs."""
     opts = _options(EncodingOptions, options, "encodings")
     base = encodings_base(quick) if base is None else base
@@ -376,7 +379,7 @@ def study_encodings(target: Target, out, *, quick: bool = False, base: Recipe | 
     return run_comparison(study_target(target, quick), entries, out, jobs=jobs, resume=resume, device=device,
                           quiet=quiet, title=f"Input encodings at {opts.budget:,} parameters",
                           claims=functools.partial(encoding_claims, margin=opts.margin),
-                          seeds=_study_seeds(seeds, resume))
+                          seeds=_study_seeds(seeds, resume), ray=ray)
 
 
 def encoding_claims(rows: list[dict], margin: float = EncodingOptions.margin) -> list[dict]:
@@ -443,7 +446,8 @@ def noise_base(quick: bool = False) -> Recipe:
 
 
 def study_noise(target: Target, out, *, quick: bool = False, base: Recipe | None = None, jobs: int | None = None,
-                resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None, **options) -> dict:
+                resume: bool = False, device: str = "auto", quiet: bool = False, seeds=None,
+                ray: str | None = None, **options) -> dict:
     """One recipe, many seeds: the spread of its final PSNR, the noise floor of every other comparison."""
     opts = _options(NoiseOptions, options, "noise")
     base = noise_base(quick) if base is None else base
@@ -452,7 +456,7 @@ def study_noise(target: Target, out, *, quick: bool = False, base: Recipe | None
         raise UserError("the noise study compares seeds with each other: give --seeds 2 or more")
     return run_comparison(study_target(target, quick), [("noise", base)], out, jobs=jobs, resume=resume,
                           device=device, quiet=quiet, title="Seed to seed: one recipe's noise floor",
-                          claims=functools.partial(noise_claims, margin=opts.margin), seeds=seeds)
+                          claims=functools.partial(noise_claims, margin=opts.margin), seeds=seeds, ray=ray)
 
 
 def noise_claims(rows: list[dict], margin: float = NoiseOptions.margin) -> list[dict]:

@@ -124,7 +124,8 @@ class Trainer:
         self.engine = make_engine(self.engine_name, self.model, recipe, self.coords, self.colours, self.device)
         self.rng = np.random.default_rng(recipe.seed)  # pixel order; the model has its own seed stream
         self.history: list[dict] = []
-        self._untimed = 0.0  # seconds callbacks spent inside the current epoch (live previews)
+        self._untimed = 0.0  # seconds callbacks spent inside the current epoch (live previews, dynamics)
+        self._epoch_started = time.perf_counter()  # when the current epoch's training began
 
     @property
     def epoch(self) -> int:
@@ -164,6 +165,10 @@ class Trainer:
         finally:
             self._untimed += time.perf_counter() - started
 
+    def seconds_into_epoch(self) -> float:
+        """Training seconds of the epoch in progress so far (callbacks' untimed work left out)."""
+        return time.perf_counter() - self._epoch_started - self._untimed
+
     def training_seconds(self) -> float:
         return sum(row["train_seconds"] for row in self.history)
 
@@ -194,7 +199,7 @@ class Trainer:
                         callback.on_progress(self, epoch, fraction)
 
                 self._untimed = 0.0
-                started = time.perf_counter()
+                started = self._epoch_started = time.perf_counter()
                 self.engine.train_epoch(order, epoch, progress)
                 train_seconds = time.perf_counter() - started - self._untimed
 

@@ -2,7 +2,9 @@
 
 Two engines train the same model and share one interface:
 ``train_epoch(order, epoch, on_progress)``, ``sync()`` (weights back into the
-torch model), ``state_dict()`` / ``load_state_dict()`` (optimiser state).
+torch model), ``copy_weights_to(model)`` (the current weights into a copy of the
+model, changing nothing of the training: dynamics.py's probe, mid-epoch),
+``state_dict()`` / ``load_state_dict()`` (optimiser state).
 
 - ``online``: the original per-pixel SGD, compiled (numba), exact; CPU only.
 - ``batched``: PyTorch minibatches, every recipe, CPU or CUDA.

@@ -79,6 +79,14 @@ class BatchedEngine:
     def sync(self) -> None:
         pass  # the torch model is trained in place
 
+    def copy_weights_to(self, model: torch.nn.Module) -> None:
+        """The current weights (and the encoding's parameters and buffers) into ``model``, a copy of the
+        trained one; the trained model is only read (dynamics.py)."""
+        if model is not self.model:
+            with torch.no_grad():
+                for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+                    theirs.copy_(mine)
+
     def train_epoch(self, order: np.ndarray, epoch: int, on_progress: Callable[[float], None] | None = None) -> None:
         self.model.train()
         index = torch.from_numpy(np.ascontiguousarray(order)).to(self.device)

@@ -113,8 +113,14 @@ class OnlineEngine:
 
     def sync(self) -> None:
         """Copy the trained weights back into the torch model."""
+        self.copy_weights_to(self.model)
+
+    def copy_weights_to(self, model: torch.nn.Module) -> None:
+        """The current weights into ``model`` (the trained one, or a copy of it): the flat array is only
+        read, so this is safe between any two kernel calls and changes nothing of the training
+        (dynamics.py reads weights mid-epoch this way). ~0.3 ms for the 4x300 network."""
         with torch.no_grad():
-            for layer, linear in enumerate(self.layers):
+            for layer, linear in enumerate(linear_layers(model)):
                 n_out, n_in = linear.weight.shape
                 w, b = self.w_off[layer], self.b_off[layer]
                 linear.weight.copy_(torch.from_numpy(self.params[w:w + n_out * n_in].reshape(n_out, n_in)))

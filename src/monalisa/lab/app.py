@@ -43,8 +43,9 @@ from .. import __version__
 from ..errors import UserError
 from . import forms, store
 from .jobs import MAX_RENDER_WIDTH, THUMBNAIL_SIDE, Lab
-from .schemas import (CheckRequest, ErrorBody, ImageInfo, Images, LabJSON, Neurons, Options, RecipeCheck, ResumeRequest,
-                      RunAnswer, RunDetail, RunList, RunRequest, json_text)
+from .schemas import (CheckRequest, ErrorBody, ImageInfo, Images, LabJSON, Network, Neurons, Options, RecipeCheck,
+                      ResumeRequest,
+                      RunAnswer, RunDetail, RunList, RunRequest, RunsCreated, json_text)
 from .store import LabError, one_line, run_file, url_path
 
 STATIC = Path(__file__).parent / "static"
@@ -182,10 +183,11 @@ def list_runs(lab: LabDep):
     return {"runs": lab.runs()}
 
 
-@run_routes.post("", status_code=201, response_model=RunAnswer, responses=_errors(400, 404, 409, 507),
-                 summary="Create a run and queue it")
+@run_routes.post("", status_code=201, response_model=RunsCreated, responses=_errors(400, 404, 409, 507),
+                 summary="Create a run (or one per seed) and queue it")
 def create_run(body: RunRequest, lab: LabDep):
-    return {"run": lab.create_run(body.image, body.size, body.preset, body.recipe_text, body.recipe)}
+    runs = lab.create_runs(body.image, body.size, body.preset, body.recipe_text, body.recipe, body.seeds)
+    return {"run": runs[0], "runs": runs}
 
 
 @run_routes.get("/{run_id:path}/frame.png", response_class=Response,
@@ -210,6 +212,40 @@ def neurons_png(run_id: str, lab: LabDep, layer: Layer = 1):
 def neurons(run_id: str, lab: LabDep, layer: Layer = 1):
     meta, _ = lab.neuron_grid(run_id, layer)
     return {**meta, "image": f"/api/runs/{url_path(run_id)}/neurons.png?layer={layer}&epoch={meta['epoch']}"}
+
+
+@run_routes.get("/{run_id:path}/network", response_model=Network, responses=_errors(400, 404),
+                summary="The network view: each hidden layer's units (or an even sample) and its dynamics")
+def network(run_id: str, lab: LabDep):
+    from ..network import network_view
+    from ..neurons import GUTTER
+
+    view = network_view(store.run_path(lab.root, run_id))
+    base = f"/api/runs/{url_path(run_id)}"
+    for layer in view["layers"]:  # the URL names the epoch, so a browser never shows an old column
+        layer["image"] = f"{base}/column.png?layer={layer['layer']}&epoch={view['epoch']}"
+    return {**view, "gutter": GUTTER}
+
+
+@run_routes.get("/{run_id:path}/column.png", response_class=Response,
+                responses=_binary("image/png", "the thumbnails, one column") | _errors(400, 404),
+                summary="The network view's column of one hidden layer, as a PNG")
+def column_png(run_id: str, lab: LabDep, layer: Layer = 1):
+    from ..files import png_bytes
+    from ..network import layer_column
+
+    return _png(png_bytes(layer_column(store.run_path(lab.root, run_id), layer)))
+
+
+@run_routes.get("/{run_id:path}/unit.png", response_class=Response,
+                responses=_binary("image/png", "one unit, 256 px on its longest side") | _errors(400, 404),
+                summary="One unit of a hidden layer over the image, enlarged")
+def unit_png(run_id: str, lab: LabDep, layer: Layer = 1,
+             unit: Annotated[int, Query(description="0..units - 1")] = 0):
+    from ..files import png_bytes
+    from ..network import unit_picture
+
+    return _png(png_bytes(unit_picture(store.run_path(lab.root, run_id), layer, unit)))
 
 
 @run_routes.get("/{run_id:path}/render.png", response_class=Response,

@@ -52,6 +52,9 @@ NEURON_GRIDS = 32  # neuron grids kept, keyed by run, layer and checkpoint (a 30
 # a minute or so on one CPU core; wider belongs to `monalisa render`, which has the whole machine.
 MAX_RENDER_WIDTH = 4096
 MAX_RENDER_PIXELS = 25_000_000  # and a tall image's height with it: 4096 px of the Mona Lisa is 24 megapixels
+# Seeds of one recipe from one click: each is a run and a member of the panel's band; the queue trains
+# `jobs` at a time, so 20 seeds of the quick preset at 128 px are a few minutes. More is a study's job.
+LAB_MAX_SEEDS = 20
 
 
 class Lab:
@@ -133,7 +136,15 @@ class Lab:
     def create_run(self, image: str, size: str | None, preset: str | None, recipe_text: str | None = None,
                    fields: dict | None = None) -> dict:
         """Check the set-up, write the run directory, queue it; the run's summary."""
+        return self.create_runs(image, size, preset, recipe_text, fields)[0]
+
+    def create_runs(self, image: str, size: str | None, preset: str | None, recipe_text: str | None = None,
+                    fields: dict | None = None, seeds: int | list[int] | str | None = None) -> list[dict]:
+        """One run per seed (compare.entry_seeds: a count, a list, or their text), each an ordinary run
+        directory; several share a ``group`` in run.json, which the page draws as one panel with a band.
+        All are written before any is queued, and none is left behind if one cannot be written."""
         recipe = forms.build_recipe(preset, recipe_text, fields)
+        chosen = _lab_seeds(recipe, seeds)
         target, source = load_lab_target(self.root, self.uploads, image, size)
         forms.check_size(recipe, target)  # the training image's pixels (limits.py), before target.npy is written
         preset = preset or DEFAULT_PRESET
@@ -142,20 +153,41 @@ class Lab:
         # both outside data (a browser, a stranger's run.json), so both are reduced to safe characters.
         shown = self.uploads.describe(image[7:])["name"] if image.startswith("upload:") else target.name
         stem = _safe_stem(shown, "upload-" + image[7:15] if image.startswith("upload:") else "run")
+        name = f"{stem}-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+        extra = {"preset": preset, "frames": "all", "source": source}
+        created: list[Path] = []
         with self._lock:
-            path = unique_run_path(self.root, f"{stem}-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
-            path.mkdir()  # ours from here (unique_run_path found it free): removed again if the writing fails
             try:
-                run = RunDirectory.create(path, recipe, target, {"preset": preset, "frames": "all", "source": source})
-                with run.writing():  # created locked; let go here, for its worker to take
-                    run.update_info(status="queued")
-            except BaseException:  # a full disk mid-write: a half run would be listed as unreadable forever
-                shutil.rmtree(path, ignore_errors=True)
+                if len(chosen) == 1:
+                    created.append(self._write_run(unique_run_path(self.root, name), recipe.replace(seed=chosen[0]),
+                                                   target, extra))
+                else:
+                    group = _free_group(self.root, name, chosen)
+                    for seed in chosen:
+                        created.append(self._write_run(self.root / f"{group}-s{seed}",
+                                                       recipe.replace(seed=seed), target, extra | {"group": group}))
+            except BaseException:  # a full disk mid-way: no group is left with some of its seeds
+                for path in created:
+                    shutil.rmtree(path, ignore_errors=True)
                 raise
-            run_id = run_id_of(self.root, path)
-            self.runner.submit(self._spec(run_id))
-        self._announce(run_id)
-        return self.summary(run_id)
+            run_ids = [run_id_of(self.root, path) for path in created]
+            for run_id in run_ids:
+                self.runner.submit(self._spec(run_id))
+        for run_id in run_ids:
+            self._announce(run_id)
+        return [self.summary(run_id) for run_id in run_ids]
+
+    def _write_run(self, path: Path, recipe, target, extra: dict) -> Path:
+        """A new run directory at ``path`` (found free under the lab's lock), marked queued."""
+        path.mkdir()  # ours from here: removed again if the writing fails
+        try:
+            run = RunDirectory.create(path, recipe, target, extra)
+            with run.writing():  # created locked; let go here, for its worker to take
+                run.update_info(status="queued")
+        except BaseException:  # a half run would be listed as unreadable forever
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return path
 
     def runs(self) -> list[dict]:
         summaries = []
@@ -351,6 +383,30 @@ class Lab:
                            "width, or use `monalisa render`", field="width")
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run.path.name}-render-{width}x{height}.png")  # a header is ASCII
         return name, png_bytes(render_run(run, width, height))
+
+
+def _free_group(root: Path, name: str, seeds: tuple[int, ...]) -> str:
+    """``name`` (or name-2, -3, ...) such that neither it nor any of its runs '<group>-s<seed>' exists:
+    two groups started in the same second never share a name, nor a run directory."""
+    group, n = name, 1
+    while (root / group).exists() or any((root / f"{group}-s{seed}").exists() for seed in seeds):
+        n += 1
+        group = f"{name}-{n}"
+    return group
+
+
+def _lab_seeds(recipe, seeds) -> tuple[int, ...]:
+    """The seeds a request asks for (None: the recipe's own), at most LAB_MAX_SEEDS; LabError on the field."""
+    from ..compare import entry_seeds, parse_seeds
+
+    try:
+        chosen = entry_seeds(recipe, parse_seeds(seeds) if isinstance(seeds, str) else seeds)
+    except UserError as exc:
+        raise LabError(str(exc), field="seeds") from None
+    if len(chosen) > LAB_MAX_SEEDS:
+        raise LabError(f"the lab trains at most {LAB_MAX_SEEDS} seeds of a recipe at once, got {len(chosen)}; "
+                       "`monalisa compare --seeds` takes up to 100", field="seeds")
+    return chosen
 
 
 def _safe_stem(name: str, fallback: str) -> str:

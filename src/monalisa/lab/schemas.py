@@ -46,6 +46,10 @@ class RunRequest(BaseModel):
     recipe_text: str | None = Field(None, description="TOML (key = value lines) or a JSON object: the fields "
                                                       "that differ from the preset, or the whole recipe")
     recipe: dict | None = Field(None, description="recipe fields as JSON, applied before recipe_text")
+    seeds: StrictInt | list[StrictInt] | str | None = Field(
+        None, description="train the recipe once per seed: a count N (the recipe's seed and the N - 1 after it), "
+                          "a list of seeds, or either as text ('3', '0,1,2'); each seed is an ordinary run, and "
+                          "the runs share a group. Null: one run with the recipe's own seed")
 
 
 class CheckRequest(BaseModel):
@@ -171,10 +175,17 @@ class RunSummary(BaseModel):
     frame: str = Field(description="URL of the newest reconstruction (PNG)")
     live: Live | None
     actions: list[str] = Field(description="what the run allows now")
+    group: str | None = Field(description="runs created together as seeds of one recipe share a group; null alone")
+    seed: int | None = Field(description="the recipe's seed; null when recipe.json cannot be read")
 
 
 class RunAnswer(BaseModel):
     run: RunSummary
+
+
+class RunsCreated(RunAnswer):
+    runs: list[RunSummary] = Field(description="every run created, one per seed, in the order of the seeds; "
+                                               "run is the first")
 
 
 class RunList(BaseModel):
@@ -197,6 +208,30 @@ class RunDetail(BaseModel):
     metrics: list[MetricsRow] = Field(description="every epoch, in order")
 
 
+class NetworkLayer(BaseModel):
+    """One hidden layer of the network view (network.network_view): its units drawn, their ranges, its dynamics."""
+
+    layer: int = Field(description="1..layers")
+    units: int
+    shown: list[int] = Field(description="the units drawn, top to bottom: every one, or an even sample")
+    sampled: bool = Field(description="true when only an even sample of a wide layer is drawn")
+    activation: str
+    ranges: list[tuple[float, float]] = Field(description="each drawn unit's (min, max) over the image")
+    dynamics: dict[str, list[float | None]] = Field(
+        description="layers.csv at each epoch's end: epoch, act_std, dead_fraction, grad_rms, log10_update_ratio "
+                    "(null: not defined for this layer)")
+    image: str = Field(description="URL of the drawn units' thumbnails, one column, as a PNG")
+
+
+class Network(BaseModel):
+    """The network view of a run: its hidden layers as columns, from the latest checkpoint."""
+
+    epoch: int = Field(description="the checkpoint's epoch")
+    tile: tuple[int, int] = Field(description="(width, height) of one thumbnail in pixels")
+    gutter: int = Field(description="pixels between thumbnails")
+    layers: list[NetworkLayer]
+
+
 class Neurons(BaseModel):
     """One layer's units as a grid of heatmaps (neurons.NeuronGrid), row-major."""
 
@@ -210,5 +245,6 @@ class Neurons(BaseModel):
     gutter: int = Field(description="pixels between tiles")
     epoch: int | None = Field(description="the checkpoint's epoch")
     silent: int | None = Field(description="rectifier layers: units that never fire; else null")
+    ranges: list[tuple[float, float]] = Field(description="each unit's (min, max) over the image, in unit order")
     summary: str
     image: str = Field(description="URL of the grid as a PNG")

@@ -251,6 +251,8 @@ class RunReader:
             "created": info.get("created"),
             "train_seconds": sum(row["train_seconds"] for row in metrics),
             "layers": depth,
+            "group": info.get("group"),
+            "seed": recipe.seed if recipe else None,
             "files": {
                 "target": file_url("target.png"),
                 "final": file_url("final.png"),
@@ -274,7 +276,7 @@ class Unreadable:
 
 # run.json's fields the lab reads, and the types they must have (None: absent).
 _INFO_TYPES = {"image": str, "source": str, "preset": str, "created": str, "status": str, "message": str,
-               "width": int, "height": int}
+               "width": int, "height": int, "group": str}
 
 
 def _json_object(path: Path) -> dict:

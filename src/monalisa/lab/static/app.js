@@ -15,6 +15,7 @@ import { RecipeEditor } from "./recipe.js";
 import { RunPanel } from "./panels.js";
 import { RunList } from "./runs.js";
 import { NeuronView, RunDetails } from "./dialogs.js";
+import { NetworkView } from "./network.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -23,14 +24,16 @@ const state = {
   images: { builtin: [], uploads: [], default: "astronaut" },
   image: null,          // image id: a built-in name, upload:<hex> or run:<id>
   size: null,
+  seeds: "1",           // the Seeds field as typed: a count or a list; the server reads it
+  curves: { by: "epoch", shared: false },  // the panels' PSNR curves: against epochs or training seconds, one axis
   runs: new Map(),      // id -> RunSummary, newest first (Map keeps insertion order)
-  panels: new Map(),    // id -> RunPanel, in page order
-  dismissed: new Set(), // active runs the user took out of view; not brought back this session
+  panels: new Map(),    // panel key (keyOf) -> RunPanel, in page order
+  dismissed: new Set(), // panel keys of active runs the user took out of view; not brought back this session
   tab: "lab",
   ready: false,         // set once the URL's set-up is loaded
 };
 
-let editor, runList, neurons, details;
+let editor, runList, neurons, network, details;
 
 async function main() {
   // Start stays disabled (index.html) until the URL's set-up is loaded; never a native form submit.
@@ -51,6 +54,7 @@ async function main() {
   editor.addEventListener("change", writeUrl);
   runList = new RunList($("#run-list"), $("#runs-count"), { details: openDetails, watch, again: runAgain, compare });
   neurons = new NeuronView(state.runs);
+  network = new NetworkView();
   details = new RunDetails({ watch, again: runAgain, compare });
 
   // Image and size.
@@ -61,6 +65,11 @@ async function main() {
   $("#size").addEventListener("input", () => { state.size = $("#size").value.trim(); clearError("size"); sizeNote(); writeUrl(); });
   renderGallery();
   wireUpload();
+  state.curves = { by: params.get("x") === "seconds" ? "seconds" : "epoch", shared: params.get("axis") === "shared" };
+  wireCurveControls();
+  state.seeds = params.get("seeds") || "1";
+  $("#seeds").value = state.seeds;
+  $("#seeds").addEventListener("input", () => { state.seeds = $("#seeds").value.trim(); clearError("seeds"); writeUrl(); });
 
   // Recipe: the preset plus the fields the URL changes.
   const preset = params.get("preset") || options.default_preset;
@@ -88,7 +97,10 @@ function writeUrl() {
   params.set("size", state.size);
   params.set("preset", editor.preset);
   for (const [name, value] of editor.changedFields()) params.set(name, value);
-  for (const id of state.panels.keys()) params.append("watch", id);
+  if (state.seeds && state.seeds !== "1") params.set("seeds", state.seeds);
+  if (state.curves.by === "seconds") params.set("x", "seconds");
+  if (state.curves.shared) params.set("axis", "shared");
+  for (const panel of state.panels.values()) params.append("watch", panel.id);
   if (state.tab === "runs") params.set("view", "runs");
   const query = `?${params.toString().replaceAll("%3A", ":").replaceAll("%2F", "/").replaceAll("%2C", ",")}`;
   if (query !== location.search) history.replaceState(null, "", query);
@@ -201,14 +213,13 @@ async function start(event) {
   event.preventDefault();
   const button = $("#start");
   button.disabled = true;
-  for (const field of ["image", "size", "file"]) clearError(field);
+  for (const field of ["image", "size", "file", "seeds"]) clearError(field);
   try {
     const answer = await api("/api/runs", { method: "POST",
-      body: { image: state.image, size: state.size, ...editor.request() } });
+      body: { image: state.image, size: state.size, seeds: state.seeds || null, ...editor.request() } });
     notice("");
-    upsertRun(answer.run);
-    addPanel(answer.run.id);
-    const panel = state.panels.get(answer.run.id);
+    for (const run of answer.runs) upsertRun(run);
+    const panel = addPanel(answer.run.id);
     panel?.el.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
     editor.showError(error);  // next to the field the server names (image, size, a recipe field, the text)
@@ -235,10 +246,10 @@ async function refreshRuns({ metrics = false, addActive = true } = {}) {
   }
   state.runs.clear();
   for (const run of answer.runs) state.runs.set(run.id, run);
-  for (const [id, panel] of state.panels) {
-    const run = state.runs.get(id);
+  for (const panel of state.panels.values()) {
+    const run = state.runs.get(panel.id);
     if (run) panel.update(run);
-    if (metrics) loadMetrics(id);
+    if (metrics) for (const member of members(panel.id)) loadMetrics(member.id);
   }
   if (addActive) for (const run of answer.runs) if (ACTIVE.has(run.status)) addPanel(run.id, { end: true });
   renderRuns();
@@ -251,37 +262,61 @@ function upsertRun(run) {
     state.runs.set(run.id, run);
     for (const [id, r] of rest) state.runs.set(id, r);
   } else state.runs.set(run.id, run);
-  const panel = state.panels.get(run.id);
-  if (panel) panel.update(run);
-  else if (ACTIVE.has(run.status)) addPanel(run.id);
+  const panel = state.panels.get(keyOf(run.id));
+  if (panel) {
+    panel.update(state.runs.get(panel.id));  // a seed of its group changed: the counts and the actions
+    if (panel.id !== run.id && !panel.seedRows.has(run.id)) loadMetrics(run.id);  // a seed it has not seen
+  } else if (ACTIVE.has(run.status)) addPanel(run.id);
   for (const other of state.panels.values()) if (other !== panel) other.showWaiting();  // a queue moved
   if (state.image === `run:${run.id}`) renderGallery();
   renderRuns();
 }
 
+// Seeds of one recipe started together share a group, and the group one panel: keyed by the group,
+// showing the run it was opened for (the first seed, from the page) and every seed's band.
+function keyOf(id) {
+  const run = state.runs.get(id);
+  return run?.group ? `group:${run.group}` : id;
+}
+
+// The runs of ``id``'s group, ``id`` first, then by seed; [run] for a run on its own.
+function members(id) {
+  const run = state.runs.get(id);
+  if (!run) return [];
+  if (!run.group) return [run];
+  const others = [...state.runs.values()].filter((r) => r.group === run.group && r.id !== id);
+  return [run, ...others.sort((a, b) => a.seed - b.seed)];
+}
+
 // Show a panel for a known run (newest first unless `end`); dismissed active runs stay hidden
 // unless the user asks for them (`force`).
 function addPanel(id, { end = false, force = false } = {}) {
-  if (state.panels.has(id)) return state.panels.get(id);
-  if (state.dismissed.has(id) && !force) return null;
-  const run = state.runs.get(id);
-  if (!run) return null;
-  state.dismissed.delete(id);
+  const key = keyOf(id);
+  if (state.panels.has(key)) return state.panels.get(key);
+  if (state.dismissed.has(key) && !force) return null;
+  if (!state.runs.has(id)) return null;
+  // A group opens on its lowest seed, unless the user asked for one of its runs.
+  const run = force ? state.runs.get(id) : members(id).reduce((low, r) => (r.seed < low.seed ? r : low));
+  state.dismissed.delete(key);
   const panel = new RunPanel(run, {
     action: runAction,
     remove: removePanel,
     neurons: (runId) => neurons.open(runId),
+    network: (runId) => network.open(runId),
     queue: queueOf,
+    members,
+    view: curveView,
+    curveChanged,
   });
   const box = $("#panels");
   if (end) box.append(panel.el);
   else box.prepend(panel.el);
   const entries = [...state.panels.entries()];
   state.panels.clear();
-  if (end) for (const [k, v] of [...entries, [id, panel]]) state.panels.set(k, v);
-  else for (const [k, v] of [[id, panel], ...entries]) state.panels.set(k, v);
+  if (end) for (const [k, v] of [...entries, [key, panel]]) state.panels.set(k, v);
+  else for (const [k, v] of [[key, panel], ...entries]) state.panels.set(k, v);
   boardChanged();
-  loadMetrics(id);
+  for (const member of members(run.id)) loadMetrics(member.id);
   writeUrl();
   return panel;
 }
@@ -297,6 +332,36 @@ function queueOf(id) {
   return { running, ahead };
 }
 
+// -- the curves' axes -----------------------------------------------------------------------
+
+function wireCurveControls() {
+  const by = $("#curve-by"), shared = $("#curve-shared");
+  by.value = state.curves.by;
+  shared.checked = state.curves.shared;
+  by.addEventListener("change", () => { state.curves.by = by.value; redrawCurves(); writeUrl(); });
+  shared.addEventListener("change", () => { state.curves.shared = shared.checked; redrawCurves(); writeUrl(); });
+}
+
+// What a panel's curve is drawn against, and (one axis for all) the extent every panel in view spans.
+function curveView() {
+  const { by, shared } = state.curves;
+  if (!shared || state.panels.size < 2) return { by, shared: null };
+  const extents = [...state.panels.values()].map((panel) => panel.extent(by));
+  const finite = (values) => values.filter(Number.isFinite);
+  return { by, shared: { lo: Math.min(...finite(extents.map((e) => e.lo))), hi: Math.max(...finite(extents.map((e) => e.hi))),
+    end: Math.max(...extents.map((e) => e.end)) } };
+}
+
+function redrawCurves() {
+  for (const panel of state.panels.values()) panel.drawCurve();
+}
+
+// One panel's figures changed: on one axis, the others may have to make room.
+function curveChanged(changed) {
+  if (!state.curves.shared) return;
+  for (const panel of state.panels.values()) if (panel !== changed) panel.drawCurve();
+}
+
 function boardChanged() {
   const n = state.panels.size;
   $("#empty").hidden = n > 0;
@@ -304,36 +369,45 @@ function boardChanged() {
   $("#board-count").textContent = `${n} run${n === 1 ? "" : "s"}`;
 }
 
+// A run's metrics into its panel: its own rows, or one seed's rows of a group's band.
 async function loadMetrics(id) {
   try {
     const answer = await api(runPath(id));
-    const panel = state.panels.get(id);
+    const panel = state.panels.get(keyOf(id));
     if (!panel) return;
     state.runs.set(id, answer.run);
-    panel.setRows(answer.metrics || []);
-    panel.update(answer.run);
+    if (panel.id !== id) panel.setSeedRows(id, answer.metrics || []);
+    else panel.setRows(answer.metrics || []);
+    panel.update(state.runs.get(panel.id));
   } catch {
     // A run deleted on disk: its panel keeps what it had.
   }
 }
 
 function removePanel(id) {
-  const panel = state.panels.get(id);
+  const key = keyOf(id);
+  const panel = state.panels.get(key);
   if (!panel) return;
   panel.destroy();
-  state.panels.delete(id);
-  state.dismissed.add(id);
+  state.panels.delete(key);
+  state.dismissed.add(key);
+  redrawCurves();  // on one axis, what is left may span less
   boardChanged();
   writeUrl();
 }
 
+// A panel's button: on its run, or on every seed of its group that allows it ("Extend…" on the complete ones).
 async function runAction(id, action, body) {
-  const panel = state.panels.get(id);
-  try {
-    const answer = await api(`${runPath(id)}/${action}`, { method: "POST", body });
-    upsertRun(answer.run);
-  } catch (error) {
-    panel?.showMessage(error.message);
+  const panel = state.panels.get(keyOf(id));
+  const allows = (run) => (body && action === "resume" ? run.status === "complete" : (run.actions || []).includes(action));
+  const targets = members(id).filter(allows);
+  for (const run of targets.length ? targets : [state.runs.get(id)].filter(Boolean)) {
+    try {
+      const answer = await api(`${runPath(run.id)}/${action}`, { method: "POST", body });
+      upsertRun(answer.run);
+    } catch (error) {
+      panel?.showMessage(error.message);
+    }
   }
 }
 
@@ -383,13 +457,20 @@ async function runAgain(id) {
   writeUrl();
 }
 
+// "Compare with...": the run's image and size, the run in view, and as many seeds as its group has,
+// so the new recipe's band is drawn from as many seeds as the one it is compared with.
 async function compare(id) {
   const run = state.runs.get(id);
   if (!run) return;
   useRunImage(run);
+  const seeds = members(id).length;
+  state.seeds = String(seeds);
+  $("#seeds").value = state.seeds;
+  clearError("seeds");
   await watch(id, { quiet: true });
   switchTab("lab");
-  notice(`Comparing with ${run.describe} (${run.id}): pick another recipe, then Start: the new run trains beside it.`);
+  notice(`Comparing with ${run.describe} (${run.id}${seeds > 1 ? `, ${seeds} seeds` : ""}): pick another recipe, `
+    + `then Start: the new ${seeds > 1 ? `runs train as ${seeds} seeds` : "run trains"} beside it.`);
   $("#setup").querySelector(".recipe").scrollIntoView({ behavior: "smooth", block: "start" });
   flash($("#preset"));
   writeUrl();
@@ -464,11 +545,14 @@ function connectEvents() {
   source.addEventListener("message", (message) => {
     let event;
     try { event = JSON.parse(message.data); } catch { return; }
-    const panel = state.panels.get(event.id);
+    const panel = state.panels.get(keyOf(event.id));
+    const own = panel?.id === event.id;  // a group's other seeds feed only its band
+    if (event.type === "epoch") network.onEpoch(event.id);  // the network view follows its run
     if (event.type === "run") upsertRun(event.run);
-    else if (event.type === "progress") panel?.progress(event.epoch, event.fraction);
-    else if (event.type === "epoch") panel?.addRow(event.row);
-    else if (event.type === "frame") panel?.frame(event.version);
+    else if (event.type === "epoch") own ? panel.addRow(event.row) : panel?.addSeedRow(event.id, event.row);
+    else if (!own) return;
+    else if (event.type === "progress") panel.progress(event.epoch, event.fraction);
+    else if (event.type === "frame") panel.frame(event.version);
   });
 }
 

@@ -80,7 +80,9 @@ export class NeuronView {
     const inTile = px - col * (tw + L.gutter) < tw && py - row * (th + L.gutter) < th;
     const unit = row * L.columns + col;
     if (!inTile || col >= L.columns || row >= L.rows || unit >= L.units) { this.tip.hidden = true; return; }
-    this.tip.textContent = L.layer === 0 ? `feature ${unit}` : `unit ${unit}`;
+    const range = L.ranges?.[unit];  // its values over the image: what the tile's colours stand for
+    this.tip.textContent = (L.layer === 0 ? `feature ${unit}` : `unit ${unit}`)
+      + (range ? ` · ${range[0].toPrecision(3)} to ${range[1].toPrecision(3)}` : "");
     this.tip.hidden = false;
     this.tip.style.left = `${this.img.offsetLeft + event.offsetX + 12}px`;
     this.tip.style.top = `${this.img.offsetTop + event.offsetY + 12}px`;

@@ -1,8 +1,12 @@
 // One run panel: target and reconstruction side by side, PSNR, epoch, a progress
 // bar for the current epoch, a live PSNR-vs-epoch curve and the run's actions.
 //
+// Seeds of one recipe started together (a group) share one panel: it shows the
+// first seed's frames and a curve of every seed's mean with a band from the
+// lowest seed to the highest, as the reports draw it; its actions act on every seed.
+//
 // The panel only renders; app.js feeds it server events (update, progress,
-// addRow, frame) and receives the user's clicks through `hooks`.
+// addRow, addSeedRow, frame) and receives the user's clicks through `hooks`.
 
 import { fmtPsnr, fmtSeconds, h, icon, withVersion, ACTIVE } from "./api.js";
 import { renderControl } from "./dialogs.js";
@@ -14,6 +18,7 @@ export class RunPanel {
     this.id = run.id;
     this.hooks = hooks;
     this.rows = [];
+    this.seedRows = new Map();  // the group's other seeds: run id -> metrics rows
     this.run = null;
     // Frame loading: at most one request in flight; only the newest wanted version is kept.
     this.wanted = null;
@@ -53,6 +58,7 @@ export class RunPanel {
       "aria-valuemin": "0", "aria-valuemax": "100" }, h("span"));
     this.message = h("p", { class: "message", role: "status" });
     this.curve = h("div", { class: "curve" });
+    this.seeds = h("p", { class: "seeds-line", "data-testid": "seeds", hidden: true });
     this.actions = h("div", { class: "actions" });
     this.extend = h("form", { class: "extend", hidden: true, onsubmit: (e) => this.submitExtend(e) },
       h("label", { for: `extend-${cssId(run.id)}` }, "Train to"),
@@ -65,7 +71,7 @@ export class RunPanel {
       h("header", {}, h("div", { class: "titles" }, this.title, this.sub), this.badge, close),
       pair,
       h("div", { class: "stats" }, this.psnr, h("div", { class: "stat-side" }, this.epoch, this.extra, this.eta)),
-      this.bar, this.curve, this.message, this.actions, this.extend);
+      this.bar, this.seeds, this.curve, this.message, this.actions, this.extend);
 
     // Nearest-neighbour scaling only where small images are blown up more than 2x.
     this.resize = new ResizeObserver(() => this.pixelate());
@@ -101,8 +107,10 @@ export class RunPanel {
     if (run.live) this.live = { epoch: run.live.epoch, fraction: run.live.fraction };
     if (!ACTIVE.has(run.status)) this.setProgress(run.status === "complete" ? 1 : null);
     else if (run.live) this.setProgress(run.live.fraction);
-    if (!old || old.status !== run.status || String(old.actions) !== String(run.actions)
+    const allowed = this.allowed();
+    if (!old || old.status !== run.status || String(this.shownActions) !== String(allowed)
         || (old.epoch > 0) !== (run.epoch > 0)) this.renderActions();
+    this.showSeeds();
     this.showWaiting();
     this.showEta();
     // A frame we have not seen: the live preview's version, or (no live preview) the last epoch's.
@@ -112,10 +120,36 @@ export class RunPanel {
     if (old && old.epochs !== run.epochs) this.drawCurve();
   }
 
+  // The group's seeds (this run first), or this run alone.
+  members() {
+    const runs = this.run?.group && this.hooks.members ? this.hooks.members(this.id) : [];
+    return runs.length ? runs : [this.run];
+  }
+
+  // What the buttons offer: the actions any of the group's seeds allows now (the server lists each run's).
+  allowed() {
+    const any = new Set(this.members().flatMap((run) => run.actions || []));
+    return Object.keys(ACTION_LABELS).filter((action) => any.has(action));
+  }
+
+  // "3 seeds (0, 1, 2): 2 running, 1 queued · frames of seed 0"
+  showSeeds() {
+    const runs = this.members();
+    this.seeds.hidden = !this.run.group;
+    if (!this.run.group) return;
+    const counts = new Map();
+    for (const run of runs) counts.set(run.status, (counts.get(run.status) || 0) + 1);
+    const states = [...counts].map(([status, n]) => `${n} ${status}`).join(", ");
+    this.seeds.textContent = `${plural(runs.length, "seed")} (${runs.map((r) => r.seed).join(", ")}): ${states}`
+      + ` · frames of seed ${this.run.seed}`;
+    this.seeds.title = `a group of runs, one per seed: ${runs.map((r) => r.id).join(", ")}`;
+  }
+
   renderActions() {
     const run = this.run;
+    this.shownActions = this.allowed();
     // Only the actions that apply now (the server lists them); a complete run can be extended.
-    const buttons = (run.actions || []).filter((a) => a in ACTION_LABELS).map((action) =>
+    const buttons = this.shownActions.map((action) =>
       h("button", { type: "button", class: `small ${action === "stop" ? "danger" : ""}`, "data-action": action,
         onclick: () => this.hooks.action(this.id, action) }, icon(action), ACTION_LABELS[action]));
     if (run.status === "complete") {
@@ -124,6 +158,9 @@ export class RunPanel {
     }
     buttons.push(h("button", { type: "button", class: "small ghost", "data-action": "neurons",
       title: "Heatmaps of each hidden unit", onclick: () => this.hooks.neurons(this.id) }, icon("neurons"), "Neurons"));
+    buttons.push(h("button", { type: "button", class: "small ghost", "data-action": "network",
+      title: "Every layer as a column of its units, with its dynamics, following the run",
+      onclick: () => this.hooks.network(this.id) }, icon("neurons"), "Network"));
     if (run.epoch > 0) buttons.push(renderControl(run));  // a checkpoint to render from
     this.actions.replaceChildren(...buttons);
     if (run.status !== "complete") this.extend.hidden = true;
@@ -242,11 +279,19 @@ export class RunPanel {
   }
 
   addRow(row) {
-    if (this.rows.length && this.rows[this.rows.length - 1].epoch >= row.epoch) {
-      this.rows = this.rows.filter((r) => r.epoch < row.epoch);  // a resumed run rewrites its tail
-    }
-    this.rows.push(row);
+    this.rows = withRow(this.rows, row);
     this.afterRows();
+  }
+
+  // Another seed of the group: its rows feed the band only.
+  setSeedRows(id, rows) {
+    this.seedRows.set(id, rows.slice());
+    this.curveChanged();
+  }
+
+  addSeedRow(id, row) {
+    this.seedRows.set(id, withRow(this.seedRows.get(id) || [], row));
+    this.curveChanged();
   }
 
   afterRows() {
@@ -255,13 +300,78 @@ export class RunPanel {
       this.psnr.textContent = fmtPsnr(last.psnr);
       this.reconCaption.textContent = `epoch ${last.epoch}`;
     }
-    this.drawCurve();
+    this.curveChanged();
     this.showEta();
   }
 
-  drawCurve() {
-    this.curve.replaceChildren(psnrCurve(this.rows, Math.max(this.run?.epochs || 1, this.rows.at(-1)?.epoch || 1)));
+  // New figures: this curve, and (through the page) every other one when the panels share an axis.
+  curveChanged() {
+    this.drawCurve();
+    this.hooks.curveChanged?.(this);
   }
+
+  band() {
+    return this.run?.group ? seedBand([this.rows, ...this.seedRows.values()]) : null;
+  }
+
+  // What this panel's curve spans against ``by`` ("epoch" or "seconds"): the lowest and highest PSNR
+  // (its seeds' band included) and the x axis's end (the run's epochs, or the training seconds so far).
+  extent(by) {
+    const band = this.band() || [];
+    const points = curvePoints(this.rows, by);
+    const psnr = [...points.map((p) => p.psnr), ...band.flatMap((b) => [b.low, b.high])];
+    const xs = [...points.map((p) => p.x), ...band.map((b) => (by === "seconds" ? b.seconds : b.epoch))];
+    const end = Math.max(by === "seconds" ? 0 : this.run?.epochs || 1, ...xs);
+    return { lo: Math.min(...psnr), hi: Math.max(...psnr), end };
+  }
+
+  // The page's view (hooks.view): against epochs or training seconds, and the shared extent, if any.
+  drawCurve() {
+    const view = this.hooks.view ? this.hooks.view() : { by: "epoch", shared: null };
+    const own = this.extent(view.by);
+    this.curve.replaceChildren(psnrCurve(this.rows, { by: view.by, band: this.band(), end: (view.shared || own).end,
+      range: view.shared }));
+  }
+}
+
+// A run's curve: PSNR against the epoch, or against the training seconds up to the epoch's end.
+export function curvePoints(rows, by = "epoch") {
+  let seconds = 0;
+  const points = [];
+  for (const row of rows) {
+    seconds += row.train_seconds || 0;
+    if (Number.isFinite(row.psnr)) points.push({ x: by === "seconds" ? seconds : row.epoch, psnr: row.psnr });
+  }
+  return points;
+}
+
+// A run's rows with ``row`` appended; a resumed run rewrites its tail, so later epochs are dropped first.
+function withRow(rows, row) {
+  const kept = rows.length && rows.at(-1).epoch >= row.epoch ? rows.filter((r) => r.epoch < row.epoch) : rows.slice();
+  kept.push(row);
+  return kept;
+}
+
+// The seeds' PSNR at each epoch, over the seeds that reached it with a finite value, and their mean
+// training seconds to it (report.py's _mean_curve, for the same picture in the lab):
+// [{ epoch, seconds, mean, low, high, seeds }].
+export function seedBand(seedRows) {
+  const byEpoch = new Map();
+  for (const rows of seedRows) {
+    let seconds = 0;
+    for (const row of rows) {
+      seconds += row.train_seconds || 0;
+      if (!Number.isFinite(row.psnr)) continue;
+      if (!byEpoch.has(row.epoch)) byEpoch.set(row.epoch, []);
+      byEpoch.get(row.epoch).push({ psnr: row.psnr, seconds });
+    }
+  }
+  const mean = (values) => values.reduce((sum, v) => sum + v, 0) / values.length;
+  return [...byEpoch].sort((a, b) => a[0] - b[0]).map(([epoch, points]) => {
+    const psnr = points.map((p) => p.psnr);
+    return { epoch, seeds: points.length, seconds: mean(points.map((p) => p.seconds)), mean: mean(psnr),
+      low: Math.min(...psnr), high: Math.max(...psnr) };
+  });
 }
 
 const cssId = (id) => id.replace(/[^A-Za-z0-9_-]/g, "_");
@@ -291,18 +401,32 @@ export function timeLeft(run, rows, live) {
   return { seconds: epochs * median(walls), limited };
 }
 
-// PSNR against epoch as an inline SVG: y from the lowest to the highest value
-// rounded out to 5 dB, x over the run's full length so the curve grows rightwards.
-export function psnrCurve(rows, epochs) {
+// PSNR as an inline SVG, against the epoch (``by`` "epoch": x from 1 to ``end``, the run's full
+// length, so the curve grows rightwards) or the training seconds (from 0 to ``end``). y spans the
+// values rounded out to 5 dB, or ``range`` ({lo, hi}) when the panels share one axis.
+// With a band (seedBand), the seeds' range is shaded and their mean drawn dashed
+// under this run's own line.
+export function psnrCurve(rows, { by = "epoch", end = 1, band = null, range = null } = {}) {
   const W = 360, H = 112, L = 30, R = 8, T = 8, B = 18;
-  const points = rows.filter((r) => Number.isFinite(r.psnr));
-  const svg = h("svg", { viewBox: `0 0 ${W} ${H}`, class: "psnr-curve", role: "img",
-    "aria-label": points.length ? `PSNR by epoch, last ${points.at(-1).psnr.toFixed(2)} dB` : "PSNR by epoch: no epochs yet" });
-  let lo = Math.floor(Math.min(...points.map((p) => p.psnr), 100) / 5) * 5;
-  let hi = Math.ceil(Math.max(...points.map((p) => p.psnr), -100) / 5) * 5;
-  if (!points.length) { lo = 10; hi = 30; }
+  const points = curvePoints(rows, by);
+  const seconds = by === "seconds";
+  const seeds = band && band.length ? Math.max(...band.map((b) => b.seeds)) : 0;
+  const against = seconds ? "training seconds" : "epoch";
+  const label = points.length ? `PSNR by ${against}, last ${points.at(-1).psnr.toFixed(2)} dB`
+    : `PSNR by ${against}: no epochs yet`;
+  const svg = h("svg", { viewBox: `0 0 ${W} ${H}`, class: "psnr-curve", role: "img", "data-by": by,
+    "data-range": range ? `${range.lo},${range.hi}` : "",
+    "aria-label": seeds ? `${label}; the band spans ${seeds} seeds, lowest to highest, the dashed line is their mean` : label });
+  const values = range ? [range.lo, range.hi].filter(Number.isFinite)
+    : [...points.map((p) => p.psnr), ...(band || []).flatMap((b) => [b.low, b.high])];
+  let lo = Math.floor(Math.min(...values, 100) / 5) * 5;
+  let hi = Math.ceil(Math.max(...values, -100) / 5) * 5;
+  if (!values.length) { lo = 10; hi = 30; }
   if (hi - lo < 5) hi = lo + 5;
-  const x = (e) => L + (W - L - R) * (epochs <= 1 ? 1 : (e - 1) / (epochs - 1));
+  const span = seconds ? (end > 0 ? end : 1) : end;
+  const x = seconds ? (s) => L + (W - L - R) * (s / span)
+    : (e) => L + (W - L - R) * (span <= 1 ? 1 : (e - 1) / (span - 1));
+  const bandX = (b) => (seconds ? b.seconds : b.epoch);
   const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
   const grid = h("g", { class: "grid" });
   const ticks = hi - lo > 20 ? [lo, (lo + hi) / 2, hi] : [lo, hi];
@@ -310,14 +434,23 @@ export function psnrCurve(rows, epochs) {
     grid.append(h("line", { x1: L, x2: W - R, y1: y(v), y2: y(v) }),
       h("text", { x: L - 5, y: y(v) + 3.5, "text-anchor": "end" }, `${+v.toFixed(1)}`));
   }
-  grid.append(h("text", { x: L, y: H - 4 }, "1"), h("text", { x: W - R, y: H - 4, "text-anchor": "end" }, `epoch ${epochs}`),
+  grid.append(h("text", { x: L, y: H - 4 }, seconds ? "0" : "1"),
+    h("text", { x: W - R, y: H - 4, "text-anchor": "end" }, seconds ? `${fmtSeconds(span)} training` : `epoch ${span}`),
     h("text", { x: L + 4, y: T + 10, class: "unit" }, "dB"));
   svg.append(grid);
-  if (points.length) {
-    const line = points.map((p) => `${x(p.epoch).toFixed(1)},${y(p.psnr).toFixed(1)}`).join(" ");
-    const first = x(points[0].epoch).toFixed(1), last = x(points.at(-1).epoch).toFixed(1);
+  if (band && band.length) {
+    const upper = band.map((b) => `${x(bandX(b)).toFixed(1)},${y(b.high).toFixed(1)}`);
+    const lower = band.map((b) => `${x(bandX(b)).toFixed(1)},${y(b.low).toFixed(1)}`).reverse();
     svg.append(
-      h("path", { class: "area", d: `M${first},${H - B} L${line.replaceAll(" ", " L")} L${last},${H - B} Z` }),
+      h("path", { class: "band", "data-seeds": String(seeds), d: `M${[...upper, ...lower].join(" L")} Z` }),
+      h("polyline", { class: "mean", points: band.map((b) => `${x(bandX(b)).toFixed(1)},${y(b.mean).toFixed(1)}`).join(" ") }),
+      h("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", class: "unit" }, `${seeds} seeds: mean, lowest to highest`));
+  }
+  if (points.length) {
+    const line = points.map((p) => `${x(p.x).toFixed(1)},${y(p.psnr).toFixed(1)}`).join(" ");
+    const first = x(points[0].x).toFixed(1), last = x(points.at(-1).x).toFixed(1);
+    if (!seeds) svg.append(h("path", { class: "area", d: `M${first},${H - B} L${line.replaceAll(" ", " L")} L${last},${H - B} Z` }));
+    svg.append(
       h("polyline", { class: "line", points: line }),
       h("circle", { class: "dot", cx: last, cy: y(points.at(-1).psnr).toFixed(1), r: 3 }));
   }

@@ -1,0 +1,214 @@
+"""monalisa.search: the search space, recipes within the budget, and a real search on the two-node cluster.
+
+The budget arithmetic is checked against PyTorch's own parameter count (helpers.torch_count); the
+space against Optuna's real sampler; the search itself on conftest.py's `ray_cluster` with a few
+trials of a couple of seconds on 16x24 pixels, ending in a leaderboard and a best recipe that
+`monalisa train --recipe` trains.
+"""
+
+import csv
+import json
+import tomllib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import run_cli, run_cli_ok, torch_count
+from monalisa.cli import count_type
+from monalisa.errors import UserError
+from monalisa.images import load_target
+from monalisa.recipes import load_recipe
+from monalisa.search import SearchSpace, recipe_for, suggest
+
+BUDGET = 272_703  # the original 4x300's count: the issue's search
+CONFIGS = [
+    {"depth": 4, "activation": "leaky_relu", "encoding": "none", "optimizer": "momentum", "lr": 0.1,
+     "batch_size": 1024},
+    {"depth": 1, "activation": "relu", "encoding": "none", "optimizer": "adam:beta2=0.99,eps=1e-15", "lr": 1e-3,
+     "batch_size": 4096},
+    {"depth": 6, "activation": "sine", "encoding": "positional", "octaves": 12, "optimizer": "adam", "lr": 1e-4,
+     "batch_size": 16384},
+    {"depth": 3, "activation": "gelu", "encoding": "fourier", "features": 256, "sigma": 10.0, "optimizer": "adam",
+     "lr": 3e-3, "batch_size": 4096},
+    {"depth": 2, "activation": "silu", "encoding": "hashgrid", "levels": 16, "base": 4, "table_share": 0.9,
+     "optimizer": "adam", "lr": 1e-2, "batch_size": 16384},
+    {"depth": 6, "activation": "tanh", "encoding": "hashgrid", "levels": 8, "base": 16, "table_share": 0.3,
+     "optimizer": "adam", "lr": 1e-2, "batch_size": 1024},
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['depth']}-{c['encoding']}")
+def test_recipe_fills_the_budget_without_going_over(config):
+    recipe = recipe_for(config, BUDGET)
+    count = torch_count(recipe)  # PyTorch's count of the built network: the reference
+    assert count <= BUDGET
+    assert count >= 0.95 * BUDGET  # as wide as fits: one unit wider would go over
+    wider = recipe.replace(arch=(recipe.arch[0] + 1,) * len(recipe.arch))
+    assert torch_count(wider) > BUDGET
+    assert len(recipe.arch) == config["depth"] and recipe.encoding.split(":")[0] == config["encoding"]
+    assert recipe.init == ("siren" if config["activation"] == "sine" else "torch")
+
+
+def test_the_4x300_network_is_the_original_width():
+    """The budget is the original 4x300's count, so depth 4 without an encoding is exactly 4x300."""
+    assert recipe_for(CONFIGS[0], BUDGET).arch == (300,) * 4
+
+
+def test_a_budget_too_small_for_the_encoding_is_a_user_error():
+    with pytest.raises(UserError, match="raise the budget"):
+        recipe_for(CONFIGS[3], 100)  # 256 Fourier features need 257 weights for one unit alone
+
+
+def test_optuna_draws_within_the_space():
+    """Optuna's TPE sampler through `suggest`, 30 draws: every name registered, every option in its range."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        suggest(trial, space)
+        params = trial.params
+        assert params["depth"] in space.depths and params["activation"] in space.activations
+        assert params["optimizer"] in space.optimizers and params["batch_size"] in space.batch_sizes
+        assert space.lr[0] <= params["lr"] <= space.lr[1]
+        sizes = {"positional": {"octaves"}, "fourier": {"features", "sigma"},
+                 "hashgrid": {"levels", "base", "table_share"}, "none": set()}[params["encoding"]]
+        assert set(params) - {"depth", "activation", "encoding", "optimizer", "lr", "batch_size"} == sizes
+        recipe_for(params, BUDGET)  # every draw is a recipe under the budget
+        study.tell(trial, float(len(study.trials)))
+
+
+def test_a_misspelt_component_in_the_space_is_a_user_error():
+    with pytest.raises(UserError, match="unknown activation 'rleu'"):
+        SearchSpace(activations=("relu", "rleu"))
+
+
+@pytest.mark.parametrize("text, value", [("273k", 273_000), ("272703", 272_703), ("1.5M", 1_500_000),
+                                         ("50K", 50_000)])
+def test_budget_as_people_write_it(text, value):
+    assert count_type(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "k", "1.5", "-3k", "nan", "1e400", "twelve"])
+def test_budget_that_is_no_count_is_refused(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        count_type(text)
+
+
+# -- a real search --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def searched(ray_cluster, tmp_path_factory):
+    """`monalisa search` on the two-node cluster: four trials of at most 3 s of training, 5,000 parameters."""
+    root = tmp_path_factory.mktemp("search")
+    y, x = np.mgrid[0:24, 0:16] / 16.0
+    pixels = np.stack([np.sin(5 * x) ** 2, np.cos(4 * y) ** 2, (x * y) % 1.0], axis=2)
+    image = root / "waves.png"
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(image)
+    out = root / "search"
+    status, stdout, stderr = run_cli_outside_capsys(["search", str(image), "--budget", "5k", "--minutes", "1.5",
+                                                     "--trials", "4", "--trial-seconds", "3", "--out", str(out),
+                                                     "--ray", ray_cluster.address])
+    return image, out, status, stdout, stderr
+
+
+def run_cli_outside_capsys(argv):
+    """`monalisa ARGV` in this process, for a module fixture (capsys is a test's): status, stdout, stderr."""
+    import contextlib
+    import io
+
+    from monalisa.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_search_writes_every_trial_and_a_leaderboard(searched):
+    image, out, status, stdout, stderr = searched
+    assert status == 0, stderr
+    assert str(out / "report.html") in stdout and "best of" in stdout
+    trials = sorted(path for path in (out / "runs").iterdir())
+    assert 1 <= len(trials) <= 4
+    with open(out / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["trial"] for row in rows) == sorted(path.name for path in trials)
+    psnr = [float(row["psnr"]) for row in rows]
+    finished = [row for row in rows if row["status"] in ("complete", "stopped")]
+    assert len(finished) == len(rows)  # every trial an ordinary run that ended: completed, or stopped by ASHA
+    assert [p for p, row in zip(psnr, rows) if row["status"] == "complete"] == \
+        sorted((p for p, row in zip(psnr, rows) if row["status"] == "complete"), reverse=True)
+    for trial in trials:  # an ordinary run directory, its ending written
+        info = json.loads((trial / "run.json").read_text())
+        assert info["status"] in ("complete", "stopped")
+        assert (trial / "final.png").is_file() and (trial / "metrics.csv").is_file()
+        assert load_recipe(trial / "recipe.json").parameter_count() <= 5_000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == len(trials) and summary["best"]["label"] == rows[0]["trial"] or \
+        rows[0]["status"] != "complete"
+    for name in ("report.md", "report.html", "curves.png", "finals.png", "grid.gif", "search.json", "target.npy"):
+        assert (out / name).is_file(), name
+    assert "## Every trial" in (out / "report.md").read_text()
+    assert (out / "tune").is_dir()  # Ray Tune's experiment, which a resume restores
+
+
+def test_the_best_recipe_trains_with_monalisa_train(searched, tmp_path, capsys):
+    image, out, status, _, stderr = searched
+    assert status == 0, stderr
+    best = out / "best-recipe.toml"
+    recipe = load_recipe(best)
+    with open(best, "rb") as f:
+        assert tomllib.load(f)["arch"] == list(recipe.arch)
+    summary = json.loads((out / "summary.json").read_text())
+    assert recipe.to_dict() == summary["best"]["recipe"]
+    assert recipe.time_limit == 3  # the training time the search gave it
+    lines = run_cli_ok(["train", str(image), "--recipe", str(best), "--epochs", "2", "--out",
+                        str(tmp_path / "again"), "--quiet"], capsys)
+    assert "2 epochs" in lines[-1]
+    assert load_target(image).pixels.shape == (24, 16, 3)
+
+
+def test_resuming_a_finished_search_is_a_user_error(searched, capsys):
+    _, out, status, _, stderr = searched
+    assert status == 0, stderr
+    status, _, err = run_cli(["search", "--resume", str(out)], capsys)
+    assert status == 2 and "finished search" in err
+
+
+def test_ctrl_c_then_resume_finishes_the_search(ray_cluster, searched, tmp_path):
+    """`monalisa search` in a process of its own: SIGINT once a trial trains, exit 130 and nothing
+    finished; `--resume` restores Ray Tune's experiment and writes the leaderboard."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    image = searched[0]
+    out = tmp_path / "search"
+    search = [sys.executable, "-m", "monalisa.cli", "search", "--ray", ray_cluster.address, "--quiet"]
+    process = subprocess.Popen([*search, str(image), "--budget", "5k", "--minutes", "1", "--trials", "3",
+                                "--trial-seconds", "3", "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("runs/*/metrics.csv")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert f"monalisa search --resume {out}" in err
+    assert not (out / "summary.json").exists()
+    resumed = subprocess.run([*search, "--resume", str(out)], capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "summary.json").is_file() and (out / "best-recipe.toml").is_file()
+    with open(out / "leaderboard.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(list((out / "runs").iterdir())) >= 1
