@@ -333,6 +333,7 @@ def test_seeds_train_as_one_panel_with_a_band_and_compare_keeps_the_count(server
     url, runs = server
     page = pages.new(viewport={"width": 1280, "height": 800})
     page.goto(url)
+    sync_api.expect(page.locator("#start")).to_be_enabled(timeout=15_000)  # the page has read the address
     size, epochs = ("96", 25) if os.environ.get("MONALISA_SCREENSHOTS") else ("24", 4)
     page.fill("#size", size)
     page.locator("#size").dispatch_event("change")

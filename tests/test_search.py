@@ -212,3 +212,38 @@ def test_ctrl_c_then_resume_finishes_the_search(ray_cluster, searched, tmp_path)
     assert (out / "summary.json").is_file() and (out / "best-recipe.toml").is_file()
     with open(out / "leaderboard.csv") as f:
         assert len(list(csv.DictReader(f))) == len(list((out / "runs").iterdir())) >= 1
+
+
+def test_a_trial_still_writing_its_ending_is_waited_for(tmp_path):
+    """Ray Tune may return while a trial ASHA stopped is still writing its ending: the search waits for its
+    lock instead of failing (seen on a loaded machine: 'being written by another process')."""
+    import threading
+    import time
+
+    from helpers import tiny_target
+    from monalisa.experiment import finish_run, train_run
+    from monalisa.record import RunDirectory
+    from monalisa.recipes import Recipe
+    from monalisa.search import _settle
+
+    path = tmp_path / "trial-x"
+    train_run(tiny_target(), Recipe(arch=(4,), epochs=2), path, quiet=True)
+    with RunDirectory.open(path).writing() as run:
+        run.update_info(status="interrupted")  # killed mid-run, as ASHA stops a trial
+    held, released = threading.Event(), []
+
+    def trial_writing_its_ending():  # the trial's own process, here a thread with its own lock file handle
+        with RunDirectory.open(path).writing():
+            held.set()
+            time.sleep(1.5)
+            released.append(time.monotonic())
+
+    writer = threading.Thread(target=trial_writing_its_ending)
+    writer.start()
+    held.wait(10)
+    _settle(RunDirectory.open(path), finish_run)
+    settled = time.monotonic()
+    writer.join()
+    assert released and settled >= released[0]  # it waited for the trial to let go of the run
+    assert RunDirectory.open(path).info()["status"] == "stopped"
+    assert (path / "learning.gif").is_file()

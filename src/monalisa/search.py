@@ -49,6 +49,7 @@ import math
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,7 @@ from .files import atomic_path, json_safe, write_json, write_text
 from .images import Target
 from .limits import check_recipe
 from .recipes import Recipe
-from .record import RunDirectory
+from .record import RunBusy, RunDirectory
 from .registry import ACTIVATIONS, ENCODINGS, OPTIMIZERS, Spec, format_spec
 from .status import FINISHED, Status
 from .train import Callback
@@ -71,6 +72,9 @@ TUNE_NAME = "tune"  # Ray Tune's experiment folder inside the search directory
 BEST_RECIPE = "best-recipe.toml"
 TOP_RUNS = 8  # trials in the report's table, curves and grid: 8 panels keep the grid readable
 TRIAL_SECONDS = 60.0  # training seconds a trial may have: the issue's yardstick, PSNR after 60 s
+# How long the end of a search waits for a stopped trial's own process to finish writing its ending
+# (its GIF and MP4: a few seconds on a busy machine) before leaving that run as it is.
+SETTLE_SECONDS = 120.0
 MAX_EPOCHS = 100_000  # a trial ends by its time limit; the epoch count only has to be out of reach
 # ASHA: the first rung after 1/8 of a trial's seconds (7.5 s of 60: a hash grid is past 25 dB by then,
 # a plain MLP has drawn its first shapes), then every 3x (22.5 s, 67.5 s); at each rung the best third
@@ -403,13 +407,7 @@ def _write_leaderboard(out: Path, target: Target, settings: dict) -> dict:
 
     keys = sorted(path.name for path in (out / "runs").glob("trial-*") if (path / "run.json").is_file())
     for key in keys:
-        run = RunDirectory.open(out / "runs" / key)
-        if run.info().get("status") not in (*FINISHED, Status.STOPPED) and run.checkpoint() is not None:
-            try:
-                finish_run(run, stopped=True)  # killed as ASHA stopped it, or at the time limit: its ending
-            except Exception as exc:  # one trial's ending must not sink the search: a row marked 'error'
-                with run.writing():
-                    run.update_info(status=Status.ERROR, message=f"its ending failed: {type(exc).__name__}: {exc}")
+        _settle(RunDirectory.open(out / "runs" / key), finish_run)
     rows = [json_safe(entry_row(out, key, [(settings["seed"], key)])) for key in keys]
     ranked = sorted(rows, key=lambda row: -math.inf if row["psnr"] is None else row["psnr"], reverse=True)
     ranked = sorted(ranked, key=lambda row: row["status"] not in (Status.COMPLETE, Status.STOPPED))
@@ -431,6 +429,32 @@ def _write_leaderboard(out: Path, target: Target, settings: dict) -> dict:
     write_text(out / "leaderboard.csv", _leaderboard_csv(ranked))
     write_text(out / "report.md", (out / "report.md").read_text() + _leaderboard_markdown(ranked))
     return summary
+
+
+def _settle(run: RunDirectory, finish_run) -> None:
+    """Write the ending of a trial that has none: killed as ASHA stopped it, or at the time limit.
+
+    A trial that ASHA stopped writes its own ending (``_trial``), and Ray Tune may return before that
+    process is done (seen on a loaded machine): its lock is then held, so wait for it to let go, up to
+    SETTLE_SECONDS, and settle the run only if it still needs it. One trial's ending must not sink the
+    search: a failure marks its row 'error'; a lock still held leaves the run as its writer left it.
+    """
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while run.info().get("status") not in (*FINISHED, Status.STOPPED) and run.checkpoint() is not None:
+        try:
+            finish_run(run, stopped=True)
+            return
+        except RunBusy:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+        except Exception as exc:
+            try:
+                with run.writing():
+                    run.update_info(status=Status.ERROR, message=f"its ending failed: {type(exc).__name__}: {exc}")
+            except RunBusy:
+                pass
+            return
 
 
 def _leader(out: Path, row: dict) -> dict:
