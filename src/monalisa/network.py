@@ -15,12 +15,13 @@ thumbnails are neurons.neuron_grid's tiles, one column wide.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
+from .dynamics import epoch_end_rows
 from .errors import UserError
+from .files import json_safe
 from .models import CoordinateNetwork, build_model
 from .neurons import RECTIFIERS, layer_maps, neuron_grid, tile_shape, unit_ranges
 from .record import RunDirectory
@@ -61,10 +62,7 @@ def network_view(run_or_path: RunDirectory | str | Path, max_units: int = MAX_UN
     info = run.info()
     size = tile_shape(info["height"], info["width"], tile)  # (w, h)
     activations = run.recipe().layer_activations()
-    ends: dict[int, list[dict]] = {}
-    for row in run.layers():
-        if row["fraction"] >= 1.0:
-            ends.setdefault(row["layer"], []).append(row)
+    ends = epoch_end_rows(run.layers())
     layers = []
     for layer in range(1, model.depth + 1):
         units = model.layers[layer - 1].out_features
@@ -76,13 +74,9 @@ def network_view(run_or_path: RunDirectory | str | Path, max_units: int = MAX_UN
             "activation": activations[layer - 1],
             "ranges": [list(pair) for pair in unit_ranges(maps)],
             "dynamics": {"epoch": [row["epoch"] for row in rows],
-                         **{name: [_json_number(row[name]) for row in rows] for name in DYNAMICS}},
+                         **{name: [row[name] for row in rows] for name in DYNAMICS}},
         })
-    return {"epoch": epoch, "tile": size, "layers": layers}
-
-
-def _json_number(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None  # JSON has no NaN or infinity
+    return json_safe({"epoch": epoch, "tile": size, "layers": layers})  # NaN (no dead state) as null
 
 
 def layer_column(run_or_path: RunDirectory | str | Path, layer: int, max_units: int = MAX_UNITS,

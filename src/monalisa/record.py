@@ -338,27 +338,23 @@ class RunDirectory:
             raise self._damaged("checkpoint.pt", f"its weights do not fit recipe.json's network: {detail}") from None
 
     def metrics(self) -> list[dict]:
-        path = self.path / "metrics.csv"
-        if not path.exists():
-            return []
-        try:
-            return read_metrics(path)
-        except OSError as exc:  # a FIFO or device, a doctored huge file, permissions
-            raise self._damaged("metrics.csv", exc.strerror or str(exc)) from None
-        except (ValueError, KeyError, TypeError, csv.Error) as exc:
-            raise self._damaged("metrics.csv", f"{type(exc).__name__}: {exc}") from None
+        return self._csv("metrics.csv", read_metrics)
 
     def layers(self) -> list[dict]:
         """layers.csv's rows (dynamics.LAYER_COLUMNS), or [] before the first epoch."""
-        path = self.path / "layers.csv"
+        return self._csv("layers.csv", read_layers)
+
+    def _csv(self, name: str, reader) -> list[dict]:
+        """One of the run's CSV files read by ``reader``; [] before it exists, one line if it is damaged."""
+        path = self.path / name
         if not path.exists():
             return []
         try:
-            return read_layers(path)
-        except OSError as exc:
-            raise self._damaged("layers.csv", exc.strerror or str(exc)) from None
+            return reader(path)
+        except OSError as exc:  # a FIFO or device, a doctored huge file, permissions
+            raise self._damaged(name, exc.strerror or str(exc)) from None
         except (ValueError, KeyError, TypeError, csv.Error) as exc:
-            raise self._damaged("layers.csv", f"{type(exc).__name__}: {exc}") from None
+            raise self._damaged(name, f"{type(exc).__name__}: {exc}") from None
 
     def snapshot_path(self, epoch: int) -> Path:
         return self.path / SNAPSHOTS / f"epoch-{epoch:05d}.npz"
@@ -539,6 +535,17 @@ class RunDirectory:
         return out
 
 
+def _epoch_end_tail(rows: list[dict], epoch: int) -> list[dict]:
+    """The rows ``epoch``'s end just recorded: the last ones, so a long run's epoch reads a few rows,
+    not its whole history."""
+    ends = []
+    for row in reversed(rows):
+        if row["epoch"] != epoch or row["fraction"] < 1.0:
+            break
+        ends.append(row)
+    return ends[::-1]
+
+
 class Recorder(Callback):
     """Writes a frame, the layers' dynamics, the checkpoint and the metrics after every epoch, weight
     snapshots at snapshot_wanted's epochs, TensorBoard's events; the animations at the end.
@@ -592,8 +599,7 @@ class Recorder(Callback):
         self.run.write_checkpoint(trainer.state_dict())
         self.run.write_metrics(trainer.history)
         if self.board is not None:
-            ends = [r for r in self.dynamics.rows if r["epoch"] == epoch and r["fraction"] >= 1.0] \
-                if self.dynamics is not None else []
+            ends = _epoch_end_tail(self.dynamics.rows, epoch) if self.dynamics is not None else []
             activations = self.dynamics.last_activations if self.dynamics is not None else {}
             shown = frame if frame_wanted(epoch, trainer.recipe.epochs, "log") else None
             self.board.epoch(row, ends, trainer.model, activations, shown)
