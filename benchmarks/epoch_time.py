@@ -23,7 +23,8 @@ Both pairs start from the same initial weights and see the same pixel orders.
    numba loop that makes the memory traffic a pixel must make and nothing else,
    over arrays of the shape's layer sizes (every weight and bias read once, for
    the forward pass, then read and written once, for the fused backward pass
-   and update), and the engine's ratio to it.
+   and update), and the engine's ratio to it; for two cores, the same traffic
+   streamed by two threads at once, half of every layer each.
 
     python benchmarks/epoch_time.py --only depth --depth-pixels 8192 --repeats 5
 """
@@ -93,12 +94,44 @@ def _stream(layers, pixels):
     return total
 
 
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _stream_two_cores(halves, pixels):
+    """_stream on two threads at once, each over its own half of every layer, never meeting."""
+    totals = np.zeros(2, dtype=np.float32)
+    for core in numba.prange(2):
+        totals[core] = _stream(halves[core], pixels)
+    return totals
+
+
+def _on_lines(n: int) -> np.ndarray:
+    """``n`` float32 zeros starting on a 64-byte line: numpy's own start 16 or 32 bytes off for most sizes here,
+    and a stream whose 64-byte loads straddle two lines measured ~10% slower, a limit too easy to come near."""
+    raw = np.zeros(n + 16, dtype=np.float32)
+    skip = (-raw.ctypes.data) % 64 // 4
+    return raw[skip:skip + n]
+
+
+def _layers(widths, share: int = 1):
+    return numba.typed.List([_on_lines((n_in * n_out + n_out) // share) for n_in, n_out in zip(widths[:-1], widths[1:])])
+
+
 def bandwidth_limit(widths, pixels: int) -> float:
-    """Seconds a pixel that the traffic of a network of these widths alone costs (see _stream)."""
-    layers = numba.typed.List([np.zeros(n_in * n_out + n_out, dtype=np.float32)
-                               for n_in, n_out in zip(widths[:-1], widths[1:])])
+    """Seconds a pixel that the traffic of a network of these widths alone costs on one core (see _stream)."""
+    layers = _layers(widths)
     _stream(layers, 1)  # compile (cached after the first run)
     return timed(lambda: _stream(layers, pixels)) / pixels
+
+
+def bandwidth_limit_two_cores(widths, pixels: int) -> float:
+    """The same traffic split between two cores, half of every layer each, as the two-core kernel's blocks are.
+
+    Each half of a ~273k network (0.55 MB) fits its core's own L2, so this
+    limit is far below the one-core one; it leaves out the meetings the
+    kernel's cores need (one per hidden-to-hidden layer and pass).
+    """
+    halves = numba.typed.List([_layers(widths, share=2), _layers(widths, share=2)])
+    _stream_two_cores(halves, 1)
+    return timed(lambda: _stream_two_cores(halves, pixels)) / pixels
 
 
 def timed(function) -> float:
@@ -125,25 +158,30 @@ def depth_shapes(target, recipe, pixels: int, repeats: int) -> None:
             engine = OnlineEngine(build_model(shape), shape, coords, colours, cores=cores)
             engine.train_epoch(order[:1024], epoch=0)  # compile, warm the caches
             cases[arch, cores] = engine
-    limits = {arch: [] for arch in DEPTH_SHAPES}
+    limits = {(arch, cores): [] for arch in DEPTH_SHAPES for cores in (1, 2)}
     runs = {case: [] for case in cases}
     for _ in range(repeats):  # round-robin, so machine noise hits every case alike
         for arch in DEPTH_SHAPES:
             for cores in (1, 2):
                 runs[arch, cores].append(timed(lambda: cases[arch, cores].train_epoch(order, epoch=1)) / pixels)
-            limits[arch].append(bandwidth_limit((2, *arch, 3), 200))
+            limits[arch, 1].append(bandwidth_limit((2, *arch, 3), 200))
+    # The two-core limit after the engines, not between them: its two threads slowed the
+    # two-core kernel that ran after them by 20-50% (12.9-18.0 us a pixel against 9.8-12.0).
+    for _ in range(repeats):
+        for arch in DEPTH_SHAPES:
+            limits[arch, 2].append(bandwidth_limit_two_cores((2, *arch, 3), 200))
     print(f"online engine on the depth study's shapes ({pixels:,} pixels of one permutation a run, "
           f"medians of {repeats}; us a pixel):")
     print(f"  {'shape':10s} {'params':>8s} {'1 core':>8s} {'/4x300':>7s} {'limit':>7s} {'/limit':>7s}"
-          f" {'2 cores':>8s} {'/4x300':>7s} {'1c/2c':>6s}")
+          f" {'2 cores':>8s} {'/4x300':>7s} {'limit':>7s} {'/limit':>7s} {'1c/2c':>6s}")
     median = {case: statistics.median(times) * 1e6 for case, times in runs.items()}
     for arch in DEPTH_SHAPES:
-        limit = statistics.median(limits[arch]) * 1e6
+        limit_one, limit_two = (statistics.median(limits[arch, cores]) * 1e6 for cores in (1, 2))
         one, two = median[arch, 1], median[arch, 2]
         name = f"{len(arch)}x{arch[0]}"
         print(f"  {name:10s} {recipe.replace(arch=arch).parameter_count():8,d} {one:8.1f}"
-              f" {one / median[(300,) * 4, 1]:7.2f} {limit:7.1f} {one / limit:7.2f} {two:8.1f}"
-              f" {two / median[(300,) * 4, 2]:7.2f} {one / two:6.2f}")
+              f" {one / median[(300,) * 4, 1]:7.2f} {limit_one:7.1f} {one / limit_one:7.2f} {two:8.1f}"
+              f" {two / median[(300,) * 4, 2]:7.2f} {limit_two:7.1f} {two / limit_two:7.2f} {one / two:6.2f}")
     print()
 
 

@@ -161,6 +161,8 @@ TWO_CORE_RECIPES = {
     "narrow-leaky": Recipe(arch=(37, 29, 41)),
     "narrow-tanh-sigmoid-out": Recipe(arch=(16, 16), activation="tanh", output="sigmoid"),
     "narrow-relu": Recipe(arch=(24, 12), activation="relu"),
+    # Blocks of 1-2 units (_own splits below 8 in plain halves) and rows shorter than one vector.
+    "tiny-widths": Recipe(arch=(3, 5, 2, 9)),
 }
 two_cores = pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="the two-core kernel needs two cores")
 

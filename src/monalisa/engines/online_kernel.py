@@ -9,7 +9,7 @@ before it is written, so the result is identical to "backward, then step" as
 PyTorch autograd does it.
 
 One algorithm, one or two cores, the same bits. Every layer is cut into two
-fixed blocks (``_own``: units [0, n//2) and [n//2, n)), and ``_core`` computes
+fixed blocks (``_own``: units [0, s) and [s, n), s about n/2), and ``_core`` computes
 each block's products and partial sums, then adds the two partials in a fixed
 order (block 0 + block 1). On two cores (online_kernel2.py) core t runs block
 t and the cores meet at barriers to exchange partials; on one core ``_core``
@@ -43,6 +43,9 @@ layer output-major, three rows, so its forward is three long dot products and
 its fused backward-and-update one sweep over three rows. Before this, the whole
 layers were row-major and 1x45450 cost ~440 us a pixel (a loop of 2 per output
 unit) against ~40 for 4x300.
+Each stored row starts on a 64-byte line and is padded with zeros to a whole
+number of lines (``_stride``), and the activation vectors start on lines too,
+so no vector load straddles two lines.
 
 Divergence: a block may see a bad delta the other does not, so the core records
 the pixel and publishes it at the next meeting; from there both return
@@ -59,7 +62,10 @@ import numba
 import numpy as np
 from numba import prange
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
+from numba.np.numpy_support import as_dtype
 
 # Activation codes, shared with engines/online.py. Ints, because numba
 # specialises better on them than on strings.
@@ -85,16 +91,32 @@ STEP_MASK = (1 << STEP_BITS) - 1
 LINE = 16
 
 
+def _one(x):
+    """1 in ``x``'s float type, for compiled code (see the overload below)."""
+    return 1
+
+
+@overload(_one)
+def _one_of_type(x):
+    # A bare 1 or 0 beside a float32 makes numba compute in float64 (it unifies
+    # int64 with float32 as float64): the fused 1x45450 backward sweep ran in
+    # float64, converting every number in and out, at 55 ps a weight against 33
+    # for the memory traffic alone. A constant of the argument's own type keeps
+    # float32 training in float32, as PyTorch computes it.
+    one = as_dtype(x).type(1)
+    return lambda x: one
+
+
 @numba.njit(inline="always")
 def _activate(s, code, slope):
     if code == LEAKY_RELU:
         return s if s >= 0 else s * slope
     if code == RELU:
-        return s if s > 0 else s * 0
+        return s if s > 0 else s * (_one(s) - _one(s))  # s * 0, so NaN stays NaN for the divergence guard
     if code == TANH:
         return np.tanh(s)
     if code == SIGMOID:
-        return 1 / (1 + np.exp(-s))
+        return _one(s) / (_one(s) + np.exp(-s))
     return s
 
 
@@ -103,15 +125,16 @@ def _derivative_from_output(y, code, slope):
     # Every activation here has a derivative expressible through its output,
     # so the forward pass keeps only outputs. Leaky: the original's
     # "1 or 0.01", decided by the output's sign (the same sign as the input).
+    one = _one(y)
     if code == LEAKY_RELU:
-        return 1 if y >= 0 else slope
+        return one if y >= 0 else slope
     if code == RELU:
-        return 1 if y > 0 else 0
+        return one if y > 0 else one - one
     if code == TANH:
-        return 1 - y * y
+        return one - y * y
     if code == SIGMOID:
-        return y * (1 - y)
-    return 1
+        return y * (one - y)
+    return one
 
 
 # Reassociation lets LLVM vectorise the dot products; no "nnan"/"ninf", because
@@ -121,7 +144,9 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 # -- one block's products, in either storage order ------------------------------------
-# Row-major ``w`` is (outputs, inputs); transposed ``wt`` is (inputs, outputs). Each
+# Row-major ``w`` is (outputs, inputs); transposed ``wt`` is (inputs, outputs). A
+# block's rows start on 64-byte lines (_stride pads them), so a row may be longer
+# than the vector it meets: the loops run to the vector's length. Each
 # groups four rows per sweep so one load of the shared vector feeds four rows, and
 # groups a tail of 3 or 2 rows the same way: the 45,450 -> 3 layer is all tail, and
 # one row at a time it would sweep its long vectors three times.
@@ -130,7 +155,7 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 @numba.njit(fastmath=_FASTMATH, inline="always")
 def _matvec(w, x, y):
     """y = w @ x: a dot product per row. 4.2 us on a 300x300 layer, against 4.5 one row at a time."""
-    n_out, n_in = w.shape
+    n_out, n_in = w.shape[0], x.shape[0]
     j = 0
     while j + 4 <= n_out:
         r0, r1, r2, r3 = w[j], w[j + 1], w[j + 2], w[j + 3]
@@ -172,7 +197,7 @@ def _matvec(w, x, y):
 @numba.njit(fastmath=_FASTMATH, inline="always")
 def _matvec_t(wt, x, y):
     """y = wt.T @ x: an axpy per input row. 1.9 us for a 300x150 block, against 2.3 stored row-major."""
-    n_in, n_out = wt.shape
+    n_in, n_out = wt.shape[0], y.shape[0]
     y[:] = 0
     i = 0
     while i + 4 <= n_in:
@@ -205,7 +230,7 @@ def _backward_and_update(w, x, delta, lr, back):
     Rows four at a time share each load and store of ``back``: 6.7 us against
     9.0 us a row at a time on a 300x300 layer.
     """
-    n_out, n_in = w.shape
+    n_out, n_in = w.shape[0], x.shape[0]
     back[:] = 0
     j = 0
     while j + 4 <= n_out:
@@ -260,7 +285,7 @@ def _backward_and_update_t(wt, x, delta, lr, back):
     Each input's row is read once for its dot product and updated in the same
     sweep, four rows at a time: 2.9 us for a 300x150 block against 4.2 us.
     """
-    n_in, n_out = wt.shape
+    n_in, n_out = wt.shape[0], delta.shape[0]
     i = 0
     while i + 4 <= n_in:
         r0, r1, r2, r3 = wt[i], wt[i + 1], wt[i + 2], wt[i + 3]
@@ -293,7 +318,7 @@ def _backward_and_update_t(wt, x, delta, lr, back):
 @numba.njit(fastmath=_FASTMATH, inline="always")
 def _update(w, x, delta, lr):
     """w += lr * outer(delta, x): the first layer needs no backward signal."""
-    n_out, n_in = w.shape
+    n_out, n_in = w.shape[0], x.shape[0]
     for j in range(n_out):
         g = lr * delta[j]
         r = w[j]
@@ -304,7 +329,7 @@ def _update(w, x, delta, lr):
 @numba.njit(fastmath=_FASTMATH, inline="always")
 def _update_t(wt, x, delta, lr):
     """wt += lr * outer(x, delta): the 2 -> wide first layer as two long axpys."""
-    n_in, n_out = wt.shape
+    n_in, n_out = wt.shape[0], delta.shape[0]
     for i in range(n_in):
         g = lr * x[i]
         r = wt[i]
@@ -352,6 +377,70 @@ def _count_bad(d, max_delta):
     return bad
 
 
+# -- a layer's units: activations and deltas -------------------------------------------
+# ``code`` is a run-time value; each loop below is compiled once per activation (the
+# ``_as`` dispatchers), so within a loop it is a constant and LLVM drops the other
+# activations' branches and vectorises. With the code a variable these loops stayed
+# scalar, and a pixel took 8-17% longer on one core (8x196 to 2x519).
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _activated(y, a, b, bias, code, slope):
+    """y = act(a + b + bias), summed in that order; ``b`` None: y = act(a + bias)."""
+    if b is None:
+        for j in range(y.shape[0]):
+            y[j] = _activate(a[j] + bias[j], code, slope)
+    else:
+        for j in range(y.shape[0]):
+            y[j] = _activate(a[j] + b[j] + bias[j], code, slope)
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _deltas(delta, a, b, x, code, slope, max_delta):
+    """delta = (a + b) * act'(x) (``b`` None: a * act'(x)); returns how many fail the divergence check.
+
+    The check is counted in the float type with a select (see _hidden_backward).
+    """
+    one = _one(slope)
+    zero = one - one
+    bad = zero
+    for i in range(delta.shape[0]):
+        s = a[i] if b is None else a[i] + b[i]
+        d = s * _derivative_from_output(x[i], code, slope)
+        delta[i] = d
+        bad += zero if abs(d) <= max_delta else one  # this way round, NaN counts too
+    return bad
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _activated_as(y, a, b, bias, code, slope):
+    """_activated with ``code`` a constant in each branch."""
+    if code == LEAKY_RELU:
+        _activated(y, a, b, bias, LEAKY_RELU, slope)
+    elif code == RELU:
+        _activated(y, a, b, bias, RELU, slope)
+    elif code == TANH:
+        _activated(y, a, b, bias, TANH, slope)
+    elif code == SIGMOID:
+        _activated(y, a, b, bias, SIGMOID, slope)
+    else:
+        _activated(y, a, b, bias, IDENTITY, slope)
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _deltas_as(delta, a, b, x, code, slope, max_delta):
+    """_deltas with ``code`` a constant in each branch."""
+    if code == LEAKY_RELU:
+        return _deltas(delta, a, b, x, LEAKY_RELU, slope, max_delta)
+    if code == RELU:
+        return _deltas(delta, a, b, x, RELU, slope, max_delta)
+    if code == TANH:
+        return _deltas(delta, a, b, x, TANH, slope, max_delta)
+    if code == SIGMOID:
+        return _deltas(delta, a, b, x, SIGMOID, slope, max_delta)
+    return _deltas(delta, a, b, x, IDENTITY, slope, max_delta)
+
+
 # -- one hidden layer: both layers in one sweep over the hidden units ----------------------
 # A 2 -> H -> 3 network's traffic is its hidden vectors as much as its weights: layer by
 # layer, a pixel makes ~35 reads and writes a hidden unit (activations, deltas, back
@@ -384,14 +473,19 @@ def _hidden_forward(w0t, b0, w1, x0, x1, h, partial, code, slope):
 def _hidden_backward(w0t, b0, w1, x0, x1, h, delta_out, lr0, lr1, code, slope, max_delta):
     """The output layer's backward and update, the hidden delta, the first layer's update, in one sweep.
 
-    Returns how many hidden deltas failed the divergence check.
+    Returns how many hidden deltas failed the divergence check (as a float).
     """
     r0, r1 = w0t[0], w0t[1]
     o0, o1, o2 = w1[0], w1[1], w1[2]
     d0, d1, d2 = delta_out[0], delta_out[1], delta_out[2]
     g0, g1, g2 = lr1 * d0, lr1 * d1, lr1 * d2
     e0, e1 = lr0 * x0, lr0 * x1
-    bad = 0
+    # Counted in the weights' float type with a select, not ``if ...: bad += 1``:
+    # an int64 count vectorised this loop 8 wide (int64 lanes) instead of 16,
+    # and a conditional float add not at all (41 and 229 ps a weight against 36).
+    one = _one(x0)
+    zero = one - one
+    bad = zero
     for j in range(h.shape[0]):
         hj = h[j]
         a0, a1, a2 = o0[j], o1[j], o2[j]
@@ -399,8 +493,7 @@ def _hidden_backward(w0t, b0, w1, x0, x1, h, delta_out, lr0, lr1, code, slope, m
         o0[j] = a0 + g0 * hj
         o1[j] = a1 + g1 * hj
         o2[j] = a2 + g2 * hj
-        if not (abs(dj) <= max_delta):  # written this way round to catch NaN too
-            bad += 1
+        bad += zero if abs(dj) <= max_delta else one  # this way round, NaN counts too
         r0[j] += e0 * dj
         r1[j] += e1 * dj
         b0[j] += lr0 * dj
@@ -442,8 +535,15 @@ def _hidden_backward_as(w0t, b0, w1, x0, x1, h, delta_out, lr0, lr1, code, slope
 
 @numba.njit
 def _own(n, part):
-    """Block ``part``'s units [lo, hi) of ``n``: the halves [0, n//2) and [n//2, n)."""
+    """Block ``part``'s units [lo, hi) of ``n``: [0, s) and [s, n), s about half and a multiple of 4.
+
+    The sweeps take rows four at a time, and a block of 98 rows (8x196) ends in
+    a loop of its own for the last two: splitting 196 as 96 + 100 leaves none,
+    and took 8x196's pixel from 22.3 to 21.6 us on one core.
+    """
     s = n // 2
+    if s >= 4:
+        s -= s % 4
     return (0, s) if part == 0 else (s, n)
 
 
@@ -456,6 +556,21 @@ def _roles(n_layers):
     if roles[n_layers - 1] == ROW:  # its outputs must be whole on both cores for the output delta
         roles[n_layers - 1] = REDUNDANT
     return roles
+
+
+@numba.njit(inline="always")
+def _padded_input(acts, a_off, layer, length):
+    """A layer's input activations with ``length`` - n_in zeros after them (its padding in ``acts``).
+
+    A row-major block's fused backward sweep runs over its whole stored rows,
+    zeros included, when its input vector and back signal are padded alike:
+    the padded weights stay 0 (updated by x = 0) and only feed the back
+    signal's own padding. Without the scalar loop for a row's last
+    n_in % 16 numbers, the sweep measured 40-42 ps a weight against 42-45.
+    Only for a block that holds its whole input: a COL block's input is half
+    a vector, and past its end lie the other block's units.
+    """
+    return acts[a_off[layer]:a_off[layer] + length]
 
 
 @numba.njit
@@ -482,6 +597,27 @@ def _transposed(n_rows, n_cols):
 
 
 @numba.njit
+def _stride(n):
+    """A stored row of ``n`` numbers padded to whole 64-byte lines.
+
+    Every row then starts on a line, and a 16-wide vector load never straddles
+    two lines: unpadded 196-wide rows (8x196) measured 53-58 ps a weight in the
+    fused backward sweep, padded to 208 42 (benchmarks/epoch_time.py has the
+    whole kernel's figure). The padding holds zeros, and stays zero: only the
+    row-major backward sweep reads it (_padded_input).
+    """
+    return (n + LINE - 1) // LINE * LINE
+
+
+@numba.njit
+def _stored(n_rows, n_cols):
+    """(rows, row stride) of a block as stored: its longer side along the rows (_transposed), padded."""
+    if _transposed(n_rows, n_cols):
+        return n_cols, _stride(n_rows)
+    return n_rows, _stride(n_cols)
+
+
+@numba.njit
 def _region(widths, roles, part):
     """Offsets of block ``part``'s weights and bias, layer by layer, in its private region; and its size."""
     n_layers = widths.shape[0] - 1
@@ -490,11 +626,34 @@ def _region(widths, roles, part):
     at = 0
     for layer in range(n_layers):
         rows, cols, n_bias = _block_shape(roles[layer], widths[layer], widths[layer + 1], part)
+        lines, stride = _stored(rows, cols)
         w_at[layer] = at
-        at += _padded(rows * cols)
+        at += _padded(lines * stride)
         b_at[layer] = at
         at += _padded(n_bias)
     return w_at, b_at, at
+
+
+@intrinsic
+def _as_rows(typingctx, flat, n_rows, row_length):
+    """``flat.reshape(n_rows, row_length)`` for a contiguous ``flat`` of exactly that size, as a view.
+
+    numba's reshape calls a general routine at run time, ~40 ns a call, and a
+    pixel takes some 45 block views (8x196): this took an 8x16 network's pixel,
+    nearly all such overhead, from 1.81 to 1.61 us.
+    """
+    def codegen(context, builder, signature, args):
+        source = context.make_array(signature.args[0])(context, builder, args[0])
+        view = context.make_array(signature.return_type)(context, builder)
+        rows = context.cast(builder, args[1], signature.args[1], types.intp)
+        length = context.cast(builder, args[2], signature.args[2], types.intp)
+        itemsize = source.itemsize
+        populate_array(view, data=source.data, shape=[rows, length],
+                       strides=[builder.mul(length, itemsize), itemsize], itemsize=itemsize,
+                       meminfo=source.meminfo, parent=source.parent)
+        return impl_ret_borrowed(context, builder, signature.return_type, view._getvalue())
+
+    return types.Array(flat.dtype, 2, "C")(flat, n_rows, row_length), codegen
 
 
 @numba.njit(fastmath=_FASTMATH, inline="always")
@@ -507,10 +666,9 @@ def _layer(store, w_at, b_at, role, n_in, n_out, layer, part):
     """
     rows, cols, n_bias = _block_shape(role, n_in, n_out, part)
     lo, hi = _own(n_out if role == ROW else n_in, part)
-    flat = store[w_at[layer]:w_at[layer] + rows * cols]
-    transposed = _transposed(rows, cols)
-    w = flat.reshape(cols, rows) if transposed else flat.reshape(rows, cols)
-    return w, transposed, store[b_at[layer]:b_at[layer] + n_bias], lo, hi
+    lines, stride = _stored(rows, cols)
+    w = _as_rows(store[w_at[layer]:w_at[layer] + lines * stride], lines, stride)
+    return w, _transposed(rows, cols), store[b_at[layer]:b_at[layer] + n_bias], lo, hi
 
 
 @numba.njit(fastmath=_FASTMATH)
@@ -530,21 +688,22 @@ def _copy_blocks(params, widths, w_off, b_off, roles, store, w_at, b_at, part, i
             full = full[lo:hi]
         elif role == COL:
             full = full[:, lo:hi]
-        flat = store[w_at[layer]:w_at[layer] + rows * cols]
+        lines, stride = _stored(rows, cols)
+        transposed = _transposed(rows, cols)
+        block = store[w_at[layer]:w_at[layer] + lines * stride].reshape(lines, stride)[:, :rows if transposed else cols]
         bias = params[b_off[layer] + b0:b_off[layer] + b0 + n_bias]
         own_bias = store[b_at[layer]:b_at[layer] + n_bias]
-        transposed = _transposed(rows, cols)
         if into_store:
             if transposed:
-                flat.reshape(cols, rows)[:, :] = full.T
+                block[:, :] = full.T
             else:
-                flat.reshape(rows, cols)[:, :] = full
+                block[:, :] = full
             own_bias[:] = bias
         elif role == ROW or role == COL or part == 0:
             if transposed:
-                full[:, :] = flat.reshape(cols, rows).T
+                full[:, :] = block.T
             else:
-                full[:, :] = flat.reshape(rows, cols)
+                full[:, :] = block
             if role == ROW or part == 0:
                 bias[:] = own_bias
 
@@ -615,15 +774,25 @@ def _meet(flags, me, n_cores, step, diverged):
 
 
 @numba.njit
+def _on_lines(n, dtype_of):
+    """``n`` zeros of ``dtype_of``'s type starting on a 64-byte line, so rows a whole number of lines long stay on lines."""
+    raw = np.zeros(n + 64 // dtype_of.itemsize, dtype=dtype_of.dtype)
+    skip = (64 - raw.ctypes.data % 64) % 64 // dtype_of.itemsize
+    return raw[skip:skip + n]
+
+
+@numba.njit
 def buffers(widths, a_off, dtype_of):
     """What a call allocates: the blocks' regions, each core's scratch, the partial sums, flags, results."""
     n_layers = widths.shape[0] - 1
     roles = _roles(n_layers)
     region = max(_region(widths, roles, 0)[2], _region(widths, roles, 1)[2])
-    work = np.empty((2, region), dtype=dtype_of.dtype)  # (block, private region)
+    work = _on_lines(2 * region, dtype_of).reshape(2, region)  # (block, private region)
     max_width = widths.max()
-    scratch = np.zeros((2, _padded(a_off[-1]) + 2 * _padded(max_width)), dtype=dtype_of.dtype)  # (core, ...)
-    xfer = np.zeros((2, n_layers, 2, _padded(max_width)), dtype=dtype_of.dtype)  # (parity, layer, block, unit)
+    row = _padded(a_off[-1]) + 2 * _padded(max_width)
+    scratch = _on_lines(2 * row, dtype_of).reshape(2, row)  # (core, ...)
+    # (parity, layer, block, unit)
+    xfer = _on_lines(4 * n_layers * _padded(max_width), dtype_of).reshape(2, n_layers, 2, _padded(max_width))
     flags = np.zeros(3 * STRIDE, dtype=np.int64)
     result = np.zeros((2, 2), dtype=np.int64)
     return work, scratch, xfer, flags, result
@@ -649,7 +818,7 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
     mine = scratch[me]
     acts = mine[:a_size]
     delta = mine[_padded(a_size):_padded(a_size) + max_width]
-    back = mine[_padded(a_size) + _padded(max_width):_padded(a_size) + _padded(max_width) + max_width]
+    back = mine[_padded(a_size) + _padded(max_width):_padded(a_size) + _padded(max_width) + _stride(max_width)]
     n_outputs = widths[n_layers]
     # One hidden layer (ROW then COL), 3 outputs, and blocks wide enough that the
     # first is stored input-major and the second output-major (_transposed).
@@ -681,8 +850,7 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
                     w, t, b, lo, hi = _layer(work[part], w_at[part], b_at[part], role, n_in, n_out, layer, part)
                     mine_y = y[lo:hi]  # indexed from 0: ``y[j]`` for j from ``lo`` would not vectorise
                     _forward_block(w, t, x, mine_y)
-                    for j in range(hi - lo):
-                        mine_y[j] = _activate(mine_y[j] + b[j], code, slope)
+                    _activated_as(mine_y, mine_y, None, b, code, slope)
             elif role == COL:
                 for part in range(first, end * (not fused)):  # fused: _hidden_forward left the partials
                     w, t, b, lo, hi = _layer(work[part], w_at[part], b_at[part], role, n_in, n_out, layer, part)
@@ -692,14 +860,11 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
                 if agreed != 0:
                     return _stop(me, first, end, agreed, params, widths, w_off, b_off, roles, work, w_at, b_at, result)
                 b = _layer(work[first], w_at[first], b_at[first], role, n_in, n_out, layer, first)[2]
-                p0, p1 = xfer[parity, layer, 0], xfer[parity, layer, 1]
-                for j in range(n_out):
-                    y[j] = _activate(p0[j] + p1[j] + b[j], code, slope)
+                _activated_as(y, xfer[parity, layer, 0], xfer[parity, layer, 1], b, code, slope)
             else:
                 w, t, b, lo, hi = _layer(work[first], w_at[first], b_at[first], role, n_in, n_out, layer, first)
                 _forward_block(w, t, x, y)
-                for j in range(n_out):
-                    y[j] = _activate(y[j] + b[j], code, slope)
+                _activated_as(y, y, None, b, code, slope)
         # Output delta of 0.5 * sum((t - y)^2) is (t - y) * f'(y).
         y_out = acts[a_off[n_layers]:a_off[n_layers] + n_outputs]
         for j in range(n_outputs):
@@ -730,7 +895,9 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
                     if layer == 0:
                         _update_block(w, t, x, delta[lo:hi], lr)
                     else:
-                        _backward_block(w, t, x, delta[lo:hi], lr, xfer[parity, layer, part, :n_in])
+                        length = n_in if t else _stride(n_in)  # see _padded_input
+                        _backward_block(w, t, _padded_input(acts, a_off, layer, length), delta[lo:hi], lr,
+                                        xfer[parity, layer, part, :length])
                     _update_bias(b, delta[lo:hi], lr)
                 if layer == 0:
                     continue
@@ -738,10 +905,8 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
                 agreed = _meet(flags, me, n_cores, step, diverged)
                 if agreed != 0:
                     return _stop(me, first, end, agreed, params, widths, w_off, b_off, roles, work, w_at, b_at, result)
-                p0, p1 = xfer[parity, layer, 0], xfer[parity, layer, 1]
-                for i in range(n_in):
-                    delta[i] = (p0[i] + p1[i]) * _derivative_from_output(x[i], hidden_code, slope)
-                lo, hi = 0, n_in
+                bad = _deltas_as(delta[:n_in], xfer[parity, layer, 0], xfer[parity, layer, 1], x,
+                                 hidden_code, slope, max_delta)
             elif role == COL:  # never layer 0, which is ROW
                 _update_bias(_layer(work[first], w_at[first], b_at[first], role, n_in, n_out, layer, first)[2],
                              delta[:n_out], lr)
@@ -750,21 +915,18 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
                     _backward_block(w, t, x[lo:hi], delta[:n_out], lr, back[lo:hi])
                 # Only this core's inputs: the rows its blocks of the ROW layer below hold.
                 lo, hi = _own(n_in, first)[0], _own(n_in, end - 1)[1]
-                mine_d, mine_back, mine_x = delta[lo:hi], back[lo:hi], x[lo:hi]
-                for i in range(hi - lo):
-                    mine_d[i] = mine_back[i] * _derivative_from_output(mine_x[i], hidden_code, slope)
+                bad = _deltas_as(delta[lo:hi], back[lo:hi], None, x[lo:hi], hidden_code, slope, max_delta)
             else:
                 w, t, b, lo, hi = _layer(work[first], w_at[first], b_at[first], role, n_in, n_out, layer, first)
                 if layer == 0:
                     _update_block(w, t, x, delta[:n_out], lr)
                     _update_bias(b, delta[:n_out], lr)
                     continue
-                _backward_block(w, t, x, delta[:n_out], lr, back[:n_in])
+                length = n_in if t else _stride(n_in)
+                _backward_block(w, t, _padded_input(acts, a_off, layer, length), delta[:n_out], lr, back[:length])
                 _update_bias(b, delta[:n_out], lr)
-                for i in range(n_in):
-                    delta[i] = back[i] * _derivative_from_output(x[i], hidden_code, slope)
-                lo, hi = 0, n_in
-            if _count_bad(delta[lo:hi], max_delta) and diverged == 0:
+                bad = _deltas_as(delta[:n_in], back, None, x, hidden_code, slope, max_delta)
+            if bad and diverged == 0:
                 diverged = k + 1
     # One last meeting, so a divergence seen in the last pixel's blocks is shared.
     agreed = _meet(flags, me, n_cores, step + 1, diverged)
@@ -825,7 +987,7 @@ def train_pixels(params, widths, w_off, b_off, a_off, layer_lr, coords, targets,
 
 
 def layout(widths):
-    """Offsets of every weight matrix (row-major, (out, in)), bias and activation vector in the flat arrays."""
+    """Offsets of every weight matrix (row-major, (out, in)) and bias in the flat parameters, and of every activation vector in a core's scratch."""
     widths = np.asarray(widths, dtype=np.int64)
     w_off, b_off = [], []
     offset = 0
@@ -834,5 +996,6 @@ def layout(widths):
         offset += n_in * n_out
         b_off.append(offset)
         offset += n_out
-    a_off = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+    # Each activation vector starts on a 64-byte line, as the stored rows it meets do (_stride).
+    a_off = np.concatenate([[0], np.cumsum([_stride(n) for n in widths])]).astype(np.int64)
     return widths, np.array(w_off, np.int64), np.array(b_off, np.int64), a_off, offset
