@@ -1,7 +1,7 @@
 """The exact online-SGD kernel on two cores: online_kernel.core's two blocks of every layer, one a core.
 
 Why: one core streams every weight three times a pixel (forward read, backward
-read and write) at this machine's cache bandwidth (~40 us a pixel for 4x300).
+read and write) at this machine's cache bandwidth (~20 us a pixel for 4x300).
 Each core here holds one block of every layer, so each streams half the
 weights and half the network (0.55 MB for 4x300) fits its own L2; the cores
 meet at a spin barrier (~1 us: a cache line each way plus waiting for the
