@@ -171,16 +171,20 @@ def test_ctrl_c_pauses_the_runs_and_resume_finishes_them(ray_cluster, local, ima
     (tmp_path / "wide.json").write_text(SHORT[0][1].replace(epochs=300).to_json())
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
+        started = time.monotonic()
+        deadline = started + WAIT_SECONDS
         while not list(out.glob("runs/*/metrics.csv")) and time.monotonic() < deadline:
             time.sleep(0.1)
+        # What the process was doing when Ctrl-C came: this failed once in CI with exit 0 and no output.
+        when = f"SIGINT after {time.monotonic() - started:.1f} s, the process {'running' if process.poll() is None else 'ended'}"
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=WAIT_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 130, err
+    epochs = {path.parent.name: len(path.read_text().splitlines()) - 1 for path in out.glob("runs/*/metrics.csv")}
+    assert process.returncode == 130, f"{when}; epochs written: {epochs}; stderr: {err}"
     assert f"monalisa compare --resume {out}" in err
     statuses = {path.parent.name: json.loads(path.read_text())["status"] for path in out.glob("runs/*/run.json")}
     assert statuses and set(statuses.values()) <= {"paused", "complete"}, statuses
