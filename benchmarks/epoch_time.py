@@ -39,12 +39,14 @@ import numba
 import numpy as np
 import torch
 
+from monalisa.engines import online_kernel as kernel
 from monalisa.engines.batched import BatchedEngine
 from monalisa.engines.online import OnlineEngine
 from monalisa.images import load_target
 from monalisa.models import build_model, linear_layers
 from monalisa.recipes import get_preset
 
+FLOAT32 = np.zeros(1, dtype=np.float32)  # the dtype example kernel._on_lines takes
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 # The depth study's shapes at the original's budget (studies.py, DEPTHS; budget.width_for_budget).
 DEPTH_SHAPES = ((45450,), (519, 519), (367,) * 3, (300,) * 4, (232,) * 6, (196,) * 8)
@@ -103,16 +105,12 @@ def _stream_two_cores(halves, pixels):
     return totals
 
 
-def _on_lines(n: int) -> np.ndarray:
-    """``n`` float32 zeros starting on a 64-byte line: numpy's own start 16 or 32 bytes off for most sizes here,
-    and a stream whose 64-byte loads straddle two lines measured ~10% slower, a limit too easy to come near."""
-    raw = np.zeros(n + 16, dtype=np.float32)
-    skip = (-raw.ctypes.data) % 64 // 4
-    return raw[skip:skip + n]
-
-
 def _layers(widths, share: int = 1):
-    return numba.typed.List([_on_lines((n_in * n_out + n_out) // share) for n_in, n_out in zip(widths[:-1], widths[1:])])
+    # On 64-byte lines, as the kernel's own rows are: numpy's arrays start 16 or 32 bytes off for most
+    # sizes here, and a stream whose 64-byte loads straddle two lines measured ~10% slower, a limit
+    # too easy to come near.
+    return numba.typed.List([kernel._on_lines((n_in * n_out + n_out) // share, FLOAT32)
+                             for n_in, n_out in zip(widths[:-1], widths[1:])])
 
 
 def bandwidth_limit(widths, pixels: int) -> float:

@@ -559,8 +559,10 @@ def _roles(n_layers):
 
 
 @numba.njit(inline="always")
-def _padded_input(acts, a_off, layer, length):
-    """A layer's input activations with ``length`` - n_in zeros after them (its padding in ``acts``).
+def _padded_input(acts, a_off, layer, n_in, transposed):
+    """A layer's input activations as a row-major block's backward sweep takes them: with their
+    padding in ``acts`` (zeros) after them; a transposed block's sweep runs along its outputs, so
+    it gets the n_in activations alone.
 
     A row-major block's fused backward sweep runs over its whole stored rows,
     zeros included, when its input vector and back signal are padded alike:
@@ -570,7 +572,7 @@ def _padded_input(acts, a_off, layer, length):
     Only for a block that holds its whole input: a COL block's input is half
     a vector, and past its end lie the other block's units.
     """
-    return acts[a_off[layer]:a_off[layer] + length]
+    return acts[a_off[layer]:a_off[layer] + (n_in if transposed else _stride(n_in))]
 
 
 @numba.njit
@@ -690,7 +692,7 @@ def _copy_blocks(params, widths, w_off, b_off, roles, store, w_at, b_at, part, i
             full = full[:, lo:hi]
         lines, stride = _stored(rows, cols)
         transposed = _transposed(rows, cols)
-        block = store[w_at[layer]:w_at[layer] + lines * stride].reshape(lines, stride)[:, :rows if transposed else cols]
+        block = _as_rows(store[w_at[layer]:w_at[layer] + lines * stride], lines, stride)[:, :rows if transposed else cols]
         bias = params[b_off[layer] + b0:b_off[layer] + b0 + n_bias]
         own_bias = store[b_at[layer]:b_at[layer] + n_bias]
         if into_store:
@@ -895,9 +897,8 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
                     if layer == 0:
                         _update_block(w, t, x, delta[lo:hi], lr)
                     else:
-                        length = n_in if t else _stride(n_in)  # see _padded_input
-                        _backward_block(w, t, _padded_input(acts, a_off, layer, length), delta[lo:hi], lr,
-                                        xfer[parity, layer, part, :length])
+                        x_in = _padded_input(acts, a_off, layer, n_in, t)  # the back signal padded alike
+                        _backward_block(w, t, x_in, delta[lo:hi], lr, xfer[parity, layer, part, :x_in.shape[0]])
                     _update_bias(b, delta[lo:hi], lr)
                 if layer == 0:
                     continue
@@ -922,8 +923,8 @@ def core(me, n_cores, params, widths, w_off, b_off, a_off, layer_lr, coords, tar
                     _update_block(w, t, x, delta[:n_out], lr)
                     _update_bias(b, delta[:n_out], lr)
                     continue
-                length = n_in if t else _stride(n_in)
-                _backward_block(w, t, _padded_input(acts, a_off, layer, length), delta[:n_out], lr, back[:length])
+                x_in = _padded_input(acts, a_off, layer, n_in, t)
+                _backward_block(w, t, x_in, delta[:n_out], lr, back[:x_in.shape[0]])
                 _update_bias(b, delta[:n_out], lr)
                 bad = _deltas_as(delta[:n_in], back, None, x, hidden_code, slope, max_delta)
             if bad and diverged == 0:
