@@ -9,10 +9,11 @@ return. Training time is the sum of the epochs' ``train_seconds``; the rest is
 the render after each epoch (a forward pass over every pixel), the files, the
 start-up and the ending. Two renders side by side in one run, alternately:
 
-- ``now``: train.render as it is (cache-sized chunks, a very wide last layer
-  in blocks of units);
-- ``before``: the render this project had until 2026-12 (chunks of up to
-  65,536 pixels or 2**25 floats, no blocks), as the baseline.
+- ``now``: train.render as it is (on a CPU with oneDNN, layers packed once per
+  render and cache-sized chunks shared out among the threads, one torch thread
+  each; a very wide last layer in blocks of units);
+- ``before``: the same render through torch's own matmul (MKL's sgemm), the
+  render this project had until 2026-12-06 (PACK_LAYERS off), as the baseline.
 
 Reported per variant: wall / training for the whole run, and the median
 seconds an epoch spends outside training (its render and files).
@@ -23,7 +24,6 @@ With ``--busy``, each pair runs again beside a Python busy loop on one core
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import tempfile
@@ -37,7 +37,7 @@ from monalisa.images import load_target
 from monalisa.recipes import get_preset
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
-BEFORE = {"RENDER_FLOATS": 2**25, "WIDE_LAYER": math.inf}  # the render settings this is measured against
+BEFORE = {"PACK_LAYERS": False}  # the render settings this is measured against
 
 
 def one_run(target, recipe, settings: dict, busy: bool) -> dict:

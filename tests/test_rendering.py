@@ -220,3 +220,89 @@ def test_a_residual_or_stateful_last_layer_is_never_split():
     model = build_model(Recipe(arch=(32,), init="torch"))
     model.activations[-1].register_buffer("per_unit", torch.ones(32))
     assert not model.can_split_last_layer()
+
+
+# -----------------------------------------------------------------------------
+# the render through oneDNN-packed layers, its chunks shared out among threads
+
+PACKED_RECIPES = {
+    "original": Recipe(arch=(100, 100, 100)),
+    "residual tanh": Recipe(arch=(96, 96, 96), activation="tanh", residual=True, init="torch"),
+    "fourier sine": Recipe(arch=(128, 128), activation="sine", encoding="fourier", init="siren", output="sigmoid"),
+    "hashgrid": Recipe(arch=(16, 96, 96), activation="relu", encoding="hashgrid:levels=4,base=4", init="torch"),
+}
+
+
+@pytest.mark.parametrize("name", PACKED_RECIPES)
+def test_the_packed_render_computes_the_networks_forward(name, monkeypatch):
+    from monalisa import packed
+
+    if not packed.can_pack(torch.device("cpu")):
+        pytest.skip("this torch has no oneDNN")
+    model = build_model(PACKED_RECIPES[name])
+    coords = tiny_target(37, 29).coords
+    whole = model(torch.from_numpy(coords)).detach().numpy()
+    packs = []
+    pack = packed.packed_network
+    monkeypatch.setattr(train, "packed_network", lambda m: packs.append(m) or pack(m))
+    monkeypatch.setattr(train, "PACKED_FLOATS", 100 * 40)  # chunks of 31-41 pixels, the last one short
+    out = train.render(model, coords, torch.device("cpu"))
+    assert packs == [model]
+    np.testing.assert_allclose(out, whole, rtol=0, atol=2e-6)  # sums inside each product in another order
+    assert model.training  # the render's eval mode does not leak out
+
+
+def test_the_render_is_the_same_on_one_thread_and_two(monkeypatch):
+    """Each chunk runs on one thread whichever takes it, so the thread count never changes a bit."""
+    model = build_model(Recipe(arch=(100, 100)))
+    coords = tiny_target(61, 47).coords
+    monkeypatch.setattr(train, "PACKED_FLOATS", 100 * 64)
+    monkeypatch.setattr(train, "RENDER_FLOATS", 100 * 64)
+    for pack in (True, False):
+        monkeypatch.setattr(train, "PACK_LAYERS", pack)
+        one = train.render(model, coords, torch.device("cpu"))
+        torch.set_num_threads(2)
+        try:
+            two = train.render(model, coords, torch.device("cpu"))
+        finally:
+            torch.set_num_threads(1)
+        np.testing.assert_array_equal(one, two)
+
+
+def test_a_failure_on_a_render_thread_reaches_the_caller(monkeypatch):
+    model = build_model(Recipe(arch=(8, 8)))
+    chunks = []
+
+    def fail_on_the_third(x):
+        chunks.append(len(x))
+        if len(chunks) == 3:
+            raise RuntimeError("out of memory")
+        return model(x)
+
+    monkeypatch.setattr(train, "_forward_for_render", lambda m, device: (fail_on_the_third, 8, 8 * 10))
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            train.render(model, tiny_target(20, 10).coords, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(1)
+    assert len(chunks) < 20  # the threads stopped taking chunks once one had failed
+
+
+def test_without_onednn_the_render_runs_torchs_own_layers(monkeypatch):
+    model = build_model(Recipe(arch=(100, 100)))
+    monkeypatch.setattr(train, "can_pack", lambda device: False)
+    monkeypatch.setattr(train, "packed_network", lambda m: pytest.fail("packed without oneDNN"))
+    coords = tiny_target(9, 7).coords
+    np.testing.assert_allclose(train.render(model, coords, torch.device("cpu")),
+                               model(torch.from_numpy(coords)).detach().numpy(), rtol=0, atol=1e-6)
+
+
+def test_only_layers_wide_on_both_sides_are_packed():
+    from monalisa.packed import PACK_FROM, PackedLinear, packed_network
+
+    model = build_model(Recipe(arch=(PACK_FROM, PACK_FROM, PACK_FROM - 1, PACK_FROM)))
+    packed = packed_network(model)
+    assert [isinstance(layer, PackedLinear) for layer in packed.layers] == [False, True, False, False, False]
+    assert packed.layers[0] is model.layers[0]  # thin layers are shared, not copied
+    assert packed_network(build_model(Recipe(arch=(32,), encoding="hashgrid", init="torch"))) is None

@@ -93,11 +93,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def save_png(pixels_uint8: np.ndarray, path: PathLike) -> None:
-    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically."""
+def save_png(pixels_uint8: np.ndarray, path: PathLike, compress_level: int = 6) -> None:
+    """Write an (H, W, 3) or (H, W) uint8 array as a PNG, atomically (zlib's ``compress_level``, 0-9)."""
     pixels = check_uint8_image(pixels_uint8, allow_grey=True)
     with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
+        Image.fromarray(pixels).save(tmp, format="PNG", compress_level=compress_level)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -68,6 +68,11 @@ class CoordinateNetwork(nn.Module):
             pass  # only the last hidden layer's h feeds the output layer
         return self.output(self.layers[-1](h))  # (N, 3)
 
+    def with_layers(self, layers: list[nn.Module]) -> CoordinateNetwork:
+        """This network with ``layers`` in place of its linear layers; the encoding, activation and
+        output modules are shared, not copied (packed.py swaps in layers for a faster render)."""
+        return CoordinateNetwork(self.encoding, layers, list(self.activations), self.output, self.residual)
+
     def can_split_last_layer(self) -> bool:
         """Whether ``forward_in_unit_blocks`` computes ``forward``: a last hidden layer with no residual
         skip across it and an activation that holds no per-unit state (every built-in one)."""

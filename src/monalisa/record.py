@@ -70,6 +70,9 @@ from .status import COMPLETE_REASONS, Status, status_after
 from .train import METRIC_COLUMNS, Callback, Trainer
 
 FRAME_SCHEDULES = ("all", "log")
+# zlib level for the frame written after every epoch: a Mona Lisa frame takes 7.8 ms at 1
+# against 24.5 ms at PIL's default 6, for a file 2% larger (228 against 222 kB).
+FRAME_COMPRESSION = 1
 FRAME_SPACINGS = ("even", "log")  # which frames an exported animation keeps: see captioned_frames
 LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
 STALE_TEMPORARIES = ".*.tmp-*"  # files.atomic_path's temporary names
@@ -406,7 +409,7 @@ class RunDirectory:
 
     def write_frame(self, epoch: int, frame: np.ndarray) -> None:
         with self._writing(self.frame_path(epoch)):
-            save_png(frame, self.frame_path(epoch))
+            save_png(frame, self.frame_path(epoch), compress_level=FRAME_COMPRESSION)
 
     def write_metrics(self, history: list[dict]) -> None:
         buffer = io.StringIO()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from .engines.cores import TorchThreads
 from .errors import Diverged
 from .images import Target
 from .limits import check_recipe
-from .models import build_model
+from .models import CoordinateNetwork, build_model
+from .packed import can_pack, packed_network
 from .recipes import Recipe
 
 METRIC_COLUMNS = ("epoch", "train_seconds", "seconds", "mae", "mse", "psnr")
@@ -39,6 +41,11 @@ METRIC_COLUMNS = ("epoch", "train_seconds", "seconds", "mae", "mse", "psnr")
 # 0.36 s (0.73) with 3,495 pixels a chunk against 0.72 s (1.28) with 65,536.
 RENDER_CHUNK = 65536
 RENDER_FLOATS = 2**20
+# Through oneDNN (packed.py) a chunk runs on one core, so it is sized for that core's own
+# cache instead: 4x300 on the Mona Lisa, 2 cores (AMD Zen 5, 1 MB L2 a core), rendered in
+# 0.16-0.17 s with 1,024 pixels a chunk, 0.18 with 512 and 2,048, 0.33-0.38 with 3,495.
+PACKED_FLOATS = 2**18 + 2**16
+PACK_LAYERS = True  # False: the render runs torch's own matmul (benchmarks/wall_time.py's baseline)
 # A last hidden layer wider than WIDE_LAYER units is computed UNIT_BLOCK units at a time
 # (CoordinateNetwork.forward_in_unit_blocks), so chunks stay RENDER_FLOATS // UNIT_BLOCK
 # pixels long: 1x45450 renders in 1.4-1.5 s (2 threads) against 3.1-3.3 s for chunks
@@ -58,25 +65,74 @@ class Callback:
 
 @torch.no_grad()
 def render(model: torch.nn.Module, coords: np.ndarray, device: torch.device) -> np.ndarray:
-    """The network's raw output for every coordinate, (N, 3) float32, in eval mode."""
+    """The network's raw output for every coordinate, (N, 3) float32, in eval mode.
+
+    On a CPU the chunks are shared out among torch's threads as whole chunks, one torch
+    thread each (each takes the next chunk when it is done, so a core that another
+    process slows takes fewer): a chunk stays in one core's cache and the threads never
+    wait for each other inside a product.
+    """
     was_training = model.training
     model.eval()
-    # The widest activations a chunk holds at once: every layer's, the encoding's, and with a split
-    # last layer UNIT_BLOCK of its units instead of all of them.
+    try:
+        forward, widest, budget = _forward_for_render(model, device)
+        chunk = max(1, min(RENDER_CHUNK, budget // widest))
+        threads = torch.get_num_threads() if device.type == "cpu" else 1
+        return _forward_in_chunks(forward, coords, chunk, device, threads)
+    finally:
+        model.train(was_training)
+
+
+def _forward_for_render(model: torch.nn.Module, device: torch.device):
+    """(forward, widest, floats): the function a render calls on each chunk, the widest activations
+    it holds at once (every layer's, the encoding's, and with a split last layer UNIT_BLOCK of its
+    units instead of all of them), and the floats of activations a chunk may hold."""
     widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
     widths.append(getattr(getattr(model, "encoding", None), "out_features", 0))
-    forward = model
     if getattr(model, "can_split_last_layer", lambda: False)() and model.layers[-2].out_features > WIDE_LAYER:
-        forward = functools.partial(model.forward_in_unit_blocks, block=UNIT_BLOCK)
         widths.remove(model.layers[-2].out_features)
         widths.append(UNIT_BLOCK)
-    widest = max(widths)
-    chunk = max(1, min(RENDER_CHUNK, RENDER_FLOATS // widest))
+        return functools.partial(model.forward_in_unit_blocks, block=UNIT_BLOCK), max(widths), RENDER_FLOATS
+    packed = packed_network(model) if PACK_LAYERS and isinstance(model, CoordinateNetwork) and can_pack(device) else None
+    if packed is not None:
+        return packed, max(widths), PACKED_FLOATS
+    return model, max(widths), RENDER_FLOATS
+
+
+def _forward_in_chunks(forward, coords: np.ndarray, chunk: int, device: torch.device, threads: int) -> np.ndarray:
     out = np.empty((len(coords), 3), dtype=np.float32)
-    for start in range(0, len(coords), chunk):
-        x = torch.from_numpy(coords[start:start + chunk]).to(device)
-        out[start:start + chunk] = forward(x).float().cpu().numpy()
-    model.train(was_training)
+    starts = iter(range(0, len(coords), chunk))
+    lock = threading.Lock()
+    failures = []
+
+    def work() -> None:
+        while not failures:
+            with lock:
+                start = next(starts, None)
+            if start is None:
+                return
+            x = torch.from_numpy(coords[start:start + chunk]).to(device)
+            out[start:start + chunk] = forward(x).float().cpu().numpy()
+
+    if threads <= 1:
+        work()
+        return out
+
+    def worker() -> None:
+        torch.set_num_threads(1)  # this thread's own setting (OpenMP's and MKL's are per thread)
+        try:
+            with torch.no_grad():  # grad mode is per thread too
+                work()
+        except BaseException as error:  # raised again in the calling thread
+            failures.append(error)
+
+    pool = [threading.Thread(target=worker, name=f"render-{i}", daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if failures:
+        raise failures[0]
     return out
 
 
