@@ -100,6 +100,8 @@ def _forward_for_render(model: torch.nn.Module, device: torch.device):
 
 
 def _forward_in_chunks(forward, coords: np.ndarray, chunk: int, device: torch.device, threads: int) -> np.ndarray:
+    """``forward`` over ``coords`` ``chunk`` rows at a time, on ``threads`` threads of one torch thread
+    each (the calling thread alone, with its own setting, when ``threads`` is 1); (N, 3) float32."""
     out = np.empty((len(coords), 3), dtype=np.float32)
     starts = iter(range(0, len(coords), chunk))
     lock = threading.Lock()
