@@ -93,9 +93,10 @@ def _forward_for_render(model: torch.nn.Module, device: torch.device):
         widths.remove(model.layers[-2].out_features)
         widths.append(UNIT_BLOCK)
         return functools.partial(model.forward_in_unit_blocks, block=UNIT_BLOCK), max(widths), RENDER_FLOATS
-    packed = packed_network(model) if PACK_LAYERS and isinstance(model, CoordinateNetwork) and can_pack(device) else None
-    if packed is not None:
-        return packed, max(widths), PACKED_FLOATS
+    if PACK_LAYERS and isinstance(model, CoordinateNetwork) and can_pack(device):
+        packed = packed_network(model)
+        if packed is not None:  # None: no layer wide enough to gain from packing
+            return packed, max(widths), PACKED_FLOATS
     return model, max(widths), RENDER_FLOATS
 
 
