@@ -32,11 +32,11 @@ import time
 import numpy as np
 import torch
 
+from monalisa.data.images import load_target
 from monalisa.engines.batched import BatchedEngine, make_optimizer
-from monalisa.images import load_target
-from monalisa.models import build_model, linear_layers
-from monalisa.recipes import get_preset
-from monalisa.registry import ACTIVATIONS
+from monalisa.models.network import build_model, linear_layers
+from monalisa.recipes.recipe import get_preset
+from monalisa.recipes.registry import ACTIVATIONS
 
 # (preset, batch size): the headline network at its batch size; at the batch size of `siren`
 # and `fourier` (8192); and the published code's deeper 6x300.

@@ -29,12 +29,12 @@ import time
 import numpy as np
 import torch
 
+from monalisa.data.images import load_target
 from monalisa.engines import choose_engine
 from monalisa.engines.batched import BatchedEngine
 from monalisa.engines.online import OnlineEngine
-from monalisa.images import load_target
-from monalisa.models import build_model
-from monalisa.recipes import PRESETS, get_preset
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import PRESETS, get_preset
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from monalisa.dynamics import LayerDynamics
-from monalisa.images import load_target
-from monalisa.recipes import get_preset
-from monalisa.record import Recorder, RunDirectory
-from monalisa.train import Callback, Trainer
+from monalisa.data.images import load_target
+from monalisa.recipes.recipe import get_preset
+from monalisa.runs.directory import Recorder, RunDirectory
+from monalisa.training.dynamics import LayerDynamics
+from monalisa.training.trainer import Callback, Trainer
 
 REFERENCE_IMAGE = "mona_lisa"
 RECIPES = {"original": "online", "siren": "batched", "fast": "batched"}

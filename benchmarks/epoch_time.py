@@ -39,12 +39,12 @@ import numba
 import numpy as np
 import torch
 
+from monalisa.data.images import load_target
 from monalisa.engines import online_kernel as kernel
 from monalisa.engines.batched import BatchedEngine
 from monalisa.engines.online import OnlineEngine
-from monalisa.images import load_target
-from monalisa.models import build_model, linear_layers
-from monalisa.recipes import get_preset
+from monalisa.models.network import build_model, linear_layers
+from monalisa.recipes.recipe import get_preset
 
 FLOAT32 = np.zeros(1, dtype=np.float32)  # the dtype example kernel._on_lines takes
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")

@@ -21,9 +21,9 @@ import sys
 
 import torch
 
-from monalisa.images import load_target
-from monalisa.recipes import PRESETS, get_preset
-from monalisa.train import Trainer
+from monalisa.data.images import load_target
+from monalisa.recipes.recipe import PRESETS, get_preset
+from monalisa.training.trainer import Trainer
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 THRESHOLDS = (20.0, 25.0, 30.0)

@@ -9,7 +9,7 @@ return. Training time is the sum of the epochs' ``train_seconds``; the rest is
 the render after each epoch (a forward pass over every pixel), the files, the
 start-up and the ending. Two renders side by side in one run, alternately:
 
-- ``now``: train.render as it is (on a CPU with oneDNN, layers packed once per
+- ``now``: trainer.render as it is (on a CPU with oneDNN, layers packed once per
   render and cache-sized chunks shared out among the threads, one torch thread
   each; a very wide last layer in blocks of units);
 - ``before``: the same render through torch's own matmul (MKL's sgemm), the
@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 from contention import busy_loop  # benchmarks/ is the script's folder, so on sys.path
-from monalisa import train
-from monalisa.experiment import train_run
-from monalisa.images import load_target
-from monalisa.recipes import get_preset
+
+from monalisa.data.images import load_target
+from monalisa.recipes.recipe import get_preset
+from monalisa.runs.lifecycle import train_run
+from monalisa.training import trainer
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 BEFORE = {"PACK_LAYERS": False}  # the render settings this is measured against

@@ -89,7 +89,7 @@ class RayTestCluster:
 @pytest.fixture(scope="session")
 def ray_cluster():
     pytest.importorskip("ray")
-    from monalisa.ray_executor import import_ray
+    from monalisa.execution.ray_cluster import import_ray
 
     import_ray(local=True)  # every node on 127.0.0.1 (ray_executor.LOOPBACK_VARIABLE)
     cluster = RayTestCluster()

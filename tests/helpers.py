@@ -15,9 +15,9 @@ import numpy as np
 from PIL import Image
 
 from monalisa.cli import main
-from monalisa.images import Target
-from monalisa.models import build_model
-from monalisa.recipes import Recipe
+from monalisa.data.images import Target
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import Recipe
 
 # A hash grid small enough to build in a millisecond: levels at resolutions 4, 10, 25, 64, the
 # coarser two dense, the finer two hashed into 2^8 rows (they have more than 2^8 vertices).

@@ -4,15 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monalisa.animate import (
-    caption_frame,
-    plot_curves,
-    subsample_indices,
-    write_gif,
-    write_mp4,
-)
 from monalisa.errors import UserError
 from monalisa.files import atomic_path, save_png
+from monalisa.runs.animation import caption_frame, plot_curves, subsample_indices, write_gif, write_mp4
 
 
 def solid_frames(n, h=16, w=16):

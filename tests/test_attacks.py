@@ -5,25 +5,25 @@ could block (a FIFO opened for reading) runs on a thread with a deadline, and th
 for writing afterwards so a blocked reader gets end-of-file and the test ends either way.
 """
 
+import io
 import os
 import shutil
+import struct
 import threading
 import zlib
-import struct
-import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from monalisa import Recipe, load_target, train_run
+from monalisa.data.images import load_image
 from monalisa.errors import UserError
 from monalisa.files import MAX_METRICS_BYTES, atomic_path
-from monalisa.images import load_image
 from monalisa.lab.store import RunReader, latest_frame
-from monalisa.recipes import load_recipe
-from monalisa.record import RunDirectory
-from monalisa import rendering
+from monalisa.recipes.recipe import load_recipe
+from monalisa.runs.directory import RunDirectory
+from monalisa.views import render
 
 DEADLINE = 20.0  # seconds: the fixed code answers at once
 
@@ -211,20 +211,20 @@ def test_renders_beyond_the_bound_are_refused_at_once(run):
     directory = RunDirectory.open(run)
     held = 0
     try:
-        while rendering._rendering.acquire(blocking=False):
+        while render._rendering.acquire(blocking=False):
             held += 1
-        assert held == rendering.MAX_CONCURRENT_RENDERS
-        box = bounded(lambda: rendering.render_run(directory, 64, 48, device="cpu"))
-        assert isinstance(box.get("error"), rendering.RenderBusy)
+        assert held == render.MAX_CONCURRENT_RENDERS
+        box = bounded(lambda: render.render_run(directory, 64, 48, device="cpu"))
+        assert isinstance(box.get("error"), render.RenderBusy)
     finally:
         for _ in range(held):
-            rendering._rendering.release()
-    assert rendering.render_run(directory, 64, 48, device="cpu").shape == (48, 64, 3)
+            render._rendering.release()
+    assert render.render_run(directory, 64, 48, device="cpu").shape == (48, 64, 3)
 
 
 def test_the_render_grid_is_float32_and_unchanged():
-    region = rendering.Region.zoom(3, (0.2, 0.9))
+    region = render.Region.zoom(3, (0.2, 0.9))
     rows, cols = np.linspace(region.top, region.bottom, 7), np.linspace(region.left, region.right, 5)
     expected = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.float32)
-    grid = rendering.region_grid(7, 5, region)
+    grid = render.region_grid(7, 5, region)
     assert grid.dtype == np.float32 and np.array_equal(grid, expected)

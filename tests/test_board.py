@@ -1,12 +1,12 @@
-"""board.py: a run's TensorBoard events, read back with TensorBoard's own reader (EventAccumulator)."""
+"""tensorboard.py: a run's TensorBoard events, read back with TensorBoard's own reader (EventAccumulator)."""
 
 import numpy as np
 import pytest
 from helpers import tiny_target
 
-from monalisa.experiment import resume_run, train_run
-from monalisa.record import RunDirectory
-from monalisa.recipes import Recipe
+from monalisa.recipes.recipe import Recipe
+from monalisa.runs.directory import RunDirectory
+from monalisa.runs.lifecycle import resume_run, train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,17 +25,17 @@ def test_a_run_writes_scalars_frames_and_histograms(tmp_path):
     train_run(tiny_target(10, 12), recipe, tmp_path / "run", quiet=True)
     run = RunDirectory.open(tmp_path / "run")
     board = events(run.path)
-    tags = board.Tags()
-    psnr = board.Scalars("image/psnr")
+    tags = tensorboard.Tags()
+    psnr = tensorboard.Scalars("image/psnr")
     assert [e.step for e in psnr] == [1, 2, 3, 4]
     assert [e.value for e in psnr] == pytest.approx([row["psnr"] for row in run.checkpoint()["history"]], rel=1e-6)
     ends = [r for r in run.layers() if r["fraction"] == 1.0 and r["layer"] == 2]
-    grad = board.Scalars("grad_rms/layer2")
+    grad = tensorboard.Scalars("grad_rms/layer2")
     assert [e.value for e in grad] == pytest.approx([r["grad_rms"] for r in ends], rel=1e-5)
     assert {"weights/layer1", "weights/layer3", "activations/layer1", "activations/layer2"} <= set(tags["histograms"])
-    weights = board.Histograms("weights/layer1")[-1].histogram_value
+    weights = tensorboard.Histograms("weights/layer1")[-1].histogram_value
     assert weights.num == 8 * 2  # every weight of the first layer, once
-    images = board.Images("frame")
+    images = tensorboard.Images("frame")
     assert [e.step for e in images] == [1, 2, 3, 4]
     assert (images[0].width, images[0].height) == (12, 10)
 
@@ -55,10 +55,10 @@ def test_a_resume_logs_each_epoch_once(tmp_path):
 
 
 def test_without_tensorboard_runs_train_and_say_so_once(tmp_path, monkeypatch, capsys):
-    from monalisa import board
+    from monalisa.runs import tensorboard
 
     monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # import fails
-    monkeypatch.setattr(board, "_noted", False)
+    monkeypatch.setattr(tensorboard, "_noted", False)
     for name in ("a", "b"):
         train_run(tiny_target(6, 8), Recipe(arch=(4,), epochs=1), tmp_path / name, quiet=True)
     assert not list(tmp_path.rglob("events.out.tfevents.*"))

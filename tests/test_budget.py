@@ -3,12 +3,12 @@
 import math
 
 import pytest
-
-from monalisa.budget import TOLERANCE, budget_arches, parameter_count, width_for_budget
-from monalisa.errors import UserError
-from monalisa.models import build_model
 from helpers import torch_count
-from monalisa.recipes import Recipe
+
+from monalisa.errors import UserError
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import Recipe
+from monalisa.recipes.sizes import TOLERANCE, budget_arches, parameter_count, width_for_budget
 
 
 def test_the_original_is_4x300():

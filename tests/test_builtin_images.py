@@ -10,7 +10,7 @@ from PIL import Image
 
 import monalisa
 from monalisa.cli import main
-from monalisa.images import BUILTIN_IMAGES, builtin_path, load_image, load_target
+from monalisa.data.images import BUILTIN_IMAGES, builtin_path, load_image, load_target
 
 # The reference image's digest, as the README ("Built-in images") gives it.
 MONA_LISA_SHA256 = "8df228e63754c9135e381efd4d653f9492de9a837b02df9e657e2cafc63ae1cb"

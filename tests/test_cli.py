@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import assert_one_line_error, snapshot, write_png
 from PIL import Image
 
-from helpers import assert_one_line_error, snapshot, write_png
 from monalisa.cli import build_parser, main, recipe_from_args
-from monalisa.images import BUILTIN_IMAGES
-from monalisa.models import build_model
-from monalisa.recipes import PRESETS, Recipe
-from monalisa.record import frame_wanted
-from monalisa.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.data.images import BUILTIN_IMAGES
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import PRESETS, Recipe
+from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.runs.directory import frame_wanted
 
 WIDTH, HEIGHT = 12, 10
 

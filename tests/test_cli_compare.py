@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import assert_one_line_error, run_cli_ok, snapshot, torch_count, write_png
-from monalisa import cli, studies
-from monalisa.budget import TOLERANCE
+
+from monalisa import cli
 from monalisa.cli import main
-from monalisa.recipes import Recipe, get_preset
+from monalisa.experiments import studies
+from monalisa.recipes.recipe import Recipe, get_preset
+from monalisa.recipes.sizes import TOLERANCE
 
 WIDTH, HEIGHT = 16, 12
 

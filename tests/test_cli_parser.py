@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from monalisa import cli
-from monalisa.compare import comparison_entries
+from monalisa.data.images import DEFAULT_IMAGE, Target, builtin_path
 from monalisa.engines import DEVICES, ENGINES
 from monalisa.errors import UserError
-from monalisa.experiment import run_target
-from monalisa.images import DEFAULT_IMAGE, Target, builtin_path
-from monalisa.recipes import DEFAULT_PRESET, ORDERS, PRESETS, Recipe, get_preset
-from monalisa.record import FRAME_SCHEDULES, FRAME_SPACINGS, RunDirectory
-from monalisa.studies import STUDIES, check_study_options
+from monalisa.experiments.compare import comparison_entries
+from monalisa.experiments.studies import STUDIES, check_study_options
+from monalisa.recipes.recipe import DEFAULT_PRESET, ORDERS, PRESETS, Recipe, get_preset
+from monalisa.runs.directory import FRAME_SCHEDULES, FRAME_SPACINGS, RunDirectory
+from monalisa.runs.lifecycle import run_target
 
 # Each option with choices, by its dest, and the owner's list it must equal.
 OWNERS = {"device": DEVICES, "engine": ENGINES, "frames": FRAME_SCHEDULES, "spacing": FRAME_SPACINGS,

@@ -3,8 +3,8 @@
 import socket
 
 import pytest
-
 from helpers import assert_one_line_error
+
 from monalisa.cli import main
 
 

@@ -1,4 +1,4 @@
-"""monalisa.compare: several recipes on one image, the table, the figures and the reports.
+"""monalisa.experiments.compare: several recipes on one image, the table, the figures and the reports.
 
 One small comparison (two tiny networks and one that diverges, 16x12 pixels, 3 epochs)
 is trained once for the module; the table is checked against each run's own metrics.csv
@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from monalisa import Recipe, Target, UserError, get_preset
-from monalisa import compare, report
-from monalisa.compare import load_comparison, run_comparison
-from monalisa.table import conclusion, flops_per_pixel
+from monalisa.experiments import compare, report
+from monalisa.experiments.compare import load_comparison, run_comparison
+from monalisa.experiments.tables import conclusion, flops_per_pixel
 
 SMALL = Recipe(arch=(8,), epochs=3)
 DEEP = Recipe(arch=(8, 8, 8), epochs=3)
@@ -339,7 +339,7 @@ def seeded(tmp_path_factory):
     entries = [("same-a", DEEP), ("same-b", DEEP), ("small", SMALL)]
 
     def claims(rows):
-        from monalisa.studies import _versus
+        from monalisa.experiments.studies import _versus
         return [_versus("same-a beats same-b", rows[0], rows[1], 0.0, "same-a", "same-b")]
 
     summary = run_comparison(blobs_target(), entries, out, jobs=2, quiet=True, seeds=3, claims=claims)

@@ -14,14 +14,14 @@ import math
 
 import pytest
 import torch
+from helpers import SMALL_HASHGRID, tiny_target
 from torch import nn
 
-from helpers import SMALL_HASHGRID, tiny_target
 from monalisa import fit
 from monalisa.engines.batched import make_optimizer
-from monalisa.models import build_model, linear_layers
-from monalisa.recipes import PRESETS, Recipe
-from monalisa.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.models.network import build_model, linear_layers
+from monalisa.recipes.recipe import PRESETS, Recipe
+from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 
 SMALL_ENCODINGS = {"hashgrid": SMALL_HASHGRID, "fourier": "fourier:features=16"}
 

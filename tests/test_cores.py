@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from helpers import tiny_target
+
 from monalisa.engines.batched import BatchedEngine
 from monalisa.engines.cores import FreeCores, usable_cores
-from monalisa.models import build_model
-from monalisa.recipes import Recipe
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import Recipe
 
 two_cores = pytest.mark.skipif(usable_cores() < 2, reason="needs two cores to share")
 

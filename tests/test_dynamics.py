@@ -13,13 +13,20 @@ import pytest
 import torch
 from helpers import tiny_target
 
-from monalisa.dynamics import (LAYER_COLUMNS, PROBE_PIXELS, PROBE_SEED, LayerDynamics, diagnose, layers_csv,
-                               plot_dynamics,
-                               read_layers)
-from monalisa.experiment import resume_run, train_run
-from monalisa.record import Recorder, RunDirectory, snapshot_wanted
-from monalisa.recipes import Recipe
-from monalisa.train import Trainer
+from monalisa.recipes.recipe import Recipe
+from monalisa.runs.directory import Recorder, RunDirectory, snapshot_wanted
+from monalisa.runs.lifecycle import resume_run, train_run
+from monalisa.training.dynamics import (
+    LAYER_COLUMNS,
+    PROBE_PIXELS,
+    PROBE_SEED,
+    LayerDynamics,
+    diagnose,
+    layers_csv,
+    plot_dynamics,
+    read_layers,
+)
+from monalisa.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

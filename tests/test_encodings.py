@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from monalisa import registry
-from monalisa.encodings import HashGrid, build_encoding, spatial_hash
 from monalisa.errors import UserError
-from monalisa.registry import ENCODINGS
+from monalisa.recipes import registry
+from monalisa.recipes.encodings import HashGrid, build_encoding, spatial_hash
+from monalisa.recipes.registry import ENCODINGS
 
 # Options that change every default, for the round trip.
 SPECS = {

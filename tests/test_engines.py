@@ -19,17 +19,17 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from helpers import SMALL_HASHGRID, tiny_target
 from PIL import Image
 
-from helpers import SMALL_HASHGRID, tiny_target
 from monalisa.cli import main
+from monalisa.data.images import load_target
 from monalisa.engines import choose_engine, online_support
 from monalisa.errors import UserError
-from monalisa.images import load_target
-from monalisa.models import linear_layers
-from monalisa.recipes import Recipe
-from monalisa.registry import ACTIVATIONS, OUTPUTS
-from monalisa.train import Trainer
+from monalisa.models.network import linear_layers
+from monalisa.recipes.recipe import Recipe
+from monalisa.recipes.registry import ACTIVATIONS, OUTPUTS
+from monalisa.training.trainer import Trainer
 
 CPU = torch.device("cpu")
 

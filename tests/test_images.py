@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monalisa.errors import UserError
-from monalisa.images import (
+from monalisa.data.images import (
     BUILTIN_IMAGES,
     Target,
     builtin_path,
@@ -22,6 +21,7 @@ from monalisa.images import (
     parse_size,
     resize,
 )
+from monalisa.errors import UserError
 
 EIGHT_BIT = 1 / 255  # one step of an 8-bit channel
 

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import wait_for
 from PIL import Image
 
-from helpers import wait_for
 from monalisa.lab import store
 from monalisa.lab.app import create_app
 from monalisa.lab.jobs import Lab
@@ -324,7 +324,7 @@ def test_bad_seeds_name_their_field_and_write_nothing(lab_client, seeds, words):
 
 
 def test_a_group_that_cannot_be_written_leaves_no_seed_behind(lab_client, monkeypatch):
-    from monalisa.record import RunDirectory
+    from monalisa.runs.directory import RunDirectory
 
     client, lab = lab_client
     create_directory = RunDirectory.create
@@ -456,7 +456,7 @@ def test_the_network_view_serves_each_layer_its_units_and_dynamics(lab_client):
     first = view["layers"][0]
     assert first["units"] == 8 and first["shown"] == list(range(8)) and first["sampled"] is False
     assert first["dynamics"]["epoch"] == [1, 2, 3] and len(first["dynamics"]["grad_rms"]) == 3
-    from monalisa.record import RunDirectory
+    from monalisa.runs.directory import RunDirectory
 
     rows = [r for r in RunDirectory.open(lab.root / run["id"]).layers() if r["layer"] == 1 and r["fraction"] == 1.0]
     assert first["dynamics"]["grad_rms"] == pytest.approx([r["grad_rms"] for r in rows])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from monalisa.images import builtin_path
+from monalisa.data.images import builtin_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless as root in a container, and no calls home (this machine's network refuses them).
@@ -303,8 +303,8 @@ def test_the_eta_counts_the_time_limit(server, pages):
 
 def test_the_report_table_fits_a_laptop_screen(browser, tmp_path):
     """report.html at 1280 px: every column of a five-run table inside its box, none cut off."""
-    from monalisa.recipes import Recipe
-    from monalisa.report import COLUMNS, report_html
+    from monalisa.experiments.report import COLUMNS, report_html
+    from monalisa.recipes.recipe import Recipe
 
     for name in ("finals.png", "curves.png", "grid.gif"):
         Image.new("RGB", (8, 8)).save(tmp_path / name)

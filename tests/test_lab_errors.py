@@ -17,12 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from monalisa.images import Target
+from monalisa.data.images import Target
 from monalisa.lab import store
 from monalisa.lab.app import INTERNAL_ERROR, create_app
 from monalisa.lab.jobs import Lab
-from monalisa.recipes import get_preset
-from monalisa.record import RunDirectory
+from monalisa.recipes.recipe import get_preset
+from monalisa.runs.directory import RunDirectory
 
 SHORT = 'arch = "2x8"\nepochs = 3'  # a run that ends in a second or two
 

@@ -5,9 +5,10 @@ import json
 import threading
 
 from helpers import wait_for
+
 from monalisa import Recipe, load_target, train_run
 from monalisa.lab.jobs import Lab
-from monalisa.record import RunDirectory
+from monalisa.runs.directory import RunDirectory
 
 
 def complete_run(lab: Lab, name: str = "r1") -> str:

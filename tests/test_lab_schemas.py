@@ -19,14 +19,14 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from monalisa.experiment import train_run
-from monalisa.images import load_target
+from monalisa.data.images import load_target
 from monalisa.lab import app as app_module
 from monalisa.lab import jobs, schemas
 from monalisa.lab.app import create_app
 from monalisa.lab.jobs import Lab
-from monalisa.recipes import Recipe
-from monalisa.train import METRIC_COLUMNS
+from monalisa.recipes.recipe import Recipe
+from monalisa.runs.lifecycle import train_run
+from monalisa.training.trainer import METRIC_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LAB_JOBS = 1
@@ -206,7 +206,7 @@ def test_thumbnails_are_kept_up_to_their_bound_oldest_out_first(tmp_path, monkey
 
 def test_neuron_grids_are_kept_up_to_their_bound_and_redrawn_for_a_new_checkpoint(tmp_path, trained,
                                                                                   monkeypatch):
-    from monalisa import neurons
+    from monalisa.views import neurons
 
     monkeypatch.setattr(jobs, "NEURON_GRIDS", 2)
     lab = Lab(tmp_path / "runs", jobs=1)

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from monalisa import Recipe, Trainer, load_target
-from monalisa import live as worker
-from monalisa.live import LiveReporter
+from monalisa.execution import live_reports as worker
+from monalisa.execution.live_reports import LiveReporter
 
 
 class ListQueue(queue.SimpleQueue):
@@ -41,7 +41,7 @@ def test_previews_arrive_within_epochs_and_frames_match_the_run(monkeypatch, eng
     assert rows == history
     last = [r for r in reports if r["type"] == "frame" and r["fraction"] == 1.0][-1]
     pixels = np.asarray(Image.open(io.BytesIO(last["png"])))
-    from monalisa.train import render, to_frame
+    from monalisa.training.trainer import render, to_frame
 
     expected = to_frame(render(trainer.model, target.coords, trainer.device), 48, 64)
     assert np.array_equal(pixels, expected)

@@ -20,18 +20,18 @@ import pytest
 import torch
 from PIL import Image
 
-from monalisa import limits
-from monalisa.budget import encoding_size, recipe_parameters
 from monalisa.cli import main
-from monalisa.encodings import build_encoding
+from monalisa.data.images import Target, resize
 from monalisa.errors import UserError
-from monalisa.images import Target, resize
 from monalisa.lab import forms
 from monalisa.lab.store import LabError
-from monalisa.models import build_model
-from monalisa.recipes import PRESETS, Recipe, load_recipe, parse_arch
-from monalisa.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
-from monalisa.train import Trainer
+from monalisa.models.network import build_model
+from monalisa.recipes import limits
+from monalisa.recipes.encodings import build_encoding
+from monalisa.recipes.recipe import PRESETS, Recipe, load_recipe, parse_arch
+from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.recipes.sizes import encoding_size, recipe_parameters
+from monalisa.training.trainer import Trainer
 
 CHILD_MEMORY = 3 * 2**30  # torch and the lab import in ~1 GB; every attack asked for 8 GB or more
 CHILD_TIMEOUT = 240
@@ -163,9 +163,9 @@ FUZZ = """
 import dataclasses, json, sys, warnings
 import numpy as np
 from monalisa.errors import Diverged, UserError
-from monalisa.images import Target
-from monalisa.recipes import Recipe
-from monalisa.train import Trainer
+from monalisa.data.images import Target
+from monalisa.recipes.recipe import Recipe
+from monalisa.training.trainer import Trainer
 warnings.simplefilter("error")  # a numpy overflow warning is a failure too
 target = Target("t", np.random.default_rng(0).random((6, 5, 3), dtype=np.float32))
 results = {}
@@ -426,7 +426,8 @@ def test_animation_limits():
 
 
 def test_a_fresh_write_removes_a_dead_writers_temporary(tmp_path):
-    from monalisa import animate, files
+    from monalisa import files
+    from monalisa.runs import animation
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=30)
@@ -436,7 +437,7 @@ def test_a_fresh_write_removes_a_dead_writers_temporary(tmp_path):
     for path in (stale, live, other):
         path.write_bytes(b"partial")
     frames = [np.zeros((4, 4, 3), np.uint8)] * 2
-    animate.write_gif(frames, tmp_path / "x.gif")  # a different output: nothing removed
+    animation.write_gif(frames, tmp_path / "x.gif")  # a different output: nothing removed
     assert stale.exists()
     with files.atomic_path(tmp_path / "x.mp4") as tmp:
         assert tmp.name.startswith(f".x.mp4.tmp-{os.getpid()}-")

@@ -5,12 +5,12 @@ import pytest
 from helpers import snapshot, tiny_target
 
 from monalisa.errors import UserError
-from monalisa.experiment import train_run
-from monalisa.models import build_model
-from monalisa.network import layer_column, network_view, shown_units, unit_picture
-from monalisa.neurons import GUTTER, layer_maps, neuron_grid, tile_shape
-from monalisa.recipes import Recipe
-from monalisa.record import RunDirectory
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import Recipe
+from monalisa.runs.directory import RunDirectory
+from monalisa.runs.lifecycle import train_run
+from monalisa.views.network_view import layer_column, network_view, shown_units, unit_picture
+from monalisa.views.neurons import GUTTER, layer_maps, neuron_grid, tile_shape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

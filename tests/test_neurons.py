@@ -11,18 +11,28 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import assert_one_line_error, run_cli, snapshot
 from matplotlib import colormaps
 from PIL import Image
 
-from helpers import assert_one_line_error, run_cli, snapshot
-from monalisa import neurons
-from monalisa.experiment import train_run
-from monalisa.images import load_target
-from monalisa.models import build_model
-from monalisa.neurons import (BACKGROUND_RGB, CONSTANT_RGB, GUTTER, NeuronGrid, constant_units, grid_layout,
-                              layer_maps, neuron_grid, run_neurons, tile_shape)
-from monalisa.recipes import Recipe
-from monalisa.record import RunDirectory
+from monalisa.data.images import load_target
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import Recipe
+from monalisa.runs.directory import RunDirectory
+from monalisa.runs.lifecycle import train_run
+from monalisa.views import neurons
+from monalisa.views.neurons import (
+    BACKGROUND_RGB,
+    CONSTANT_RGB,
+    GUTTER,
+    NeuronGrid,
+    constant_units,
+    grid_layout,
+    layer_maps,
+    neuron_grid,
+    run_neurons,
+    tile_shape,
+)
 
 ACTIVATION_REFERENCE = {
     "leaky_relu": lambda x: torch.where(x > 0, x, 0.01 * x),

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from monalisa.data.images import coordinate_grid
 from monalisa.engines import online_kernel as kernel
 from monalisa.engines.batched import make_optimizer
 from monalisa.engines.online import OnlineEngine
-from monalisa.images import coordinate_grid
-from monalisa.models import build_model, linear_layers
-from monalisa.recipes import Recipe
-from monalisa.registry import ACTIVATIONS
+from monalisa.models.network import build_model, linear_layers
+from monalisa.recipes.recipe import Recipe
+from monalisa.recipes.registry import ACTIVATIONS
 
 
 def reference_steps(model, recipe, coords, colours, order):

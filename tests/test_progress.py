@@ -1,9 +1,9 @@
-"""monalisa.progress: the ETA the CLI prints, against times worked out by hand."""
+"""monalisa.runs.progress: the ETA the CLI prints, against times worked out by hand."""
 
 from types import SimpleNamespace
 
-from monalisa.progress import Progress
-from monalisa.recipes import Recipe
+from monalisa.recipes.recipe import Recipe
+from monalisa.runs.progress import Progress
 
 
 def trainer_after(epochs_done: int, recipe: Recipe) -> SimpleNamespace:

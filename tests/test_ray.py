@@ -1,4 +1,4 @@
-"""monalisa.ray_executor: comparisons on a real two-node Ray cluster, a node lost mid-run, Ctrl-C, and
+"""monalisa.execution.ray_cluster: comparisons on a real two-node Ray cluster, a node lost mid-run, Ctrl-C, and
 the CLI's one-line errors (`monalisa search` is in test_search.py).
 
 The cluster (conftest.py's `ray_cluster`) runs on this machine, every process bound to 127.0.0.1: a head
@@ -23,10 +23,11 @@ from PIL import Image
 pytest.importorskip("ray")
 
 from helpers import assert_one_line_error, run_cli  # noqa: E402
+
 from monalisa import Recipe  # noqa: E402
-from monalisa.compare import run_comparison  # noqa: E402
-from monalisa.images import Target, load_target  # noqa: E402
-from monalisa.record import RunDirectory  # noqa: E402
+from monalisa.data.images import Target, load_target  # noqa: E402
+from monalisa.experiments.compare import run_comparison  # noqa: E402
+from monalisa.runs.directory import RunDirectory  # noqa: E402
 
 SHORT = [("wide", Recipe(arch=(16,), epochs=30, batch_size=32, optimizer="adam", init="torch")),
          ("deep", Recipe(arch=(8, 8), epochs=30, batch_size=32, optimizer="adam", init="torch", seed=3))]
@@ -97,8 +98,8 @@ class NodeWatch:
 
 
 def test_without_ray_nothing_imports_it():
-    code = ("import sys; import monalisa.cli, monalisa.compare, monalisa.studies, monalisa.runner, "
-            "monalisa.search; from monalisa.cli import build_parser; "
+    code = ("import sys; import monalisa.cli, monalisa.experiments.compare, monalisa.experiments.studies, monalisa.execution.runner, "
+            "monalisa.experiments.search; from monalisa.cli import build_parser; "
             "build_parser().parse_args(['compare', 'x', '--preset', 'quick', '--preset', 'fast']); "
             "print('ray' in sys.modules, 'optuna' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

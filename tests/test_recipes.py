@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from monalisa.errors import UserError
-from monalisa.models import build_model, linear_layers
-from monalisa.recipes import PRESETS, Recipe, format_arch, get_preset, load_recipe, parse_arch
-from monalisa.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.models.network import build_model, linear_layers
+from monalisa.recipes.recipe import PRESETS, Recipe, format_arch, get_preset, load_recipe, parse_arch
+from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
 
 FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 

@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_one_line_error, snapshot
-from monalisa import Recipe, load_target, train_run
-from monalisa import files
+
+from monalisa import Recipe, files, load_target, train_run
 from monalisa.cli import main
-from monalisa import record
 from monalisa.errors import UserError
-from monalisa.experiment import resume_run
-from monalisa.record import RunBusy, RunDirectory
+from monalisa.runs import directory
+from monalisa.runs.directory import RunBusy, RunDirectory
+from monalisa.runs.lifecycle import resume_run
 
 RECIPE = Recipe(arch=(8, 8), epochs=3)
 SIZE = (16, 12)
@@ -145,7 +144,7 @@ def test_a_second_writer_is_refused_in_one_line(finished, tmp_path, capsys):
 
 def test_a_killed_writer_leaves_no_stale_lock(finished, tmp_path):
     run = copy_of(finished, tmp_path)
-    holder = python(f"from monalisa.record import RunDirectory\nimport time\n"
+    holder = python(f"from monalisa.runs.directory import RunDirectory\nimport time\n"
                     f"RunDirectory.open({str(run)!r}).lock()\nprint('locked', flush=True)\ntime.sleep(60)")
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -208,7 +207,7 @@ def test_checkpoints_of_every_engine_hold_plain_data_only(tmp_path):
 def killed_in_the_ending(tmp_path: Path) -> Path:
     """A real run SIGKILLed by itself while it writes its MP4 (after every epoch's checkpoint)."""
     out = tmp_path / "killed"
-    code = ("import os, signal\nimport monalisa.animate as a\n"
+    code = ("import os, signal\nimport monalisa.runs.animation as a\n"
             "a.write_mp4 = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)\n"
             "from monalisa.cli import main\n"
             f"main(['train', 'astronaut', '--size', '16x12', '--arch', '8x8', '--epochs', '3', '--out', {str(out)!r},"
@@ -305,7 +304,7 @@ def test_a_read_only_run_is_one_line(finished, tmp_path, capsys, monkeypatch):
 
     # Tests run as root, where chmod stops nothing: a read-only filesystem's answer, to these two modules only.
     monkeypatch.setattr(files, "os", types.SimpleNamespace(**{**vars(os), "replace": read_only}))  # every write
-    monkeypatch.setattr(record, "os", types.SimpleNamespace(**{**vars(os), "open": read_only}))  # the lock file
+    monkeypatch.setattr(directory, "os", types.SimpleNamespace(**{**vars(os), "open": read_only}))  # the lock file
     assert main(["train", "--resume", str(run), "--epochs", "5", "--quiet"]) == 2
     assert "read-only" in assert_one_line_error(capsys.readouterr().err)
     assert main(["render", str(run)]) == 2  # its default --out is inside the run

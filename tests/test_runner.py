@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from monalisa import Recipe, Target
-from monalisa.executors import LocalExecutor, LocalHandle, execute
-from monalisa.record import RunDirectory
-from monalisa.runner import START, RunSpec, Runner
+from monalisa.execution.runner import START, Runner, RunSpec
+from monalisa.execution.worker import LocalExecutor, LocalHandle, execute
+from monalisa.runs.directory import RunDirectory
 
 TINY = Recipe(arch=(8,), epochs=3, batch_size=4, optimizer="adam")  # the batched engine
 ONLINE = Recipe(arch=(8,), epochs=2)  # batch 1, plain SGD: the online engine (numba)
@@ -240,8 +240,8 @@ sys.path.insert(0, {tests!r})
 import numpy as np
 from test_runner import LONG
 from monalisa import Target
-from monalisa.executors import LocalExecutor
-from monalisa.runner import START, RunSpec
+from monalisa.execution.worker import LocalExecutor
+from monalisa.execution.runner import START, RunSpec
 
 if __name__ == "__main__":
     # Noise compresses badly: each live frame is a ~50 KB PNG, so a few fill the report pipe.

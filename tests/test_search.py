@@ -1,4 +1,4 @@
-"""monalisa.search: the search space, recipes within the budget, and a real search on the two-node cluster.
+"""monalisa.experiments.search: the search space, recipes within the budget, and a real search on the two-node cluster.
 
 The budget arithmetic is checked against PyTorch's own parameter count (helpers.torch_count); the
 space against Optuna's real sampler; the search itself on conftest.py's `ray_cluster` with a few
@@ -12,14 +12,14 @@ import tomllib
 
 import numpy as np
 import pytest
+from helpers import run_cli, run_cli_ok, torch_count
 from PIL import Image
 
-from helpers import run_cli, run_cli_ok, torch_count
 from monalisa.cli import count_type
+from monalisa.data.images import load_target
 from monalisa.errors import UserError
-from monalisa.images import load_target
-from monalisa.recipes import load_recipe
-from monalisa.search import SearchSpace, recipe_for, suggest
+from monalisa.experiments.search import SearchSpace, recipe_for, suggest
+from monalisa.recipes.recipe import load_recipe
 
 BUDGET = 272_703  # the original 4x300's count: the issue's search
 CONFIGS = [
@@ -221,10 +221,11 @@ def test_a_trial_still_writing_its_ending_is_waited_for(tmp_path):
     import time
 
     from helpers import tiny_target
-    from monalisa.experiment import finish_run, train_run
-    from monalisa.record import RunDirectory
-    from monalisa.recipes import Recipe
-    from monalisa.search import _settle
+
+    from monalisa.experiments.search import _settle
+    from monalisa.recipes.recipe import Recipe
+    from monalisa.runs.directory import RunDirectory
+    from monalisa.runs.lifecycle import finish_run, train_run
 
     path = tmp_path / "trial-x"
     train_run(tiny_target(), Recipe(arch=(4,), epochs=2), path, quiet=True)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap
 
-from monalisa import stats
-from monalisa.studies import _gap
+from monalisa.experiments import stats
+from monalisa.experiments.studies import _gap
 
 SAMPLE = [24.31, 23.87, 24.62, 24.05, 23.70]
 

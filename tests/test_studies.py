@@ -10,18 +10,28 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers import torch_count
-from monalisa import studies
-from monalisa.budget import TOLERANCE
-from monalisa.table import check_claims
-from monalisa.encodings import HashGridOptions
+
+from monalisa.data.images import Target
 from monalisa.errors import UserError
-from monalisa.images import Target
-from monalisa.models import build_model
-from monalisa.recipes import Recipe, get_preset
-from monalisa.studies import (DEPTHS, QUICK_DEPTHS, STUDIES, default_base, depth_claims, encoding_claims,
-                              hashgrid_parameters, hashgrid_table_size, study_target, tips_claims)
+from monalisa.experiments import studies
+from monalisa.experiments.studies import (
+    DEPTHS,
+    QUICK_DEPTHS,
+    STUDIES,
+    default_base,
+    depth_claims,
+    encoding_claims,
+    hashgrid_parameters,
+    hashgrid_table_size,
+    study_target,
+    tips_claims,
+)
+from monalisa.experiments.tables import check_claims
+from monalisa.models.network import build_model
+from monalisa.recipes.encodings import HashGridOptions
+from monalisa.recipes.recipe import Recipe, get_preset
+from monalisa.recipes.sizes import TOLERANCE
 
 ORIGINAL = 272_703
 
@@ -360,8 +370,9 @@ def test_the_report_says_what_went_wrong_in_a_failed_entry(tmp_path):
     import json
 
     from helpers import tiny_target
-    from monalisa.record import RunDirectory
-    from monalisa.report import mean_colour_psnr
+
+    from monalisa.experiments.report import mean_colour_psnr
+    from monalisa.runs.directory import RunDirectory
 
     target = tiny_target(24, 24)
     base = default_base("depth", quick=True).replace(epochs=4, init="original:scale=0.03")

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
 from helpers import tiny_target
+
 from monalisa import fit, train_run
-from monalisa.recipes import Recipe
+from monalisa.recipes.recipe import Recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,13 +12,13 @@ epoch's reconstruction is a frame. The `original` recipe is the 2012
 
 __version__ = "0.1.0"
 
-from .errors import Diverged, UserError
-from .experiment import resume_run, train_run
-from .images import BUILTIN_IMAGES, Target, load_image, load_target
-from .models import build_model
-from .recipes import PRESETS, Recipe, get_preset, load_recipe
-from .record import RunDirectory
-from .train import Callback, FitResult, Trainer, fit, render
+from monalisa.data.images import BUILTIN_IMAGES, Target, load_image, load_target
+from monalisa.errors import Diverged, UserError
+from monalisa.models.network import build_model
+from monalisa.recipes.recipe import PRESETS, Recipe, get_preset, load_recipe
+from monalisa.runs.directory import RunDirectory
+from monalisa.runs.lifecycle import resume_run, train_run
+from monalisa.training.trainer import Callback, FitResult, Trainer, fit, render
 
 __all__ = [
     "BUILTIN_IMAGES", "Callback", "Diverged", "FitResult", "PRESETS", "Recipe", "RunDirectory", "Target",

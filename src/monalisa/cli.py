@@ -23,22 +23,31 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import __version__
-from .compare import comparison_entries, load_comparison, parse_seeds, run_comparison
-from .engines import DEVICES, ENGINES
-from .errors import Diverged, UserError
-from .experiment import default_run_path, resume_run, run_target, train_run
-from .images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
-from .limits import MAX_PARAMETERS, MAX_PIXELS, allowing_large
-from .recipes import DEFAULT_PRESET, ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
-from .registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
-from .files import save_png, write_errors
-from .neurons import DEFAULT_TILE, animate_neurons, run_neurons, save_neuron_grid
-from .record import FRAME_SCHEDULES, FRAME_SPACINGS, RunDirectory
-from .rendering import Region, output_size, render_run
-from .report import VERDICTS
-from .studies import (DEPTHS, NOISE_SEEDS, QUICK_DEPTHS, QUICK_SIDE, STUDIES, STUDY_SEEDS, DepthOptions,
-                      check_study_options, default_base)
+from monalisa import __version__
+from monalisa.data.images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
+from monalisa.engines import DEVICES, ENGINES
+from monalisa.errors import Diverged, UserError
+from monalisa.experiments.compare import comparison_entries, load_comparison, parse_seeds, run_comparison
+from monalisa.experiments.report import VERDICTS
+from monalisa.experiments.studies import (
+    DEPTHS,
+    NOISE_SEEDS,
+    QUICK_DEPTHS,
+    QUICK_SIDE,
+    STUDIES,
+    STUDY_SEEDS,
+    DepthOptions,
+    check_study_options,
+    default_base,
+)
+from monalisa.files import save_png, write_errors
+from monalisa.recipes.limits import MAX_PARAMETERS, MAX_PIXELS, allowing_large
+from monalisa.recipes.recipe import DEFAULT_PRESET, ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch
+from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.runs.directory import FRAME_SCHEDULES, FRAME_SPACINGS, RunDirectory
+from monalisa.runs.lifecycle import default_run_path, resume_run, run_target, train_run
+from monalisa.views.neurons import DEFAULT_TILE, animate_neurons, run_neurons, save_neuron_grid
+from monalisa.views.render import Region, output_size, render_run
 
 # Flags that set a recipe field: flag dest -> recipe key.
 RECIPE_FLAGS = ("arch", "activation", "output", "encoding", "residual", "init", "optimizer", "lr", "encoding_lr",
@@ -514,7 +523,7 @@ def command_study(args: argparse.Namespace) -> None:
 
 
 def command_search(args: argparse.Namespace) -> None:
-    from .search import run_search  # Ray Tune loads only for this command
+    from monalisa.experiments.search import run_search  # Ray Tune loads only for this command
 
     settings = {key: getattr(args, key) for key in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")
                 if getattr(args, key) is not None}
@@ -593,7 +602,7 @@ def command_neurons(args: argparse.Namespace) -> None:
 
 
 def command_serve(args: argparse.Namespace) -> None:
-    from .lab.server import serve  # the web stack loads only for this command
+    from monalisa.lab.server import serve  # the web stack loads only for this command
 
     try:
         serve(args.runs, host=args.host, port=args.port, jobs=args.jobs, open_browser=args.open)

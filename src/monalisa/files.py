@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from monalisa.errors import UserError
 
 PathLike = str | os.PathLike
 

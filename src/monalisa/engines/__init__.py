@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..recipes import Recipe
-from .online_support import supports
+from monalisa.engines.online_support import supports
+from monalisa.errors import UserError
+from monalisa.recipes.recipe import Recipe
 
 ENGINES = ("auto", "online", "batched")
 DEVICES = ("auto", "cpu", "cuda")
@@ -54,9 +54,9 @@ def choose_engine(name: str, recipe: Recipe, device: torch.device) -> str:
 def make_engine(name: str, model: torch.nn.Sequential, recipe: Recipe, coords: np.ndarray, colours: np.ndarray,
                 device: torch.device):
     if name == "online":
-        from .online import OnlineEngine  # imports numba: only when this engine runs
+        from monalisa.engines.online import OnlineEngine  # imports numba: only when this engine runs
 
         return OnlineEngine(model, recipe, coords, colours)
-    from .batched import BatchedEngine
+    from monalisa.engines.batched import BatchedEngine
 
     return BatchedEngine(model, recipe, coords, colours, device)

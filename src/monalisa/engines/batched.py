@@ -32,11 +32,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import Diverged
-from ..models import linear_layers
-from ..recipes import Recipe
-from ..registry import OPTIMIZERS, SCHEDULES
-from .cores import TorchThreads
+from monalisa.engines.cores import TorchThreads
+from monalisa.errors import Diverged
+from monalisa.models.network import linear_layers
+from monalisa.recipes.recipe import Recipe
+from monalisa.recipes.registry import OPTIMIZERS, SCHEDULES
 
 # An error signal above 1000 stopped the original; half its square is the
 # smallest per-pixel loss that such a delta implies.

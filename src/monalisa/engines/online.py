@@ -20,13 +20,13 @@ import numba
 import numpy as np
 import torch
 
-from ..errors import Diverged
-from ..models import linear_layers
-from ..recipes import Recipe
-from ..registry import ACTIVATIONS
-from . import online_kernel as kernel
-from .cores import FreeCores, usable_cores
-from .online_support import supports
+from monalisa.engines import online_kernel as kernel
+from monalisa.engines.cores import FreeCores, usable_cores
+from monalisa.engines.online_support import supports
+from monalisa.errors import Diverged
+from monalisa.models.network import linear_layers
+from monalisa.recipes.recipe import Recipe
+from monalisa.recipes.registry import ACTIVATIONS
 
 # The kernel's code for each name online_support admits (tests/test_engines.py checks they agree).
 _ACTIVATION_CODES = {

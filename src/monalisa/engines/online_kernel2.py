@@ -15,7 +15,7 @@ decides which kernel each call runs). If the two prange iterations do not run at
 the same time (one thread available), it returns NO_PARTNER, ``params`` untouched.
 """
 
-from .online_kernel import NO_PARTNER, train_pixels_on
+from monalisa.engines.online_kernel import NO_PARTNER, train_pixels_on
 
 __all__ = ["NO_PARTNER", "train_pixels_two_cores"]
 

@@ -7,8 +7,8 @@ kernel's activation codes.
 
 from __future__ import annotations
 
-from ..recipes import Recipe
-from ..registry import ACTIVATIONS, OPTIMIZERS
+from monalisa.recipes.recipe import Recipe
+from monalisa.recipes.registry import ACTIVATIONS, OPTIMIZERS
 
 # The activations online_kernel.py implements: each one's derivative follows from its output.
 HIDDEN_ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid")

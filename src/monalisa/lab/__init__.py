@@ -8,7 +8,7 @@
     static/    the page (HTML, CSS and JavaScript; no build step)
 """
 
-from ..recipes import DEFAULT_PRESET  # noqa: F401  (the form starts where `monalisa train` does)
+from monalisa.recipes.recipe import DEFAULT_PRESET  # noqa: F401  (the form starts where `monalisa train` does)
 
 # The form's starting size: small, so the first run on a laptop shows an image emerging within seconds.
 DEFAULT_SIZE = "128"

@@ -39,14 +39,29 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..errors import UserError
-from . import forms, store
-from .jobs import MAX_RENDER_WIDTH, THUMBNAIL_SIDE, Lab
-from .schemas import (CheckRequest, ErrorBody, ImageInfo, Images, LabJSON, Network, Neurons, Options, RecipeCheck,
-                      ResumeRequest,
-                      RunAnswer, RunDetail, RunList, RunRequest, RunsCreated, json_text)
-from .store import LabError, one_line, run_file, url_path
+from monalisa import __version__
+from monalisa.errors import UserError
+from monalisa.lab import forms, store
+from monalisa.lab.jobs import MAX_RENDER_WIDTH, THUMBNAIL_SIDE, Lab
+from monalisa.lab.schemas import (
+    CheckRequest,
+    ErrorBody,
+    ImageInfo,
+    Images,
+    LabJSON,
+    Network,
+    Neurons,
+    Options,
+    RecipeCheck,
+    ResumeRequest,
+    RunAnswer,
+    RunDetail,
+    RunList,
+    RunRequest,
+    RunsCreated,
+    json_text,
+)
+from monalisa.lab.store import LabError, one_line, run_file, url_path
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_SECONDS = 15.0  # an event-stream comment this often keeps proxies and browsers from timing out
@@ -217,8 +232,8 @@ def neurons(run_id: str, lab: LabDep, layer: Layer = 1):
 @run_routes.get("/{run_id:path}/network", response_model=Network, responses=_errors(400, 404),
                 summary="The network view: each hidden layer's units (or an even sample) and its dynamics")
 def network(run_id: str, lab: LabDep):
-    from ..network import network_view
-    from ..neurons import GUTTER
+    from monalisa.views.network_view import network_view
+    from monalisa.views.neurons import GUTTER
 
     view = network_view(store.run_path(lab.root, run_id))
     base = f"/api/runs/{url_path(run_id)}"
@@ -231,8 +246,8 @@ def network(run_id: str, lab: LabDep):
                 responses=_binary("image/png", "the thumbnails, one column") | _errors(400, 404),
                 summary="The network view's column of one hidden layer, as a PNG")
 def column_png(run_id: str, lab: LabDep, layer: Layer = 1):
-    from ..files import png_bytes
-    from ..network import layer_column
+    from monalisa.files import png_bytes
+    from monalisa.views.network_view import layer_column
 
     return _png(png_bytes(layer_column(store.run_path(lab.root, run_id), layer)))
 
@@ -242,8 +257,8 @@ def column_png(run_id: str, lab: LabDep, layer: Layer = 1):
                 summary="One unit of a hidden layer over the image, enlarged")
 def unit_png(run_id: str, lab: LabDep, layer: Layer = 1,
              unit: Annotated[int, Query(description="0..units - 1")] = 0):
-    from ..files import png_bytes
-    from ..network import unit_picture
+    from monalisa.files import png_bytes
+    from monalisa.views.network_view import unit_picture
 
     return _png(png_bytes(unit_picture(store.run_path(lab.root, run_id), layer, unit)))
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import tomllib
 
-from ..errors import UserError
-from ..images import Target
-from ..limits import MAX_RECIPE_BYTES, LimitError, check_recipe
-from ..recipes import ORDERS, PRESETS, Recipe, get_preset
-from ..registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
-from ..status import table as status_table
-from . import DEFAULT_PRESET, DEFAULT_SIZE, SIZES
-from .store import LabError
+from monalisa.data.images import Target
+from monalisa.errors import UserError
+from monalisa.lab import DEFAULT_PRESET, DEFAULT_SIZE, SIZES
+from monalisa.lab.store import LabError
+from monalisa.recipes.limits import MAX_RECIPE_BYTES, LimitError, check_recipe
+from monalisa.recipes.recipe import ORDERS, PRESETS, Recipe, get_preset
+from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.runs.status import table as status_table
 
 TEXT_FIELD = "recipe_text"
 

@@ -34,16 +34,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import UserError
-from ..files import png_bytes
-from ..images import BUILTIN_IMAGES, load_image
-from ..recipes import get_preset
-from ..record import RunBusy, RunDirectory
-from ..runner import FINISH, RESUME, RunSpec, Runner
-from ..status import BUSY, EXTENDABLE, Status, actions
-from . import DEFAULT_PRESET, forms
-from .store import LabError, RunReader, Uploads, find_runs, latest_frame, load_lab_target, run_id_of, run_path, \
-    unique_run_path
+from monalisa.data.images import BUILTIN_IMAGES, load_image
+from monalisa.errors import UserError
+from monalisa.execution.runner import FINISH, RESUME, Runner, RunSpec
+from monalisa.files import png_bytes
+from monalisa.lab import DEFAULT_PRESET, forms
+from monalisa.lab.store import (
+    LabError,
+    RunReader,
+    Uploads,
+    find_runs,
+    latest_frame,
+    load_lab_target,
+    run_id_of,
+    run_path,
+    unique_run_path,
+)
+from monalisa.recipes.recipe import get_preset
+from monalisa.runs.directory import RunBusy, RunDirectory
+from monalisa.runs.status import BUSY, EXTENDABLE, Status, actions
 
 THUMBNAIL_SIDE = 160  # px, the gallery's tiles at 2x for sharp screens
 THUMBNAILS = 64  # thumbnails kept (~30 KB each): the built-in gallery and the recent uploads
@@ -113,7 +122,7 @@ class Lab:
     def images(self) -> dict:
         from PIL import Image
 
-        from ..images import DEFAULT_IMAGE, builtin_path
+        from monalisa.data.images import DEFAULT_IMAGE, builtin_path
 
         builtin = []
         for name in BUILTIN_IMAGES:
@@ -346,7 +355,7 @@ class Lab:
         return self._thumbnails(image_id)
 
     def _draw_thumbnail(self, image_id: str) -> bytes:
-        from ..images import resize
+        from monalisa.data.images import resize
 
         pixels = self.image_pixels(image_id)
         scale = THUMBNAIL_SIDE / max(pixels.shape[:2])
@@ -361,7 +370,7 @@ class Lab:
         return self._neuron_grids(run_id, layer, saved)
 
     def _draw_neuron_grid(self, run_id: str, layer: int, saved: int | None) -> tuple[dict, bytes]:
-        from ..neurons import run_neurons
+        from monalisa.views.neurons import run_neurons
 
         grid = run_neurons(run_path(self.root, run_id), layer)
         meta = {field.name: getattr(grid, field.name) for field in dataclasses.fields(grid)
@@ -370,7 +379,7 @@ class Lab:
 
     def render(self, run_id: str, width: int) -> tuple[str, bytes]:
         """The run's latest checkpoint rendered ``width`` px wide, its aspect ratio kept: a file name and a PNG."""
-        from ..rendering import render_run
+        from monalisa.views.render import render_run
 
         if not 1 <= width <= MAX_RENDER_WIDTH:
             raise LabError(f"width must be 1 to {MAX_RENDER_WIDTH} px, got {width}; use `monalisa render` for "
@@ -397,7 +406,7 @@ def _free_group(root: Path, name: str, seeds: tuple[int, ...]) -> str:
 
 def _lab_seeds(recipe, seeds) -> tuple[int, ...]:
     """The seeds a request asks for (None: the recipe's own), at most LAB_MAX_SEEDS; LabError on the field."""
-    from ..compare import entry_seeds, parse_seeds
+    from monalisa.experiments.compare import entry_seeds, parse_seeds
 
     try:
         chosen = entry_seeds(recipe, parse_seeds(seeds) if isinstance(seeds, str) else seeds)

@@ -18,9 +18,9 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, create_model
 
-from ..files import json_safe
-from ..recipes import Recipe
-from . import DEFAULT_PRESET, DEFAULT_SIZE
+from monalisa.files import json_safe
+from monalisa.lab import DEFAULT_PRESET, DEFAULT_SIZE
+from monalisa.recipes.recipe import Recipe
 
 
 def json_text(value: Any) -> str:

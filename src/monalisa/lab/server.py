@@ -14,7 +14,8 @@ import threading
 import webbrowser
 from pathlib import Path
 
-from ..errors import UserError
+from monalisa.errors import UserError
+
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -37,8 +38,8 @@ def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
     """Serve the lab on host:port, training at most ``jobs`` runs at once, keeping them under ``runs``."""
     import uvicorn
 
-    from .app import LOOPBACK_NAMES, create_app
-    from .jobs import Lab
+    from monalisa.lab.app import LOOPBACK_NAMES, create_app
+    from monalisa.lab.jobs import Lab
 
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")

@@ -34,11 +34,11 @@ from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
-from ..images import BUILTIN_IMAGES, Target, load_image, resize
-from ..recipes import Recipe
-from ..files import read_metrics, write_json
-from ..record import RunDirectory
+from monalisa.data.images import BUILTIN_IMAGES, Target, load_image, resize
+from monalisa.errors import UserError
+from monalisa.files import read_metrics, write_json
+from monalisa.recipes.recipe import Recipe
+from monalisa.runs.directory import RunDirectory
 
 UPLOADS = ".uploads"
 # Caps on an upload. 32 MB holds any camera JPEG; 40 megapixels is beyond any
@@ -454,7 +454,7 @@ def _display_name(name: str | None) -> str:
 
 def parse_lab_size(text: str | None) -> tuple[str, object]:
     """The form's size: 'full', '128' (longest side in pixels) or 'WxH'. -> (kind, value)."""
-    from ..images import parse_size
+    from monalisa.data.images import parse_size
 
     text = (text or "full").strip().lower()
     if text == "full":

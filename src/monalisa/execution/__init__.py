@@ -1,0 +1,1 @@
+"""Where runs train: run specs, the runner, the worker, local and Ray executors."""

@@ -1,0 +1,1 @@
+"""Many runs into answers: comparisons, tables, statistics, reports, studies and search."""

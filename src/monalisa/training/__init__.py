@@ -1,0 +1,1 @@
+"""fit(): the trainer, its callbacks, the render after each epoch, per-layer dynamics."""
