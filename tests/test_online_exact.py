@@ -6,6 +6,8 @@ same arithmetic as the reference up to summation order, so the tolerance is
 tight; float32 (what training uses) is checked too, looser.
 """
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,8 @@ from monalisa.engines.online import OnlineEngine
 from monalisa.models.network import build_model, linear_layers
 from monalisa.recipes.recipe import Recipe
 from monalisa.recipes.registry import ACTIVATIONS
+
+TWO_CORES = functools.partial(kernel.train_pixels_on, 2)  # the kernel's body on two cores, as the engine calls it
 
 
 def reference_steps(model, recipe, coords, colours, order):
@@ -171,15 +175,14 @@ two_cores = pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="
 @pytest.mark.parametrize("recipe", TWO_CORE_RECIPES.values(), ids=TWO_CORE_RECIPES.keys())
 def test_two_core_kernel_matches_autograd_float64(recipe):
     """The split two-core kernel computes the same weights as the autograd loop, the same way every run."""
-    from monalisa.engines import online_kernel2
 
     coords, colours, order = problem(recipe, n_pixels=300)
     model = build_model(recipe).double()
     start = flat(model)
     params = kernel_steps(model, recipe, coords, colours, order, np.float64,
-                          train=online_kernel2.train_pixels_two_cores)
+                          train=TWO_CORES)
     again = kernel_steps(model, recipe, coords, colours, order, np.float64,
-                         train=online_kernel2.train_pixels_two_cores)
+                         train=TWO_CORES)
     reference_steps(model, recipe, coords.astype(np.float64), colours.astype(np.float64), order)
     assert np.abs(flat(model) - start).max() > 1e-3, "the reference did not train: the comparison would prove nothing"
     np.testing.assert_allclose(params, flat(model), rtol=0, atol=1e-10)
@@ -188,14 +191,13 @@ def test_two_core_kernel_matches_autograd_float64(recipe):
 
 @two_cores
 def test_two_core_kernel_stops_on_divergence_at_the_same_pixel():
-    from monalisa.engines import online_kernel2
 
     recipe = Recipe(arch=(8, 8), init="original:scale=30", lr=50.0)
     coords, colours, order = problem(recipe, n_pixels=2000)
     model = build_model(recipe).double()
     one = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED)
     two = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED,
-                       train=online_kernel2.train_pixels_two_cores)
+                       train=TWO_CORES)
     assert one[1] == two[1]  # the same pixel index
 
 
@@ -211,7 +213,6 @@ def test_two_core_kernel_shares_a_divergence_only_one_core_sees(unit, stop):
     above 1000 there and nowhere else: the output and second-layer deltas stay
     below it, so only the core owning ``unit`` sees it.
     """
-    from monalisa.engines import online_kernel2
 
     recipe = Recipe(arch=(8, 8), lr=1e-9)  # so slow that the weights barely move before the bad pixel
     coords = coordinate_grid(20, 20)
@@ -228,7 +229,7 @@ def test_two_core_kernel_shares_a_divergence_only_one_core_sees(unit, stop):
         output.weight.fill_(0.01)
     one = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED)
     two = kernel_steps(model, recipe, coords, colours, order, np.float64, expect=kernel.DIVERGED,
-                       train=online_kernel2.train_pixels_two_cores)
+                       train=TWO_CORES)
     assert one[1] == two[1] == stop
 
 
@@ -250,12 +251,11 @@ WIDE_RECIPES = {  # the one-hidden-layer sweeps (2 -> wide -> 3) against autogra
                          ids=[*TWO_CORE_RECIPES.keys(), *DEPTH_SHAPES.keys()])
 def test_one_and_two_core_kernels_give_identical_weights(recipe):
     """The same sums over the same blocks in the same order: equal bit for bit, float32 as training runs."""
-    from monalisa.engines import online_kernel2
 
     coords, colours, order = problem(recipe, n_pixels=40 if recipe.parameter_count() > 200_000 else 200)
     model = build_model(recipe)
     one = kernel_steps(model, recipe, coords, colours, order, np.float32)
-    two = kernel_steps(model, recipe, coords, colours, order, np.float32, train=online_kernel2.train_pixels_two_cores)
+    two = kernel_steps(model, recipe, coords, colours, order, np.float32, train=TWO_CORES)
     assert np.abs(one - flat(model).astype(np.float32)).max() > 0  # it trained
     np.testing.assert_array_equal(one, two)
 

@@ -11,12 +11,20 @@ PyTorch autograd does it.
 One algorithm, one or two cores, the same bits. Every layer is cut into two
 fixed blocks (``_own``: units [0, s) and [s, n), s about n/2), and ``_core`` computes
 each block's products and partial sums, then adds the two partials in a fixed
-order (block 0 + block 1). On two cores (online_kernel2.py) core t runs block
+order (block 0 + block 1). On two cores (``train_pixels_on(2, ...)``) core t runs block
 t and the cores meet at barriers to exchange partials; on one core ``_core``
 runs both blocks itself, through the very same compiled code on the same block
 shapes, and skips the barriers. So both kernels round identically, and the
 engine may switch between them at any call (tests/test_online_exact.py checks
 it bit for bit).
+
+Why two cores pay: one core streams every weight three times a pixel (forward
+read, backward read and write) at its cache's bandwidth; with one block of every
+layer a core, each streams half, and half of 4x300 (0.55 MB) fits one core's L2.
+The cores spin at each meeting (~1 us), so the two-core call needs both cores to
+itself: beside another job it runs 5-50x slower than one core (engines/online.py
+decides which each call runs). If the two prange iterations do not run at the same
+time (one thread available), it returns NO_PARTNER with ``params`` untouched.
 
 Layer roles, from the input (``_roles``; Megatron-LM's alternating split,
 Shoeybi et al. 2019, chosen to need the fewest meetings):

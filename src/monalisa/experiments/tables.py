@@ -13,12 +13,14 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from monalisa.experiments.report import THRESHOLDS, format_seconds
 from monalisa.experiments.stats import Estimate, estimate, overlap
-from monalisa.models.network import build_model
+from monalisa.recipes.encodings import build_encoding
 from monalisa.recipes.recipe import Recipe
 from monalisa.recipes.registry import ENCODINGS
+from monalisa.recipes.sizes import encoding_size
 from monalisa.runs.directory import RunDirectory
 from monalisa.runs.status import FINISHED, Status
 
@@ -41,12 +43,13 @@ def flops_per_pixel(recipe: Recipe) -> int:
     multiply-add forward, and the same backward into the table). An encoding registered
     elsewhere counts its module's ``flops_per_point`` attribute if it has one, else nothing.
     """
-    model = build_model(recipe)
-    linear = sum(layer.in_features * layer.out_features for layer in model.layers)
-    return 6 * linear + _encoding_flops(recipe, model.encoding)
+    features, _ = encoding_size(recipe.encoding)
+    widths = (features, *recipe.arch, 3)  # encoding -> hidden layers -> (R, G, B)
+    linear = sum(n_in * n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
+    return 6 * linear + _encoding_flops(recipe)
 
 
-def _encoding_flops(recipe: Recipe, module) -> int:
+def _encoding_flops(recipe: Recipe) -> int:
     spec = ENCODINGS.parse(recipe.encoding)
     options = spec.options
     inputs = 2  # (row, col)
@@ -58,6 +61,8 @@ def _encoding_flops(recipe: Recipe, module) -> int:
         return 7 * options.features
     if spec.name == "hashgrid":
         return 4 * options.levels * 4 * options.features
+    # a user's encoding: only its module knows (built alone, without the network behind it)
+    module = build_encoding(spec, inputs, torch.Generator().manual_seed(0))
     return int(getattr(module, "flops_per_point", 0))
 
 
