@@ -95,3 +95,16 @@ def ray_cluster():
     cluster = RayTestCluster()
     yield cluster
     cluster.cluster.shutdown()
+
+
+# Tests live in folders that mirror the package (tests/<package>/test_<module>.py); two folders
+# hold tests of the whole: e2e/ (real processes, kills, a run end to end) and browser/ (a real
+# Chromium). Their tests are marked by folder, so `-m "not e2e and not browser"` runs the rest.
+FOLDER_MARKS = {"e2e": "e2e", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = item.path.parent.name
+        if folder in FOLDER_MARKS:
+            item.add_marker(FOLDER_MARKS[folder])

@@ -14,7 +14,7 @@ from monalisa.data.images import BUILTIN_IMAGES, builtin_path, load_image, load_
 
 # The reference image's digest, as the README ("Built-in images") gives it.
 MONA_LISA_SHA256 = "8df228e63754c9135e381efd4d653f9492de9a837b02df9e657e2cafc63ae1cb"
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def test_the_packaged_mona_lisa_is_the_reference_file():
