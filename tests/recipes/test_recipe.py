@@ -10,8 +10,9 @@ import torch
 
 from monalisa.errors import UserError
 from monalisa.models.network import build_model, linear_layers
-from monalisa.recipes.recipe import PRESETS, Recipe, format_arch, get_preset, load_recipe, parse_arch
+from monalisa.recipes.recipe import PRESETS, Recipe, get_preset, load_recipe, parse_arch
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
+from monalisa.recipes.sizes import format_arch
 
 FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 

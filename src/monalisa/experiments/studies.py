@@ -45,9 +45,9 @@ from monalisa.experiments import stats
 from monalisa.experiments.compare import run_comparison  # a name of this module, so that tests can replace it
 from monalisa.recipes.encodings import HashGridOptions, hashgrid_resolutions
 from monalisa.recipes.limits import MAX_LAYERS
-from monalisa.recipes.recipe import Recipe, format_arch, get_preset
+from monalisa.recipes.recipe import Recipe, get_preset
 from monalisa.recipes.registry import ENCODINGS, INITS, Spec, format_spec
-from monalisa.recipes.sizes import TOLERANCE, parameter_count, width_for_budget
+from monalisa.recipes.sizes import TOLERANCE, format_arch, parameter_count, width_for_budget
 
 # Quick mode's image: the longest side 64 px (the Mona Lisa becomes 45x64, 2,880 pixels, 45x
 # fewer than 300x429): the author's "experiment on smaller images first".

@@ -144,7 +144,7 @@ def check_recipe(recipe, pixels: int | None = None, allow_large: bool | None = N
 
 
 def _arch(arch) -> str:
-    from monalisa.recipes.recipe import format_arch
+    from monalisa.recipes.sizes import format_arch
 
     text = format_arch(tuple(arch))
     return text if len(text) <= 40 else text[:37] + "..."

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monalisa.errors import UserError
-from monalisa.recipes import components, encodings  # noqa: F401  (they register the built-in components)
 from monalisa.recipes.limits import MAX_LAYERS, MAX_LR, MAX_RECIPE_BYTES
+from monalisa.recipes.recipe import components, encodings  # noqa: F401  (they register the built-in components)
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES, format_spec
+from monalisa.recipes.sizes import format_arch
 
 ORDERS = ("shuffled", "scan")
 
@@ -240,13 +241,6 @@ def parse_arch(text: str) -> tuple[int, ...]:
     if not widths or min(widths) < 1:
         raise UserError(f"--arch {text!r} needs at least one layer, each at least 1 unit wide")
     return widths
-
-
-def format_arch(arch: tuple[int, ...]) -> str:
-    """The inverse of parse_arch, preferring the DEPTHxWIDTH form."""
-    if len(set(arch)) == 1:
-        return f"{len(arch)}x{arch[0]}"
-    return ",".join(str(w) for w in arch)
 
 
 PRESETS: dict[str, Recipe] = {

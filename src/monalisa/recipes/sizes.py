@@ -1,4 +1,4 @@
-"""Networks of equal parameter count: the width that gives a depth a parameter budget.
+"""A network's shape in numbers: its name (4x300), its parameter count, and the width for a budget.
 
 The 2012 experiment's thesis was that deep beats shallow; the fair test holds the
 parameter count fixed and trades width for depth. A fully connected network of
@@ -29,6 +29,13 @@ from monalisa.errors import UserError
 TOLERANCE = 0.02
 
 
+def format_arch(arch: tuple[int, ...]) -> str:
+    """The inverse of parse_arch, preferring the DEPTHxWIDTH form."""
+    if len(set(arch)) == 1:
+        return f"{len(arch)}x{arch[0]}"
+    return ",".join(str(w) for w in arch)
+
+
 def parameter_count(arch: tuple[int, ...] | list[int], in_features: int = 2, out_features: int = 3) -> int:
     """Weights and biases of the MLP in_features -> arch[0] -> ... -> arch[-1] -> out_features."""
     widths = (in_features, *arch, out_features)
@@ -43,7 +50,7 @@ def encoding_size(spec, in_features: int = 2) -> tuple[int, int]:
     """
     import torch
 
-    from monalisa.recipes import encodings  # noqa: F401  (registers the built-in encodings)
+    from monalisa.recipes.recipe import encodings  # noqa: F401  (registers the built-in encodings)
     from monalisa.recipes.registry import ENCODINGS
 
     parsed = ENCODINGS.parse(spec) if isinstance(spec, str) else spec

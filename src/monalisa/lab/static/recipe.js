@@ -21,7 +21,7 @@ const SELECTS = new Set(["activation", "encoding", "optimizer"]);
 const INTEGER = /^\d+$/;
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
-// (300, 300, 300, 300) <-> "4x300"; (300, 300, 100) <-> "300,300,100" (recipes.py: format_arch, parse_arch).
+// (300, 300, 300, 300) <-> "4x300"; (300, 300, 100) <-> "300,300,100" (recipes/sizes.py: format_arch; recipes/recipe.py: parse_arch).
 export function formatArch(arch) {
   if (!Array.isArray(arch)) return String(arch ?? "");
   return arch.length && arch.every((w) => w === arch[0]) ? `${arch.length}x${arch[0]}` : arch.join(",");
