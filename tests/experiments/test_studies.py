@@ -22,14 +22,12 @@ from monalisa.experiments.studies import (
     default_base,
     depth_claims,
     encoding_claims,
-    hashgrid_parameters,
-    hashgrid_table_size,
     study_target,
     tips_claims,
 )
 from monalisa.experiments.tables import check_claims
 from monalisa.models.network import build_model
-from monalisa.recipes.encodings import HashGridOptions
+from monalisa.recipes.encodings import HashGridOptions, hashgrid_size, hashgrid_table_size
 from monalisa.recipes.recipe import Recipe, get_preset
 from monalisa.recipes.sizes import TOLERANCE
 
@@ -158,11 +156,11 @@ def test_hashgrid_table_size_is_the_closest():
         size = hashgrid_table_size(options, parameters)
 
         def off(n):
-            return abs(hashgrid_parameters(dataclasses.replace(options, table_size=n)) - parameters)
+            return abs(hashgrid_size(dataclasses.replace(options, table_size=n), 2)[1] - parameters)
 
         assert off(size) == min(off(n) for n in range(1, 5_000))
     built = Recipe(encoding="hashgrid:levels=6,base=4,finest=64,table_size=777")
-    assert hashgrid_parameters(dataclasses.replace(options, table_size=777)) == sum(
+    assert hashgrid_size(dataclasses.replace(options, table_size=777), 2)[1] == sum(
         p.numel() for p in build_model(built).encoding.parameters())
 
 

@@ -59,6 +59,7 @@ from monalisa.data.images import Target
 from monalisa.errors import Diverged, UserError
 from monalisa.execution.worker import Stopped
 from monalisa.files import atomic_path, json_safe, write_json, write_text
+from monalisa.recipes.encodings import hashgrid_table_size
 from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import Recipe
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, OPTIMIZERS, Spec, format_spec
@@ -143,19 +144,14 @@ def recipe_for(config: dict, budget: int, seed: int = 0, trial_seconds: float = 
 
     The width is the nearest to the budget (budget.width_for_budget), then narrowed until the total
     is at most the budget: a trial that may go over would win by size. A hash grid's tables take
-    ``table_share`` of the budget (studies.hashgrid_table_size) and the MLP the rest.
+    ``table_share`` of the budget (encodings.hashgrid_table_size) and the MLP the rest.
     """
-    from monalisa.experiments.studies import hashgrid_parameters, hashgrid_table_size
-
     encoding = _encoding_spec(config)
     if config["encoding"] == "hashgrid":
         options = ENCODINGS.parse(encoding).options
         tables = hashgrid_table_size(options, int(budget * config["table_share"]))
         encoding = format_spec(Spec("hashgrid", dataclasses.replace(options, table_size=tables)))
-        used = hashgrid_parameters(ENCODINGS.parse(encoding).options)
-    else:
-        used = encoding_size(encoding)[1]
-    features = encoding_size(encoding)[0]
+    features, used = encoding_size(encoding)
     depth = config["depth"]
     if budget - used < parameter_count((1,) * depth, features):
         raise UserError(f"a budget of {budget:,} parameters leaves no room for {depth} hidden layers after the "

@@ -43,11 +43,11 @@ from monalisa.data.images import Target, load_target, resize
 from monalisa.errors import UserError
 from monalisa.experiments import stats
 from monalisa.experiments.compare import run_comparison  # a name of this module, so that tests can replace it
-from monalisa.recipes.encodings import HashGridOptions, hashgrid_resolutions
+from monalisa.recipes.encodings import hashgrid_table_size
 from monalisa.recipes.limits import MAX_LAYERS
 from monalisa.recipes.recipe import Recipe, get_preset
 from monalisa.recipes.registry import ENCODINGS, INITS, Spec, format_spec
-from monalisa.recipes.sizes import TOLERANCE, format_arch, parameter_count, width_for_budget
+from monalisa.recipes.sizes import TOLERANCE, encoding_size, format_arch, parameter_count, width_for_budget
 
 # Quick mode's image: the longest side 64 px (the Mona Lisa becomes 45x64, 2,880 pixels, 45x
 # fewer than 300x429): the author's "experiment on smaller images first".
@@ -473,37 +473,6 @@ def noise_claims(rows: list[dict], margin: float = NoiseOptions.margin) -> list[
                 f"between two seeds is {statistics.median(gaps):.2f} dB. One run of each of two recipes that "
                 f"differ by less than {widest:.2f} dB on this image may differ by seed alone")
     return [_verdict(claim, widest <= margin, evidence + "".join("; " + f for f in _failures(rows)))]
-
-
-def hashgrid_parameters(options: HashGridOptions) -> int:
-    """The hash grid's trainable parameters: each level's min((N_l + 1)^2, table_size) rows of F features."""
-    rows = sum(min((n + 1) ** 2, options.table_size) for n in hashgrid_resolutions(options))
-    return rows * options.features
-
-
-def hashgrid_table_size(options: HashGridOptions, parameters: int) -> int:
-    """The table size per level whose grid has the number of parameters closest to ``parameters``.
-
-    The count grows with the table size until every level is dense; a bisection finds the
-    first size at or above the target, then the closer of it and the size below wins.
-    """
-    def count(size: int) -> int:
-        return hashgrid_parameters(dataclasses.replace(options, table_size=size))
-
-    low, high = 1, max((n + 1) ** 2 for n in hashgrid_resolutions(options))  # high: every level dense
-    if count(high) < parameters:
-        return high  # the grid cannot grow further; _check_budget reports the shortfall
-    while low < high:
-        middle = (low + high) // 2
-        low, high = (middle + 1, high) if count(middle) < parameters else (low, middle)
-    return low if low == 1 or count(low) - parameters <= parameters - count(low - 1) else low - 1
-
-
-def encoding_size(spec: str) -> tuple[int, int]:
-    """(output features, trainable parameters) of an encoding spec: budget.encoding_size, nothing built."""
-    from monalisa.recipes.sizes import encoding_size as measure  # this module's `budget` is a parameter name
-
-    return measure(spec)
 
 
 # -----------------------------------------------------------------------------

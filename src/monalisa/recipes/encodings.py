@@ -24,6 +24,7 @@ the same figures by arithmetic, so limits.py can size a recipe before building i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -190,6 +191,24 @@ def hashgrid_size(options: HashGridOptions, in_features: int) -> tuple[int, int]
     """(levels x features, table entries): HashGrid's own layout, by arithmetic (see HashGrid)."""
     rows = sum(min((n + 1) ** 2, options.table_size) for n in hashgrid_resolutions(options))
     return options.levels * options.features, rows * options.features
+
+
+def hashgrid_table_size(options: HashGridOptions, parameters: int) -> int:
+    """The table size per level whose grid has the number of parameters closest to ``parameters``.
+
+    The count grows with the table size until every level is dense; a bisection finds the
+    first size at or above the target, then the closer of it and the size below wins.
+    """
+    def count(size: int) -> int:
+        return hashgrid_size(dataclasses.replace(options, table_size=size), 2)[1]
+
+    low, high = 1, max((n + 1) ** 2 for n in hashgrid_resolutions(options))  # high: every level dense
+    if count(high) < parameters:
+        return high  # the grid cannot grow further; _check_budget reports the shortfall
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if count(middle) < parameters else (low, middle)
+    return low if low == 1 or count(low) - parameters <= parameters - count(low - 1) else low - 1
 
 
 # instant-ngp's spatial hash, one factor per dimension: h(x) = (x_0 * 1 XOR x_1 * 2654435761) mod T

@@ -36,7 +36,7 @@ none of them fires on at most a sliver of the image. "Never fired over the inter
 judged at the record's end, on the probe.
 
 Records come at the end of every epoch and, inside it, every RECORD_PIXELS pixels of training or
-more thinly, so that they cost at most BUDGET of the epoch's training time: an epoch of the 300x429
+more thinly, so that they cost at most TIME_SHARE of the epoch's training time: an epoch of the 300x429
 Mona Lisa (128,700 pixels) with the 4x300 network gets about 7 records (~5 ms each against ~2 s),
 the `fast` preset's 0.1 s epochs one, a 24 px test image one.
 """
@@ -69,7 +69,7 @@ RECORD_PIXELS = 20_000
 # records inside are spaced out to fit. The issue allows 5%; 2% leaves room for the machine's noise. A record costs ~4-7 ms
 # for 4x300 and ~1.5 ms for the `fast` hash grid (2 cores, one torch thread), whose epochs take ~0.1 s:
 # 6 records inside those would cost 10% (benchmarks/dynamics_overhead.py).
-BUDGET = 0.02
+TIME_SHARE = 0.02
 # The probe: 256 pixels, as the issue asks. Seeded apart from the recipe, so every run on an image is
 # measured on the same pixels.
 PROBE_PIXELS = 256
@@ -91,7 +91,7 @@ class LayerDynamics(Callback):
     """
 
     def __init__(self, every_pixels: int = RECORD_PIXELS, probe_pixels: int = PROBE_PIXELS,
-                 budget: float | None = BUDGET):
+                 budget: float | None = TIME_SHARE):
         """``budget``: the share of training time records inside an epoch may take (None: no limit)."""
         if every_pixels < 1 or probe_pixels < 1:
             raise ValueError("every_pixels and probe_pixels must be positive")
