@@ -29,17 +29,10 @@ from monalisa.engines import DEVICES, ENGINES
 from monalisa.errors import Diverged, UserError
 from monalisa.experiments.compare import comparison_entries, load_comparison, parse_seeds, run_comparison
 from monalisa.experiments.report import VERDICTS
-from monalisa.experiments.studies import (
-    DEPTHS,
-    NOISE_SEEDS,
-    QUICK_DEPTHS,
-    QUICK_SIDE,
-    STUDIES,
-    STUDY_SEEDS,
-    DepthOptions,
-    check_study_options,
-    default_base,
-)
+from monalisa.experiments.studies import STUDIES, check_study_options, default_base
+from monalisa.experiments.studies.common import QUICK_SIDE, STUDY_SEEDS
+from monalisa.experiments.studies.depth import DEPTHS, QUICK_DEPTHS, DepthOptions
+from monalisa.experiments.studies.noise import NOISE_SEEDS
 from monalisa.files import save_png, write_errors
 from monalisa.recipes.limits import MAX_PARAMETERS, MAX_PIXELS, allowing_large
 from monalisa.recipes.recipe import DEFAULT_PRESET, ORDERS, PRESETS, Recipe, get_preset, load_recipe, parse_arch

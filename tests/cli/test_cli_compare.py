@@ -18,7 +18,8 @@ from helpers import assert_one_line_error, run_cli_ok, snapshot, torch_count, wr
 
 from monalisa import cli
 from monalisa.cli import main
-from monalisa.experiments import studies
+from monalisa.experiments import compare
+from monalisa.experiments.studies import tips
 from monalisa.recipes.recipe import Recipe, get_preset
 from monalisa.recipes.sizes import TOLERANCE
 
@@ -157,7 +158,7 @@ def recorded(monkeypatch):
         return {"runs": [], "conclusion": "The conclusion.", "claims": claims if "claims" in kwargs else []}
 
     monkeypatch.setattr(cli, "run_comparison", fake)
-    monkeypatch.setattr(studies, "run_comparison", fake)
+    monkeypatch.setattr(compare, "run_comparison", fake)
     return calls
 
 
@@ -232,7 +233,7 @@ def test_study_tips_lr_reaches_the_baseline(workspace, large_png, recorded, caps
     run_cli_ok(["study", "tips", large_png, "--quick", "--lr", "0.05", "--out", str(workspace / "tips")], capsys)
     call = recorded[-1]
     entries = dict(call["entries"])
-    assert entries["original"] == get_preset("original").replace(epochs=studies.TIPS_QUICK_EPOCHS, lr=0.05)
+    assert entries["original"] == get_preset("original").replace(epochs=tips.TIPS_QUICK_EPOCHS, lr=0.05)
     assert entries["lr-x10"].lr == 0.5 and entries["lr-x0.1"].lr == 0.005
     assert entries["rprop-sigmoid"].lr == get_preset("rprop-sigmoid").lr  # the reader's set-up keeps its own
     assert call["target"].pixels.shape == (64, 51, 3)
@@ -266,6 +267,6 @@ def test_ctrl_c_says_how_to_resume(argv, how, workspace, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "run_comparison", interrupted)
-    monkeypatch.setattr(studies, "run_comparison", interrupted)
+    monkeypatch.setattr(compare, "run_comparison", interrupted)
     assert main([a.format(d=workspace) for a in argv]) == 130
     assert capsys.readouterr().err.strip() == f"monalisa: interrupted; {how.format(d=workspace)}"

@@ -339,8 +339,8 @@ def seeded(tmp_path_factory):
     entries = [("same-a", DEEP), ("same-b", DEEP), ("small", SMALL)]
 
     def claims(rows):
-        from monalisa.experiments.studies import _versus
-        return [_versus("same-a beats same-b", rows[0], rows[1], 0.0, "same-a", "same-b")]
+        from monalisa.experiments.studies.claims import versus
+        return [versus("same-a beats same-b", rows[0], rows[1], 0.0, "same-a", "same-b")]
 
     summary = run_comparison(blobs_target(), entries, out, jobs=2, quiet=True, seeds=3, claims=claims)
     return out, summary

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import bootstrap
 
 from monalisa.experiments import stats
-from monalisa.experiments.studies import _gap
+from monalisa.experiments.studies.claims import seed_gap
 
 SAMPLE = [24.31, 23.87, 24.62, 24.05, 23.70]
 
@@ -68,16 +68,16 @@ def row(label, finals):
 
 def test_a_verdict_flips_to_inconclusive_when_only_the_spread_grows():
     ours, theirs = np.array([25.0, 25.1, 24.9, 25.05]), np.array([24.0, 24.1, 23.9, 23.95])
-    supported, evidence = _gap(row("a", ours), row("b", theirs), 0.5)
+    supported, evidence = seed_gap(row("a", ours), row("b", theirs), 0.5)
     assert supported is True and "95% interval" in evidence and "4 and 4 seeds" in evidence
     spread = 12  # the same means, each seed 12x further from its mean
     wide_ours, wide_theirs = ours.mean() + spread * (ours - ours.mean()), theirs.mean() + spread * (theirs - theirs.mean())
-    supported, _ = _gap(row("a", wide_ours), row("b", wide_theirs), 0.5)
+    supported, _ = seed_gap(row("a", wide_ours), row("b", wide_theirs), 0.5)
     assert supported is None
-    supported, _ = _gap(row("a", theirs), row("b", ours), 0.5)  # the other way round: refuted
+    supported, _ = seed_gap(row("a", theirs), row("b", ours), 0.5)  # the other way round: refuted
     assert supported is False
 
 
 def test_one_seed_each_never_decides():
-    supported, evidence = _gap(row("a", [30.0]), row("b", [20.0]), 0.5)
+    supported, evidence = seed_gap(row("a", [30.0]), row("b", [20.0]), 0.5)
     assert supported is None and "no interval" in evidence

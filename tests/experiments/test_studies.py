@@ -14,17 +14,12 @@ from helpers import torch_count
 
 from monalisa.data.images import Target
 from monalisa.errors import UserError
-from monalisa.experiments import studies
-from monalisa.experiments.studies import (
-    DEPTHS,
-    QUICK_DEPTHS,
-    STUDIES,
-    default_base,
-    depth_claims,
-    encoding_claims,
-    study_target,
-    tips_claims,
-)
+from monalisa.experiments import compare
+from monalisa.experiments.studies import STUDIES, common, default_base, depth, noise, tips
+from monalisa.experiments.studies.common import study_target
+from monalisa.experiments.studies.depth import DEPTHS, QUICK_DEPTHS, depth_claims
+from monalisa.experiments.studies.encodings import encoding_claims
+from monalisa.experiments.studies.tips import tips_claims
 from monalisa.experiments.tables import check_claims
 from monalisa.models.network import build_model
 from monalisa.recipes.encodings import HashGridOptions, hashgrid_size, hashgrid_table_size
@@ -50,7 +45,7 @@ def captured(monkeypatch):
         calls.append({"target": target, "entries": entries, "out": out, **kwargs})
         return {"runs": [], "claims": []}
 
-    monkeypatch.setattr(studies, "run_comparison", fake)
+    monkeypatch.setattr(compare, "run_comparison", fake)
     return calls
 
 
@@ -71,7 +66,7 @@ def test_depth_entries_share_the_budget(target, tmp_path, captured):
         assert label == f"d{len(recipe.arch)}-w{recipe.arch[0]}"
         assert abs(torch_count(recipe) - ORIGINAL) <= TOLERANCE * ORIGINAL
         # everything but the architecture is the original recipe, for the study's epochs
-        assert recipe.replace(arch=(300,) * 4) == get_preset("original").replace(epochs=studies.DEPTH_EPOCHS)
+        assert recipe.replace(arch=(300,) * 4) == get_preset("original").replace(epochs=depth.DEPTH_EPOCHS)
     assert entries["d4-w300"].arch == (300,) * 4  # the original network is one of them
     assert call["target"] is target  # full mode trains on the image as given
     assert call["claims"]([]) and call["title"]
@@ -101,7 +96,7 @@ def test_depth_budget_counts_the_encoding(target, tmp_path, captured):
 
 def test_tips_pair_each_tip_with_its_opposite(target, tmp_path, captured):
     entries = dict(run("tips", target, tmp_path, captured)["entries"])
-    baseline = get_preset("original").replace(epochs=studies.TIPS_EPOCHS)
+    baseline = get_preset("original").replace(epochs=tips.TIPS_EPOCHS)
     assert entries["original"] == baseline
 
     def changed(recipe):
@@ -116,7 +111,7 @@ def test_tips_pair_each_tip_with_its_opposite(target, tmp_path, captured):
     assert changed(entries["lr-x10"]) == {"lr": 1.0}
     assert changed(entries["lr-x0.1"]) == {"lr": 0.01}
     # the reader's set-up as the preset has it, over the same epochs
-    assert entries["rprop-sigmoid"] == get_preset("rprop-sigmoid").replace(epochs=studies.TIPS_EPOCHS)
+    assert entries["rprop-sigmoid"] == get_preset("rprop-sigmoid").replace(epochs=tips.TIPS_EPOCHS)
     assert len(entries) == 9
 
 
@@ -192,7 +187,7 @@ def test_quick_mode_is_smaller(name, target, tmp_path, captured):
 
 @pytest.mark.parametrize("name", list(STUDIES))
 def test_studies_train_several_seeds_by_default(name, target, tmp_path, captured):
-    expected = studies.NOISE_SEEDS if name == "noise" else studies.STUDY_SEEDS
+    expected = noise.NOISE_SEEDS if name == "noise" else common.STUDY_SEEDS
     assert run(name, target, tmp_path, captured)["seeds"] == expected
     assert run(name, target, tmp_path, captured, quick=True)["seeds"] == expected
     assert run(name, target, tmp_path, captured, resume=True)["seeds"] is None  # a resume keeps its own
@@ -338,12 +333,12 @@ def test_encoding_claims_with_failures_and_a_perfect_fit():
 
 
 def test_the_noise_floor_is_the_spread_of_one_recipe():
-    tight = studies.noise_claims([row("noise", 25.0)], margin=0.5)[0]  # seeds 0.1 dB apart
+    tight = noise.noise_claims([row("noise", 25.0)], margin=0.5)[0]  # seeds 0.1 dB apart
     assert tight["supported"] is True and "0.10 dB apart" in tight["evidence"] and "3 seeds" in tight["evidence"]
     wide = row("noise", 25.0)
     for seed, psnr in zip(wide["per_seed"], (24.2, 25.0, 25.9)):
         seed["psnr"] = psnr
-    claim = studies.noise_claims([wide], margin=0.5)[0]
+    claim = noise.noise_claims([wide], margin=0.5)[0]
     assert claim["supported"] is False and "1.70 dB apart" in claim["evidence"]
     assert "median gap between two seeds is 0.90 dB" in claim["evidence"]
 
@@ -355,7 +350,7 @@ def test_the_noise_floor_is_the_spread_of_one_recipe():
 def test_a_tiny_study_runs(tmp_path):
     pixels = np.random.default_rng(1).random((8, 8, 3), dtype=np.float32)
     base = default_base("depth", quick=True).replace(epochs=1)
-    summary = studies.study_depth(Target("tiny", pixels), tmp_path / "depth", quick=True, base=base, jobs=1,
+    summary = depth.study_depth(Target("tiny", pixels), tmp_path / "depth", quick=True, base=base, jobs=1,
                                   quiet=True, depths=(1, 3), budget=5_000)
     assert [r["label"] for r in summary["runs"]] == ["d1-w833", "d3-w48"]
     assert all(r["epochs"] == 1 and math.isfinite(r["psnr"]) for r in summary["runs"])
@@ -374,7 +369,7 @@ def test_the_report_says_what_went_wrong_in_a_failed_entry(tmp_path):
 
     target = tiny_target(24, 24)
     base = default_base("depth", quick=True).replace(epochs=4, init="original:scale=0.03")
-    studies.study_depth(target, tmp_path / "depth", quick=True, base=base, jobs=1, quiet=True, depths=(1, 8),
+    depth.study_depth(target, tmp_path / "depth", quick=True, base=base, jobs=1, quiet=True, depths=(1, 8),
                         budget=700, seeds=1)
     summary = json.loads((tmp_path / "depth" / "summary.json").read_text())
     deep = next(row for row in summary["runs"] if row["label"].startswith("d8"))

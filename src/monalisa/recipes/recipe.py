@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monalisa.errors import UserError
-from monalisa.recipes.limits import MAX_LAYERS, MAX_LR, MAX_RECIPE_BYTES
 from monalisa.recipes import components, encodings  # noqa: F401  (they register the built-in components)
+from monalisa.recipes.limits import MAX_LAYERS, MAX_LR, MAX_RECIPE_BYTES
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES, format_spec
 from monalisa.recipes.sizes import format_arch
 

@@ -50,7 +50,7 @@ def encoding_size(spec, in_features: int = 2) -> tuple[int, int]:
     """
     import torch
 
-    from monalisa.recipes.recipe import encodings  # noqa: F401  (registers the built-in encodings)
+    from monalisa.recipes import encodings  # noqa: F401  (registers the built-in encodings)
     from monalisa.recipes.registry import ENCODINGS
 
     parsed = ENCODINGS.parse(spec) if isinstance(spec, str) else spec
