@@ -1,7 +1,8 @@
 """What the user docs promise holds: every `monalisa ...` command in README.md and docs/*.md names a
 real subcommand and only its real flags (checked against the CLI's own argparse parser, no process
-started), every relative link and image points at a file of this repository that exists, and the
-README stays a guide of at most MAX_README_LINES lines.
+started), every relative link and image points at a file of this repository that exists (and a
+heading there, for a #fragment), every repository file they name exists, and the README stays a
+guide of at most MAX_README_LINES lines.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ END = re.compile(r"&&|\|\||;|\s#|`|\s{3,}")
 FLAG = re.compile(r"--?[A-Za-z][\w-]*")  # a whole word: -h, --epochs, --lr=0.1 (its value dropped)
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HTML_REF = re.compile(r"<(?:img|a|source)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"", re.I)
+# A file of the repository named in prose or code, always from the repository's root.
+REPO_PATH = re.compile(r"(?<![\w./-])((?:src|tests|benchmarks|docs|examples)/[\w./-]*\w\.(?:py|md|toml|jpg|png|gif))\b")
 HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
 
 
@@ -191,6 +194,15 @@ def test_the_readme_is_a_guide():
 def test_relative_links_resolve(page):
     assert page.exists()
     assert link_errors(page) == []
+
+
+def test_named_repository_files_exist():
+    """`python benchmarks/epoch_time.py`, `tests/test_online_exact.py`: a file that moved is a stale page."""
+    missing = [f"{page.name}: {path}" for page in PAGES for path in REPO_PATH.findall(page.read_text())
+               if not (ROOT / path).is_file()]
+    assert missing == []
+    assert REPO_PATH.findall("run `python benchmarks/gone.py` (docs/zoo.py; ../docs/x.md)") == [
+        "benchmarks/gone.py", "docs/zoo.py"]
 
 
 def test_a_broken_link_is_caught(tmp_path):
