@@ -251,7 +251,7 @@ def add_ray_flag(group, default: str | None = None) -> None:
     group.add_argument("--ray", metavar="ADDRESS", default=default,
                        help="train on Ray (pip install 'monalisa[ray]'): local starts one on this machine, bound "
                             "to 127.0.0.1; auto or HOST:PORT joins a cluster, whose nodes must see the output "
-                            "folder at the same path (README, Ray)" + (f" (default: {default})" if default else ""))
+                            "folder at the same path (docs/ray.md)" + (f" (default: {default})" if default else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ def _scikit_image(file: str) -> BuiltinImage:
 
 # Built-in images: name -> where its file lies, always inside an installed wheel (no
 # download). The reference Mona Lisa ships in this package (src/monalisa/data; its
-# provenance and sha256 are in the README's "Built-in images"); the rest are the
+# provenance and sha256 are in docs/recipes.md); the rest are the
 # gallery scikit-image ships in skimage/data.
 BUILTIN_IMAGES = {
     "mona_lisa": BuiltinImage("monalisa", "data/mona_lisa.jpg", "Leonardo da Vinci, public domain"),

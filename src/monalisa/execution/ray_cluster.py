@@ -286,7 +286,7 @@ def _work(spec, threads: int, hub, token: str) -> None:
     if not folder.is_dir():  # not a shared disk: writing here would leave the run on this node alone
         reports.put({"type": "end", "id": spec.key, "status": "error",
                      "message": f"the Ray node {socket.gethostname()} cannot see {str(folder)!r}: --ray needs the "
-                                "output folder on a disk every node mounts at the same path (README, Ray)"})
+                                "output folder on a disk every node mounts at the same path (docs/ray.md)"})
         return
     threading.Thread(target=_follow, args=(hub, token), daemon=True).start()
     execute(spec, threads, reports)
@@ -370,7 +370,7 @@ class RayExecutor:
         return max(1, min(self.connection.node_cpus, self.connection.cpus // jobs))
 
     def start(self, spec, threads: int) -> RayHandle:
-        # The driver's absolute path: a worker's working folder is its own (README: a shared disk).
+        # The driver's absolute path: a worker's working folder is its own (docs/ray.md: a shared disk).
         spec = dataclasses.replace(spec, path=Path(spec.path).resolve())
         spec.path.parent.mkdir(parents=True, exist_ok=True)  # so a task can tell a shared disk from its own
         token = f"{spec.key}#{next(self._tokens)}"  # a restarted run must not see its last task's stop

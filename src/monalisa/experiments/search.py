@@ -34,7 +34,7 @@ The search directory::
 Ctrl-C stops the trials (Ray Tune saves its state), and ``run_search(..., resume=True)``
 (`monalisa search --resume DIR`) restores the experiment: unfinished trials continue from
 their run directories' checkpoints. Ray Tune keeps files in one folder, so on a cluster the
-search directory must be on a disk every node mounts at the same path (README, Ray).
+search directory must be on a disk every node mounts at the same path (docs/ray.md).
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def _tune(connection, target: Target, out: Path, settings: dict, space: SearchSp
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    threads = 1  # one core a trial: the throughput setting on CPUs (README, Speed); more trials at once
+    threads = 1  # one core a trial: the throughput setting on CPUs (docs/speed.md); more trials at once
     gpus = 1 if settings["device"] in ("cuda", "auto") and connection.gpus > 0 else 0
     slots = max(1, connection.cpus // threads if not gpus else min(connection.cpus, connection.gpus))
     trainable = tune.with_resources(

@@ -371,7 +371,7 @@ DEAD = 0.5  # a layer with half its units dead or saturated everywhere has lost 
 SATURATED = 0.5  # half of all unit-pixel outputs at an extreme
 # Updates too small, judged an epoch at a time: the ~1e-3 a step of the rule of thumb is for minibatch
 # steps; the original's steps are single pixels, 128,700 of them an epoch, and its healthy 4x300 network
-# moves ~1e-6.3 a step (dyn-4x300 in the README), 1e-1.2 an epoch were the steps aligned. Under
+# moves ~1e-6.3 a step (docs/dynamics.md), 1e-1.2 an epoch were the steps aligned. Under
 # 1e-4 an epoch even then, a layer's weights stand still (the 8x196 network's first five layers).
 TINY_EPOCH_UPDATE = -4
 SLOWER = 2  # orders of magnitude a layer's updates lie below the median layer's: it learns 100x slower
