@@ -38,7 +38,6 @@ every run resumable with ``run_comparison(..., resume=True)``.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import shutil
@@ -52,11 +51,11 @@ import numpy as np
 from .engines import resolve_device
 from .engines.cores import usable_cores
 from .errors import UserError
-from .files import atomic_path, json_safe, read_metrics, write_json
+from .files import atomic_path, json_safe, read_json, read_metrics, write_json
 from .images import Target
 from .limits import check_recipe
 from .recipes import DEFAULT_PRESET, Recipe, get_preset, load_recipe
-from .record import RunDirectory
+from .record import RunDirectory, read_target
 from .report import write_outputs
 from .runner import START, RunSpec, Runner
 from .status import FINISHED, Status
@@ -171,9 +170,11 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
     if not path.is_file():
         raise UserError(f"{str(out)!r} is not a comparison directory (no {COMPARISON_FILE})")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
         entries = [(item["label"], Recipe.from_dict(item["recipe"])) for item in data["entries"]]
-        pixels = np.load(out / "target.npy")
+        for _, recipe in entries:  # before anything is built or trained from them
+            check_recipe(recipe, source=str(path))
+        pixels = read_target(out / "target.npy", data["width"], data["height"], path)
         target = Target(name=data["image"], pixels=pixels)
         title = data["title"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -185,7 +186,7 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
 def saved_seeds(out: str | Path) -> dict[str, tuple[int, ...]]:
     """label -> the seeds a comparison directory's entries train ({} for one that has none yet)."""
     try:
-        data = json.loads((Path(out) / COMPARISON_FILE).read_text())
+        data = read_json(Path(out) / COMPARISON_FILE)
         return {item["label"]: entry_seeds(Recipe.from_dict(item["recipe"]), item.get("seeds"))
                 for item in data["entries"]}
     except (FileNotFoundError, NotADirectoryError):  # not a comparison yet: _prepare_directory says what it is

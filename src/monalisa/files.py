@@ -3,6 +3,7 @@
     atomic_path(path)      context manager: write to a temporary name, then os.replace
     write_text / write_json / json_safe
     read_metrics(path)     metrics.csv back as rows (epoch an int, the rest floats)
+    read_json(path)        a JSON object from a file of a bounded size
     read_npy(f, dtype, shape)  an array from a .npy stream, its header checked against what the caller expects
     save_png / png_bytes   a uint8 frame as a PNG file (atomically) or as bytes (for the lab)
     write_errors(path)     an OSError while writing (a full disk, a read-only folder) as one line
@@ -173,6 +174,27 @@ def require_regular(path: PathLike, limit: int | None = None) -> None:
     if limit is not None and info.st_size > limit:
         raise OSError(errno.EFBIG, f"{info.st_size:,} bytes, more than the {limit:,} such a file can hold",
                       str(path))
+
+
+# run.json, recipe.json, comparison.json, search.json: a few hundred bytes to a few kilobytes; a bigger
+# one is doctored, and not parsed.
+MAX_JSON_BYTES = 2**20
+
+
+def read_json(path: PathLike) -> dict:
+    """A JSON object from a file of at most MAX_JSON_BYTES; OSError or ValueError saying what is wrong."""
+    require_regular(path, MAX_JSON_BYTES)  # a FIFO would block, /dev/zero fill memory
+    try:
+        data = json.loads(Path(path).read_text())
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def read_metrics(path: Path) -> list[dict]:

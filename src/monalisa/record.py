@@ -43,7 +43,6 @@ import csv
 import errno
 import fcntl
 import io
-import json
 import math
 import os
 import pickle
@@ -63,8 +62,8 @@ from PIL import Image
 from . import animate
 from .board import TensorBoardLog
 from .dynamics import LayerDynamics, layers_csv, plot_dynamics, read_layers
-from .files import atomic_path, read_metrics, read_npy, require_regular, save_png, write_errors, write_failure, \
-    write_json, write_text
+from .files import atomic_path, read_json, read_metrics, read_npy, require_regular, save_png, write_errors, \
+    write_failure, write_json, write_text
 from .errors import UserError
 from .images import Target
 from .limits import check_pixels, check_recipe, checkpoint_bytes
@@ -79,7 +78,6 @@ FRAME_COMPRESSION = 1
 FRAME_SPACINGS = ("even", "log")  # which frames an exported animation keeps: see captioned_frames
 LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
 STALE_TEMPORARIES = ".*.tmp-*"  # files.atomic_path's temporary names
-MAX_JSON_BYTES = 2**20  # run.json and recipe.json are a few hundred bytes; a bigger one is doctored
 SNAPSHOTS = "snapshots"
 # A snapshot is its model's weights in float16 plus, per array, an .npy header (128 bytes) and zip
 # headers (~150 bytes and the name twice); a file bigger than that is not a snapshot of that model.
@@ -115,6 +113,22 @@ def snapshot_wanted(epoch: int) -> bool:
     while a < epoch:
         a, b = b, a + b
     return epoch in (0, a)
+
+
+def read_target(path: Path, width: int, height: int, described_in: Path) -> np.ndarray:
+    """(height, width, 3) float32 in [0, 1] from a run's, comparison's or search's target.npy, where
+    ``described_in`` (run.json, comparison.json, search.json) gives the size: that size is checked
+    against limits.py (LimitError) and the file's header against it (files.read_npy) before a pixel
+    is read. OSError or ValueError for a file that is not that array."""
+    if not all(type(side) is int and side >= 1 for side in (width, height)):
+        raise ValueError(f"{described_in.name} gives its size as {width!r}x{height!r}, not two positive whole numbers")
+    check_pixels(width * height, f"{str(described_in)!r}: its {width:,}x{height:,} target", shrink="")
+    require_regular(path)  # a FIFO would block the open
+    with open(path, "rb") as f:
+        pixels = read_npy(f, np.float32, (height, width, 3), size=os.fstat(f.fileno()).st_size)
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+        raise ValueError("values outside [0, 1]")
+    return pixels
 
 
 def checkpoint_problem(state) -> str | None:
@@ -272,15 +286,11 @@ class RunDirectory:
 
     def _json(self, name: str) -> dict:
         try:
-            require_regular(self.path / name, MAX_JSON_BYTES)  # a FIFO would block, /dev/zero fill memory
-            data = json.loads((self.path / name).read_text())
+            return read_json(self.path / name)
         except OSError as exc:
             raise self._damaged(name, exc.strerror or str(exc)) from None
         except ValueError as exc:
-            raise self._damaged(name, f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise self._damaged(name, f"a JSON {type(data).__name__}, not an object")
-        return data
+            raise self._damaged(name, str(exc)) from None
 
     def info(self) -> dict:
         info = self._json("run.json")
@@ -306,19 +316,12 @@ class RunDirectory:
         """target.npy, as float32 of run.json's size: that size is checked against limits.py and the
         file's header against it before any pixel is read (read_npy)."""
         info = self.info()
-        shape = (info["height"], info["width"], 3)
-        check_pixels(shape[0] * shape[1], f"{str(self.path / 'run.json')!r}: its {shape[1]:,}x{shape[0]:,} target",
-                     shrink="")
         try:
-            require_regular(self.path / "target.npy")  # a FIFO would block the open
-            with open(self.path / "target.npy", "rb") as f:
-                pixels = read_npy(f, np.float32, shape, size=os.fstat(f.fileno()).st_size)
+            pixels = read_target(self.path / "target.npy", info["width"], info["height"], self.path / "run.json")
         except OSError as exc:
             raise self._damaged("target.npy", exc.strerror or str(exc)) from None
-        except ValueError as exc:  # a header unlike run.json's size, or a short file
+        except ValueError as exc:  # a header unlike run.json's size, a short file, values outside [0, 1]
             raise self._damaged("target.npy", str(exc)) from None
-        if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
-            raise self._damaged("target.npy", "values outside [0, 1]")
         return Target(name=info["image"], pixels=pixels)
 
     def checkpoint(self) -> dict | None:

@@ -58,11 +58,11 @@ import numpy as np
 from .budget import encoding_size, parameter_count, width_for_budget
 from .errors import Diverged, UserError
 from .executors import Stopped
-from .files import atomic_path, json_safe, write_json, write_text
+from .files import atomic_path, json_safe, read_json, write_json, write_text
 from .images import Target
 from .limits import check_recipe
 from .recipes import Recipe
-from .record import RunBusy, RunDirectory
+from .record import RunBusy, RunDirectory, read_target
 from .registry import ACTIVATIONS, ENCODINGS, OPTIMIZERS, Spec, format_spec
 from .status import FINISHED, Status
 from .train import Callback
@@ -313,9 +313,9 @@ def _load_search(out: Path) -> tuple[Target, dict]:
     if (out / "summary.json").is_file():
         raise UserError(f"{str(out)!r} is a finished search; its report is {out / 'report.html'}")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
         settings = {name: data[name] for name in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")}
-        target = Target(name=data["image"], pixels=np.load(out / "target.npy"))
+        target = Target(name=data["image"], pixels=read_target(out / "target.npy", data["width"], data["height"], path))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read search {str(out)!r}: {exc.__class__.__name__}: {exc}") from None
     _check_settings(settings)
