@@ -55,7 +55,7 @@ from .files import atomic_path, json_safe, read_json, read_metrics, write_json
 from .images import Target
 from .limits import check_recipe
 from .recipes import DEFAULT_PRESET, Recipe, get_preset, load_recipe
-from .record import RunDirectory, read_target
+from .record import RunDirectory, damaged, read_target
 from .report import write_outputs
 from .runner import START, RunSpec, Runner
 from .status import FINISHED, Status
@@ -174,7 +174,10 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
         entries = [(item["label"], Recipe.from_dict(item["recipe"])) for item in data["entries"]]
         for _, recipe in entries:  # before anything is built or trained from them
             check_recipe(recipe, source=str(path))
-        pixels = read_target(out / "target.npy", data["width"], data["height"], path)
+        try:
+            pixels = read_target(out / "target.npy", data["width"], data["height"], path)
+        except (OSError, ValueError) as exc:
+            raise damaged(out / "target.npy", exc, "comparison directory", "start the comparison again") from None
         target = Target(name=data["image"], pixels=pixels)
         title = data["title"]
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -115,6 +115,13 @@ def snapshot_wanted(epoch: int) -> bool:
     return epoch in (0, a)
 
 
+def damaged(path: Path, detail: str, directory: str = "run directory", again: str = "train the run again") -> UserError:
+    """The one line for a file of a run (or comparison, or search) that is not what it should be."""
+    detail = getattr(detail, "strerror", None) or str(detail)
+    return UserError(f"{str(path)!r} cannot be read ({detail}); the {directory} is damaged: restore the file from "
+                     f"a copy, or {again}")
+
+
 def read_target(path: Path, width: int, height: int, described_in: Path) -> np.ndarray:
     """(height, width, 3) float32 in [0, 1] from a run's, comparison's or search's target.npy, where
     ``described_in`` (run.json, comparison.json, search.json) gives the size: that size is checked
@@ -281,8 +288,7 @@ class RunDirectory:
     # which file is wrong and what to do.
 
     def _damaged(self, name: str, detail: str) -> UserError:
-        return UserError(f"{str(self.path / name)!r} cannot be read ({detail}); the run directory is damaged: "
-                         "restore the file from a copy, or train the run again")
+        return damaged(self.path / name, detail)
 
     def _json(self, name: str) -> dict:
         try:

@@ -62,7 +62,7 @@ from .files import atomic_path, json_safe, read_json, write_json, write_text
 from .images import Target
 from .limits import check_recipe
 from .recipes import Recipe
-from .record import RunBusy, RunDirectory, read_target
+from .record import RunBusy, RunDirectory, damaged, read_target
 from .registry import ACTIVATIONS, ENCODINGS, OPTIMIZERS, Spec, format_spec
 from .status import FINISHED, Status
 from .train import Callback
@@ -315,7 +315,11 @@ def _load_search(out: Path) -> tuple[Target, dict]:
     try:
         data = read_json(path)
         settings = {name: data[name] for name in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")}
-        target = Target(name=data["image"], pixels=read_target(out / "target.npy", data["width"], data["height"], path))
+        try:
+            pixels = read_target(out / "target.npy", data["width"], data["height"], path)
+        except (OSError, ValueError) as exc:
+            raise damaged(out / "target.npy", exc, "search directory", "start the search again") from None
+        target = Target(name=data["image"], pixels=pixels)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read search {str(out)!r}: {exc.__class__.__name__}: {exc}") from None
     _check_settings(settings)
