@@ -91,7 +91,7 @@ VIEWS = ["network", "neurons?layer=1", "neurons.png?layer=1", "column.png?layer=
          "render.png?width=64"]
 VIEW_CRAFTS = {  # craft -> (the field the answer names, words its error holds)
     "huge-arch": ("arch", "recipe.json': arch 100000000,8 has over 1,000,000,035 parameters"),
-    "oversized-checkpoint": (None, "checkpoint.pt' cannot be read"),
+    "oversized-checkpoint": (None, "checkpoint.pt' cannot be read (41,9"),
     "lying-checkpoint": (None, "its zip directory claims"),
 }
 SERVER_PEAK = 1536 * 2**20  # the lab, torch and a few tiny renders: ~600 MB measured; a crafted size is gigabytes
