@@ -35,16 +35,15 @@ from contention import busy_loop  # benchmarks/ is the script's folder, so on sy
 from monalisa.data.images import load_target
 from monalisa.recipes.recipe import get_preset
 from monalisa.runs.lifecycle import train_run
-from monalisa.training import trainer
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 BEFORE = {"PACK_LAYERS": False}  # the render settings this is measured against
 
 
 def one_run(target, recipe, settings: dict, busy: bool) -> dict:
-    saved = {name: getattr(train, name) for name in settings}
+    saved = {name: getattr(trainer, name) for name in settings}
     for name, value in settings.items():
-        setattr(train, name, value)
+        setattr(trainer, name, value)
     process = busy_loop(pin=True) if busy else None
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -56,7 +55,7 @@ def one_run(target, recipe, settings: dict, busy: bool) -> dict:
             process.kill()
             process.wait()
         for name, value in saved.items():
-            setattr(train, name, value)
+            setattr(trainer, name, value)
     history = result.history
     training = sum(row["train_seconds"] for row in history)
     # An epoch's cycle: from one row's timestamp to the next (its training, render and the previous files).

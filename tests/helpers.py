@@ -5,10 +5,16 @@
 - the CLI: `run_cli` (status, stdout, stderr), `run_cli_ok` (the printed lines of a command that must succeed),
   `assert_one_line_error` (the CLI's error shape);
 - models: `torch_count` (parameters counted by PyTorch, the reference for budget.py), `SMALL_HASHGRID`;
-- the lab: `wait_for` (poll a run through the API until a condition holds).
+- the lab: `wait_for` (poll a run through the API until a condition holds);
+- crafted run directories: `craft` (one file of a run replaced by a stranger's: a lying header, a huge
+  recipe), `CRAFTS` (their names), `MEMORY_CAP` (the address space a process reading them runs under).
 """
 
+import io
+import json
+import struct
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +97,81 @@ def wait_for(client, run_id, condition, timeout=90.0):
             return run
         time.sleep(0.2)
     raise AssertionError(f"timed out; last state {run}")
+
+
+# -- crafted run directories --------------------------------------------------------------------
+# Each names a file of a finished run and what a stranger put there; a reader that trusted it would
+# ask for gigabytes (the figure in the comment), which MEMORY_CAP makes an error a test can see.
+
+CRAFTS = {
+    "huge-arch": "recipe.json",  # arch [100000000, 8]: 6.4 GB of float32 weights
+    "lying-target": "target.npy",  # a header claiming (200000, 200000, 3) float32: 447 GiB
+    "lying-snapshot": "snapshots",  # a member claiming (100000, 100000) float16: 18.6 GiB
+    "truncated-snapshot": "snapshots",  # half of each snapshot: a zip with no central directory
+    "wrong-shape-snapshot": "snapshots",  # layers.0.weight of 3 inputs where the network has 2
+    "oversized-checkpoint": "checkpoint.pt",  # an honest zip with 40 MB more than the recipe's network
+    "lying-checkpoint": "checkpoint.pt",  # a zip directory claiming 3.75 GB for a tensor of a few bytes
+}
+MEMORY_CAP = 4 * 2**30  # RLIMIT_AS for a process reading crafted runs: torch itself maps ~2 GiB of it
+
+
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def _rewrite_zip(path: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _zip_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def craft(run: Path, how: str) -> None:
+    """Replace the file CRAFTS[how] names in the run directory ``run`` (a finished run with snapshots)."""
+    snapshots = sorted((run / "snapshots").glob("*.npz"))
+    if how == "huge-arch":
+        recipe = json.loads((run / "recipe.json").read_text())
+        (run / "recipe.json").write_text(json.dumps({**recipe, "arch": [100_000_000, 8]}))
+    elif how == "lying-target":
+        (run / "target.npy").write_bytes(_npy_header("<f4", (200_000, 200_000, 3)) + bytes(64))
+    elif how == "lying-snapshot":
+        for path in snapshots:
+            _rewrite_zip(path, {**_zip_members(path),
+                                "layers.0.weight.npy": _npy_header("<f2", (100_000, 100_000)) + bytes(64)})
+    elif how == "truncated-snapshot":
+        for path in snapshots:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "wrong-shape-snapshot":
+        for path in snapshots:
+            wrong = io.BytesIO()
+            np.save(wrong, np.zeros((8, 3), np.float16))
+            _rewrite_zip(path, {**_zip_members(path), "layers.0.weight.npy": wrong.getvalue()})
+    elif how == "oversized-checkpoint":
+        import torch
+
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        state["model"]["layers.0.extra"] = torch.zeros(10 * 2**20)
+        torch.save(state, run / "checkpoint.pt")
+    elif how == "lying-checkpoint":
+        _lie_about_a_tensor(run / "checkpoint.pt", 0xF000_0000)
+    else:
+        raise ValueError(how)
+
+
+def _lie_about_a_tensor(path: Path, claimed: int) -> None:
+    """Set the sizes the zip's central directory gives the first tensor (``.../data/0``) to ``claimed``:
+    torch.load allocates a tensor's buffer from that entry before reading it."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        name = next(info.filename for info in archive.infolist() if info.filename.endswith("/data/0")).encode()
+    at = data.index(b"PK\x01\x02")  # the first central directory entry
+    while not data[at + 46: at + 46 + len(name)] == name:  # walk the central directory to the tensor's entry
+        at = data.index(b"PK\x01\x02", at + 4)
+    struct.pack_into("<II", data, at + 20, claimed, claimed)  # compressed and uncompressed size
+    path.write_bytes(bytes(data))

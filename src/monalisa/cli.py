@@ -50,6 +50,7 @@ STUDY_FLAGS = ("budget", "depths")
 ARCH_HELP = "hidden layers: DEPTHxWIDTH (4x300) or widths (300,300,100)"
 ALLOW_LARGE_HELP = (f"lift the memory limits (over {MAX_PARAMETERS:,} parameters, {MAX_PIXELS:,} training pixels, "
                     "...: see limits.py) on a machine with the memory")
+READ_LARGE_HELP = "lift the memory limits to read a run trained with --allow-large, on a machine with the memory"
 
 COMPARE_DESCRIPTION = f"""\
 Train several recipes on one image, each run in its own process, and write one
@@ -372,6 +373,7 @@ def add_render(commands) -> None:
                       help="centre of the zoomed view, as fractions of height and width (default: 0.5,0.5)")
     rend.add_argument("--device", choices=DEVICES, default="auto")
     rend.add_argument("--out", metavar="FILE", help="output PNG (default: RUN/render-WxH[-zoomZ].png)")
+    rend.add_argument("--allow-large", action="store_true", help=READ_LARGE_HELP)
 
 
 def add_neurons(commands) -> None:
@@ -389,6 +391,7 @@ def add_neurons(commands) -> None:
     neur.add_argument("--animate", action="store_true",
                       help="every unit over the run, from the run's weight snapshots (epochs 0, 1, 2, 3, 5, 8, ...): "
                            "a GIF and an MP4 (default: RUN/neurons-layerK.gif and .mp4)")
+    neur.add_argument("--allow-large", action="store_true", help=READ_LARGE_HELP)
 
 
 def add_serve(commands) -> None:

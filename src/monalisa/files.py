@@ -3,6 +3,8 @@
     atomic_path(path)      context manager: write to a temporary name, then os.replace
     write_text / write_json / json_safe
     read_metrics(path)     metrics.csv back as rows (epoch an int, the rest floats)
+    read_json(path)        a JSON object from a file of a bounded size
+    read_npy(f, dtype, shape)  an array from a .npy stream, its header checked against what the caller expects
     save_png / png_bytes   a uint8 frame as a PNG file (atomically) or as bytes (for the lab)
     write_errors(path)     an OSError while writing (a full disk, a read-only folder) as one line
 
@@ -174,11 +176,69 @@ def require_regular(path: PathLike, limit: int | None = None) -> None:
                       str(path))
 
 
+# run.json, recipe.json, comparison.json, search.json: a few hundred bytes to a few kilobytes; a bigger
+# one is doctored, and not parsed.
+MAX_JSON_BYTES = 2**20
+
+
+def read_json(path: PathLike) -> dict:
+    """A JSON object from a file of at most MAX_JSON_BYTES; OSError or ValueError saying what is wrong."""
+    require_regular(path, MAX_JSON_BYTES)  # a FIFO would block, /dev/zero fill memory
+    try:
+        data = json.loads(Path(path).read_text())
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def read_metrics(path: Path) -> list[dict]:
     require_regular(path, MAX_METRICS_BYTES)
     with open(path, newline="") as f:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
+
+
+# The .npy header layouts NumPy writes (np.save picks 1.0 unless a header needs more than 64 KB, which
+# no array of ours does); 3.0 differs only by UTF-8 field names, which ours never have.
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_npy(f, dtype, shape: tuple[int, ...], size: int | None = None) -> np.ndarray:
+    """The array in the .npy stream ``f`` (a file, or a member of an .npz), which must be ``dtype`` of
+    ``shape``; ValueError saying what differs.
+
+    The header is read and compared before any of the data: np.load sizes its allocation from the
+    header, so a 100-byte file claiming (200000, 200000, 3) would make it ask for 447 GiB. Here the
+    caller's shape sizes it, and exactly that many bytes must follow (``size``: the stream's length,
+    when known, so a short or padded file is refused before the read too).
+    """
+    dtype, shape = np.dtype(dtype), tuple(shape)
+    version = np.lib.format.read_magic(f)
+    if version not in _NPY_HEADERS:
+        raise ValueError(f"NumPy format version {version[0]}.{version[1]}, not one np.save writes here")
+    got_shape, fortran_order, got_dtype = _NPY_HEADERS[version](f)
+    if got_dtype != dtype or got_shape != shape or fortran_order:
+        order = " in Fortran order" if fortran_order else ""
+        raise ValueError(f"a {got_dtype} array of shape {got_shape}{order}, not {dtype} of {shape}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if size is not None and size - f.tell() != nbytes:
+        raise ValueError(f"{size - f.tell():,} bytes of data where its shape needs {nbytes:,}")
+    array = np.empty(shape, dtype)
+    view, done = memoryview(array).cast("B"), 0
+    while done < nbytes:
+        got = f.readinto(view[done:])
+        if not got:
+            raise ValueError(f"truncated: {done:,} of {nbytes:,} bytes of data")
+        done += got
+    if f.read(1):
+        raise ValueError(f"more than the {nbytes:,} bytes of data its shape needs")
+    return array
 
 
 def check_uint8_image(a: np.ndarray, allow_grey: bool = False) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""The run directory under attack (issue 9): readers never write, one writer per run, checkpoints are
-data not code, a kill during the ending is finished by a resume, and damage or a full disk is one line.
+"""The run directory under attack: readers never write, one writer per run, checkpoints are data not
+code, a kill during the ending is finished by a resume, damage or a full disk is one line, and a file
+a stranger crafted (a huge recipe, a lying header) is refused before anything is allocated.
 
 Each test reproduces the attack first and then checks the fix against what is on disk. Runs are tiny
 (a 2x8 network on 16x12 pixels) and every subprocess has a timeout and is killed in a finally.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, snapshot
+from helpers import CRAFTS, MEMORY_CAP, assert_one_line_error, craft, snapshot
 
 from monalisa import Recipe, files, load_target, train_run
 from monalisa.cli import main
@@ -377,3 +378,111 @@ def test_create_refuses_a_directory_another_process_is_creating(tmp_path):
             RunDirectory.create(out, RECIPE, load_target("astronaut", size=SIZE), {})
     finally:
         holder.unlock()
+
+
+# -- 6. a crafted file is refused before anything is allocated ---------------------------------------
+
+# What each reader reads of CRAFTS' files (animate reads frames and metrics only).
+CLI_READS = {
+    "render": ("huge-arch", "oversized-checkpoint", "lying-checkpoint"),
+    "neurons": ("huge-arch", "oversized-checkpoint", "lying-checkpoint"),
+    "neurons --animate": ("huge-arch", "lying-snapshot", "truncated-snapshot", "wrong-shape-snapshot"),
+    "train --resume": ("huge-arch", "lying-target", "oversized-checkpoint", "lying-checkpoint"),
+    "compare --resume": ("huge-arch", "lying-target"),
+}
+# The words each refusal must hold: the file, and what about it is refused.
+REFUSED = {
+    "huge-arch": ("recipe.json': arch 100000000,8 has over 1,000,000,035 parameters", "the limit is 50,000,000"),
+    "lying-target": ("target.npy", "(200000, 200000, 3), not float32 of (12, 16, 3)"),
+    "lying-snapshot": ("snapshots/epoch-00000.npz' cannot be read", "(100000, 100000), not float16 of (8, 2)"),
+    "truncated-snapshot": ("snapshots/epoch-00000.npz' cannot be read", "truncated"),
+    "wrong-shape-snapshot": ("snapshots/epoch-00000.npz' cannot be read", "(8, 3), not float16 of (8, 2)"),
+    "oversized-checkpoint": ("checkpoint.pt' cannot be read", "bytes, more than the"),
+    "lying-checkpoint": ("checkpoint.pt' cannot be read", "its zip directory claims 4,026,5"),
+}
+PEAK_RSS = 1536 * 2**20  # torch, the tiny run and the pictures: ~500 MB measured; any crafted size is gigabytes
+
+
+def crafted_comparison(finished: Path, folder: Path, how: str) -> Path:
+    """A comparison directory of one entry whose run is ``finished``, then crafted: its run's recipe
+    (read by the resume's plan) or the comparison's own target.npy (read first)."""
+    out = folder / f"compare-{how}"
+    (out / "runs").mkdir(parents=True)
+    shutil.copytree(finished, out / "runs" / "a")
+    shutil.copy(finished / "target.npy", out / "target.npy")
+    (out / "comparison.json").write_text(json.dumps({"title": "t", "image": "astronaut", "width": SIZE[0],
+                                                     "height": SIZE[1], "entries": [
+                                                         {"label": "a", "recipe": RECIPE.to_dict(),
+                                                          "seeds": [RECIPE.seed]}]}))
+    craft(out if how == "lying-target" else out / "runs" / "a", how)
+    return out
+
+
+def cli_argv(command: str, run: Path, folder: Path) -> list[str]:
+    return {"render": ["render", str(run), "--out", str(folder / "r.png")],
+            "neurons": ["neurons", str(run), "--out", str(folder / "n.png")],
+            "neurons --animate": ["neurons", str(run), "--animate", "--out", str(folder / "n.gif")],
+            "train --resume": ["train", "--resume", str(run), "--epochs", "4", "--quiet"],
+            "compare --resume": ["compare", "--resume", str(run), "--quiet"]}[command]
+
+
+@pytest.fixture(scope="module")
+def crafted_cli(finished, tmp_path_factory) -> dict:
+    """Every (command, craft) of CLI_READS, run in one process under MEMORY_CAP (one torch import for
+    all): {(command, craft): (status, stderr)}, and the process's peak resident memory."""
+    folder = tmp_path_factory.mktemp("crafted")
+    cases = []
+    for command, crafts in CLI_READS.items():
+        for how in crafts:
+            if command == "compare --resume":
+                target = crafted_comparison(finished, folder / command.replace(" ", ""), how)
+            else:
+                target = folder / command.replace(" ", "") / how
+                shutil.copytree(finished, target)
+                craft(target, how)
+            cases.append((command, how, cli_argv(command, target, folder)))
+    code = ("import contextlib, io, json, resource, sys\nfrom monalisa.cli import main\nresults = []\n"
+            f"for command, how, argv in {cases!r}:\n"
+            "    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+            "        status = main(argv)\n"
+            "    results.append([command, how, status, err.getvalue()])\n"
+            "print(json.dumps({'results': results, 'peak': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, preexec_fn=cap)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    return {"results": {(command, how): (status, err) for command, how, status, err in answer["results"]},
+            "peak": answer["peak"] * 1024}
+
+
+@pytest.mark.parametrize("command,how", [(command, how) for command, crafts in CLI_READS.items() for how in crafts])
+def test_a_crafted_file_is_one_line_and_allocates_nothing(crafted_cli, command, how):
+    status, err = crafted_cli["results"][(command, how)]
+    assert status == 2, err
+    line = assert_one_line_error(err)
+    for words in REFUSED[how]:
+        assert words in line, line
+    if how != "huge-arch":
+        assert "restore the file" in line, line
+    if CRAFTS[how] != "checkpoint.pt":  # a damaged snapshot names itself, not the checkpoint
+        assert "checkpoint.pt" not in line, line
+    assert crafted_cli["peak"] < PEAK_RSS, crafted_cli["peak"]
+
+
+def test_a_run_trained_past_the_limits_reads_with_allow_large(finished, tmp_path, capsys, monkeypatch):
+    """The check that refuses a crafted recipe.json lets a big one through where the limits are lifted:
+    the refusal is about this machine's memory, not about the file."""
+    from monalisa.recipes import limits
+
+    run = copy_of(finished, tmp_path)
+    monkeypatch.setattr(limits, "MAX_PARAMETERS", 100)  # the 8x8 network has 115 weights before its input's
+    assert main(["render", str(run), "--out", str(tmp_path / "r.png")]) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert f"{str(run / 'recipe.json')!r}: arch 2x8 has over 115 parameters; the limit is 100" in line
+    assert "--allow-large" in line and not (tmp_path / "r.png").exists()
+    assert main(["render", str(run), "--out", str(tmp_path / "r.png"), "--allow-large"]) == 0
+    assert (tmp_path / "r.png").is_file()

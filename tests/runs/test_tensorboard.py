@@ -25,17 +25,17 @@ def test_a_run_writes_scalars_frames_and_histograms(tmp_path):
     train_run(tiny_target(10, 12), recipe, tmp_path / "run", quiet=True)
     run = RunDirectory.open(tmp_path / "run")
     board = events(run.path)
-    tags = tensorboard.Tags()
-    psnr = tensorboard.Scalars("image/psnr")
+    tags = board.Tags()
+    psnr = board.Scalars("image/psnr")
     assert [e.step for e in psnr] == [1, 2, 3, 4]
     assert [e.value for e in psnr] == pytest.approx([row["psnr"] for row in run.checkpoint()["history"]], rel=1e-6)
     ends = [r for r in run.layers() if r["fraction"] == 1.0 and r["layer"] == 2]
-    grad = tensorboard.Scalars("grad_rms/layer2")
+    grad = board.Scalars("grad_rms/layer2")
     assert [e.value for e in grad] == pytest.approx([r["grad_rms"] for r in ends], rel=1e-5)
     assert {"weights/layer1", "weights/layer3", "activations/layer1", "activations/layer2"} <= set(tags["histograms"])
-    weights = tensorboard.Histograms("weights/layer1")[-1].histogram_value
+    weights = board.Histograms("weights/layer1")[-1].histogram_value
     assert weights.num == 8 * 2  # every weight of the first layer, once
-    images = tensorboard.Images("frame")
+    images = board.Images("frame")
     assert [e.step for e in images] == [1, 2, 3, 4]
     assert (images[0].width, images[0].height) == (12, 10)
 

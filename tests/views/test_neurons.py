@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run_cli, snapshot
+from helpers import assert_one_line_error, craft, run_cli, snapshot
 from matplotlib import colormaps
 from PIL import Image
 
@@ -395,3 +395,19 @@ def test_animate_without_snapshots_is_one_line(snapshot_run, tmp_path, capsys):
     assert status == 2 and "has no weight snapshots" in assert_one_line_error(err)
     status, _, err = run_cli(["neurons", str(snapshot_run), "--animate", "--out", str(tmp_path / "x.png")], capsys)
     assert status == 2 and "must end in .gif or .mp4" in assert_one_line_error(err)
+
+
+@pytest.mark.parametrize("how,words", [("truncated-snapshot", "truncated or not a NumPy archive"),
+                                       ("wrong-shape-snapshot", "layers.0.weight: a float16 array of shape (8, 3), "
+                                                                "not float16 of (6, 2)")])
+def test_animate_names_the_damaged_snapshot(snapshot_run, tmp_path, capsys, how, words):
+    """A damaged snapshot is one line naming that snapshot, not the run's checkpoint.pt (whose weights
+    the snapshot's were once wrongly blamed on). Under a memory cap, with lying headers too: test_run_safety."""
+    run = tmp_path / "run"
+    shutil.copytree(snapshot_run, run)
+    craft(run, how)
+    status, _, err = run_cli(["neurons", str(run), "--animate", "--out", str(tmp_path / "n.gif")], capsys)
+    line = assert_one_line_error(err)
+    assert status == 2 and f"{str(run / 'snapshots' / 'epoch-00000.npz')!r} cannot be read" in line
+    assert words in line and "checkpoint.pt" not in line
+    assert not (tmp_path / "n.gif").exists()

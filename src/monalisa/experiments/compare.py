@@ -38,7 +38,6 @@ every run resumable with ``run_comparison(..., resume=True)``.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import shutil
@@ -56,10 +55,10 @@ from monalisa.errors import UserError
 from monalisa.execution.runner import START, Runner, RunSpec
 from monalisa.experiments.report import write_outputs
 from monalisa.experiments.tables import check_claims, conclusion, entry_row
-from monalisa.files import atomic_path, json_safe, read_metrics, write_json
+from monalisa.files import atomic_path, json_safe, read_json, read_metrics, write_json
 from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import DEFAULT_PRESET, Recipe, get_preset, load_recipe
-from monalisa.runs.directory import RunDirectory
+from monalisa.runs.directory import RunDirectory, damaged, read_target
 from monalisa.runs.status import FINISHED, Status
 
 COMPARISON_FILE = "comparison.json"
@@ -171,9 +170,14 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
     if not path.is_file():
         raise UserError(f"{str(out)!r} is not a comparison directory (no {COMPARISON_FILE})")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
         entries = [(item["label"], Recipe.from_dict(item["recipe"])) for item in data["entries"]]
-        pixels = np.load(out / "target.npy")
+        for _, recipe in entries:  # before anything is built or trained from them
+            check_recipe(recipe, source=str(path))
+        try:
+            pixels = read_target(out / "target.npy", data["width"], data["height"], path)
+        except (OSError, ValueError) as exc:
+            raise damaged(out / "target.npy", exc, "comparison directory", "start the comparison again") from None
         target = Target(name=data["image"], pixels=pixels)
         title = data["title"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -185,7 +189,7 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
 def saved_seeds(out: str | Path) -> dict[str, tuple[int, ...]]:
     """label -> the seeds a comparison directory's entries train ({} for one that has none yet)."""
     try:
-        data = json.loads((Path(out) / COMPARISON_FILE).read_text())
+        data = read_json(Path(out) / COMPARISON_FILE)
         return {item["label"]: entry_seeds(Recipe.from_dict(item["recipe"]), item.get("seeds"))
                 for item in data["entries"]}
     except (FileNotFoundError, NotADirectoryError):  # not a comparison yet: _prepare_directory says what it is

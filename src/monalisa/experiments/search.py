@@ -58,13 +58,13 @@ import numpy as np
 from monalisa.data.images import Target
 from monalisa.errors import Diverged, UserError
 from monalisa.execution.worker import Stopped
-from monalisa.files import atomic_path, json_safe, write_json, write_text
+from monalisa.files import atomic_path, json_safe, read_json, write_json, write_text
 from monalisa.recipes.encodings import hashgrid_table_size
 from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import Recipe
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, OPTIMIZERS, Spec, format_spec
 from monalisa.recipes.sizes import encoding_size, parameter_count, width_for_budget
-from monalisa.runs.directory import RunBusy, RunDirectory
+from monalisa.runs.directory import RunBusy, RunDirectory, damaged, read_target
 from monalisa.runs.status import FINISHED, Status
 from monalisa.training.trainer import Callback
 
@@ -309,9 +309,13 @@ def _load_search(out: Path) -> tuple[Target, dict]:
     if (out / "summary.json").is_file():
         raise UserError(f"{str(out)!r} is a finished search; its report is {out / 'report.html'}")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
         settings = {name: data[name] for name in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")}
-        target = Target(name=data["image"], pixels=np.load(out / "target.npy"))
+        try:
+            pixels = read_target(out / "target.npy", data["width"], data["height"], path)
+        except (OSError, ValueError) as exc:
+            raise damaged(out / "target.npy", exc, "search directory", "start the search again") from None
+        target = Target(name=data["image"], pixels=pixels)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read search {str(out)!r}: {exc.__class__.__name__}: {exc}") from None
     _check_settings(settings)

@@ -36,7 +36,8 @@ from PIL import Image, UnidentifiedImageError
 
 from monalisa.data.images import BUILTIN_IMAGES, Target, load_image, resize
 from monalisa.errors import UserError
-from monalisa.files import read_metrics, write_json
+from monalisa.files import MAX_JSON_BYTES, read_metrics, write_json
+from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import Recipe
 from monalisa.runs.directory import RunDirectory
 
@@ -46,7 +47,6 @@ UPLOADS = ".uploads"
 # and keeps a decoded upload under ~500 MB of float32.
 MAX_UPLOAD_BYTES = 32 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000
-MAX_JSON_BYTES = 2**20  # run.json, recipe.json: a few hundred bytes; a bigger one is doctored, not parsed
 MAX_RUN_DEPTH = 4  # <root>/compare-x/runs/<label> is 3 segments; a little room beyond
 
 # A run id's segment: no separators, no NUL, not hidden (which also rules out '.' and '..').
@@ -210,7 +210,7 @@ class RunReader:
         run_id = run_id_of(self.root, run)
         problems = []
         info = self._read(run / "run.json", _checked_info)
-        recipe = self._read(run / "recipe.json", lambda p: Recipe.from_dict(_json_object(p)))
+        recipe = self._read(run / "recipe.json", _checked_recipe)
         metrics = self._read(run / "metrics.csv", _checked_metrics)
         for name, value in (("run.json", info), ("recipe.json", recipe), ("metrics.csv", metrics)):
             if isinstance(value, Unreadable):
@@ -300,6 +300,14 @@ def _checked_info(path: Path) -> dict:
         if value is not None and (type(value) is not kind):
             raise ValueError(f"{name} is {value!r}, not a {kind.__name__}")
     return info
+
+
+def _checked_recipe(path: Path) -> Recipe:
+    """recipe.json, refused past limits.py's limits as RunDirectory.recipe refuses it for every view:
+    such a run is listed 'unreadable', with the limit in its message."""
+    recipe = Recipe.from_dict(_json_object(path))
+    check_recipe(recipe, source=str(path))
+    return recipe
 
 
 def _checked_metrics(path: Path) -> list[dict]:

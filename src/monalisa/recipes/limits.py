@@ -107,12 +107,26 @@ class RecipeSize:
     encoding_features: int  # the encoding's output width
 
 
-def check_recipe(recipe, pixels: int | None = None, allow_large: bool | None = None) -> RecipeSize:
+def check_recipe(recipe, pixels: int | None = None, allow_large: bool | None = None,
+                 source: str | None = None) -> RecipeSize:
     """The recipe's size, refused (LimitError) past a limit; ``pixels``: the training image's, if known.
+
+    The one check for every recipe, whether the user wrote it or it is read back from a file
+    (a run's recipe.json is data from a stranger: it is checked before any network is built from it);
+    ``source`` names that file, and the refusal starts with it.
 
     Arithmetic on the recipe alone: the arch first, then the encoding's size hook (a user's
     encoding without one is built, only once everything else has passed).
     """
+    try:
+        return _recipe_size(recipe, pixels, allow_large)
+    except LimitError as exc:
+        if source is None:
+            raise
+        raise LimitError(f"{source!r}: {exc}", exc.field) from None
+
+
+def _recipe_size(recipe, pixels: int | None, allow_large: bool | None) -> RecipeSize:
     from monalisa.recipes.sizes import encoding_size, parameter_count
 
     arch = recipe.arch
@@ -153,17 +167,37 @@ def _arch(arch) -> str:
 # -- images -----------------------------------------------------------------------------------
 
 
-def check_pixels(pixels: int, what: str = "the training image", allow_large: bool | None = None) -> None:
-    """Refuse a training image of more than MAX_PIXELS pixels."""
+def check_pixels(pixels: int, what: str = "the training image", allow_large: bool | None = None,
+                 shrink: str = ": use --size or --scale to shrink it") -> None:
+    """Refuse a training image of more than MAX_PIXELS pixels; ``shrink`` says how to make it smaller."""
     if pixels > MAX_PIXELS:
         _refuse(f"{what} has {pixels:,} pixels ({pixels * BYTES_PER_PIXEL / 2**20:,.0f} MB as a target); the limit "
-                f"is {MAX_PIXELS:,} ({MAX_TARGET_BYTES / 2**20:,.0f} MB): use --size or --scale to shrink it",
-                "size", allow_large)
+                f"is {MAX_PIXELS:,} ({MAX_TARGET_BYTES / 2**20:,.0f} MB){shrink}", "size", allow_large)
 
 
 def check_image_size(width: int, height: int, allow_large: bool | None = None) -> None:
     """A resize's output, checked before resizing."""
     check_pixels(width * height, f"a {width:,}x{height:,} image", allow_large)
+
+
+# -- files read back from a run ------------------------------------------------------------------
+# A checkpoint is a zip of tensors and a pickle (torch.save); torch.load sizes each tensor's buffer
+# from the zip's own directory, so a reader bounds the file by what its (already checked) recipe implies.
+
+# Weights and their optimiser state, float32: the weights and Adam's two moments measured 12 bytes a
+# parameter (SGD's online engine 4); 16 leaves room for an optimiser with a third state.
+CHECKPOINT_BYTES_PER_PARAMETER = 16
+# A row of history (epoch, seconds, mae, mse, psnr) pickled: ~200 bytes measured.
+CHECKPOINT_BYTES_PER_EPOCH = 512
+# The rest: the recipe, the generator's state, buffers (a Fourier encoding's matrix is at most
+# MAX_ACTIVATIONS floats), zip headers.
+CHECKPOINT_SLACK_BYTES = 4 * 2**20
+
+
+def checkpoint_bytes(recipe) -> int:
+    """The most bytes a checkpoint of ``recipe`` holds (a recipe check_recipe has passed)."""
+    return (CHECKPOINT_BYTES_PER_PARAMETER * recipe.parameter_count() + CHECKPOINT_BYTES_PER_EPOCH * recipe.epochs
+            + CHECKPOINT_SLACK_BYTES)
 
 
 # -- animations -------------------------------------------------------------------------------

@@ -43,13 +43,14 @@ import csv
 import errno
 import fcntl
 import io
-import json
 import math
 import os
 import pickle
 import shutil
 import stat
 import time
+import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,9 @@ from monalisa.data.images import Target
 from monalisa.errors import UserError
 from monalisa.files import (
     atomic_path,
+    read_json,
     read_metrics,
+    read_npy,
     require_regular,
     save_png,
     write_errors,
@@ -70,6 +73,7 @@ from monalisa.files import (
     write_json,
     write_text,
 )
+from monalisa.recipes.limits import check_pixels, check_recipe, checkpoint_bytes
 from monalisa.recipes.recipe import Recipe
 from monalisa.runs import animation
 from monalisa.runs.status import COMPLETE_REASONS, Status, status_after
@@ -84,9 +88,11 @@ FRAME_COMPRESSION = 1
 FRAME_SPACINGS = ("even", "log")  # which frames an exported animation keeps: see captioned_frames
 LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
 STALE_TEMPORARIES = ".*.tmp-*"  # files.atomic_path's temporary names
-MAX_JSON_BYTES = 2**20  # run.json and recipe.json are a few hundred bytes; a bigger one is doctored
 SNAPSHOTS = "snapshots"
-MAX_SNAPSHOT_BYTES = 2**30  # float16 weights: 0.55 MB for 4x300, ~100 MB at the limits' largest network
+# A snapshot is its model's weights in float16 plus, per array, an .npy header (128 bytes) and zip
+# headers (~150 bytes and the name twice); a file bigger than that is not a snapshot of that model.
+SNAPSHOT_BYTES_PER_MEMBER = 4096
+SNAPSHOT_SLACK_BYTES = 2**16
 
 
 def own_file(path: Path) -> None:
@@ -117,6 +123,29 @@ def snapshot_wanted(epoch: int) -> bool:
     while a < epoch:
         a, b = b, a + b
     return epoch in (0, a)
+
+
+def damaged(path: Path, detail: str, directory: str = "run directory", again: str = "train the run again") -> UserError:
+    """The one line for a file of a run (or comparison, or search) that is not what it should be."""
+    detail = getattr(detail, "strerror", None) or str(detail)
+    return UserError(f"{str(path)!r} cannot be read ({detail}); the {directory} is damaged: restore the file from "
+                     f"a copy, or {again}")
+
+
+def read_target(path: Path, width: int, height: int, described_in: Path) -> np.ndarray:
+    """(height, width, 3) float32 in [0, 1] from a run's, comparison's or search's target.npy, where
+    ``described_in`` (run.json, comparison.json, search.json) gives the size: that size is checked
+    against limits.py (LimitError) and the file's header against it (files.read_npy) before a pixel
+    is read. OSError or ValueError for a file that is not that array."""
+    if not all(type(side) is int and side >= 1 for side in (width, height)):
+        raise ValueError(f"{described_in.name} gives its size as {width!r}x{height!r}, not two positive whole numbers")
+    check_pixels(width * height, f"{str(described_in)!r}: its {width:,}x{height:,} target", shrink="")
+    require_regular(path)  # a FIFO would block the open
+    with open(path, "rb") as f:
+        pixels = read_npy(f, np.float32, (height, width, 3), size=os.fstat(f.fileno()).st_size)
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+        raise ValueError("values outside [0, 1]")
+    return pixels
 
 
 def checkpoint_problem(state) -> str | None:
@@ -269,20 +298,15 @@ class RunDirectory:
     # which file is wrong and what to do.
 
     def _damaged(self, name: str, detail: str) -> UserError:
-        return UserError(f"{str(self.path / name)!r} cannot be read ({detail}); the run directory is damaged: "
-                         "restore the file from a copy, or train the run again")
+        return damaged(self.path / name, detail)
 
     def _json(self, name: str) -> dict:
         try:
-            require_regular(self.path / name, MAX_JSON_BYTES)  # a FIFO would block, /dev/zero fill memory
-            data = json.loads((self.path / name).read_text())
+            return read_json(self.path / name)
         except OSError as exc:
             raise self._damaged(name, exc.strerror or str(exc)) from None
         except ValueError as exc:
-            raise self._damaged(name, f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise self._damaged(name, f"a JSON {type(data).__name__}, not an object")
-        return data
+            raise self._damaged(name, str(exc)) from None
 
     def info(self) -> dict:
         info = self._json("run.json")
@@ -294,39 +318,66 @@ class RunDirectory:
         return info
 
     def recipe(self) -> Recipe:
+        """recipe.json, checked against limits.py as a recipe the user wrote would be (a run directory
+        may come from anyone: an arch of 100,000,000 units must be refused, not built)."""
         data = self._json("recipe.json")
         try:
-            return Recipe.from_dict(data)
+            recipe = Recipe.from_dict(data)
         except (UserError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise self._damaged("recipe.json", f"not a valid recipe: {exc}") from None
+        check_recipe(recipe, source=str(self.path / "recipe.json"))
+        return recipe
 
     def target(self) -> Target:
+        """target.npy, as float32 of run.json's size: that size is checked against limits.py and the
+        file's header against it before any pixel is read (read_npy)."""
         info = self.info()
         try:
-            require_regular(self.path / "target.npy")
-            pixels = np.load(self.path / "target.npy", allow_pickle=False)  # no pickles: data only
-        except (OSError, ValueError, EOFError) as exc:
-            raise self._damaged("target.npy", f"not a NumPy array file: {exc}") from None
-        shape = (info["height"], info["width"], 3)
-        if pixels.dtype != np.float32 or pixels.shape != shape:
-            raise self._damaged("target.npy", f"a {pixels.dtype} array of shape {pixels.shape}, "
-                                              f"not float32 of {shape} as run.json says")
-        if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
-            raise self._damaged("target.npy", "values outside [0, 1]")
+            pixels = read_target(self.path / "target.npy", info["width"], info["height"], self.path / "run.json")
+        except OSError as exc:
+            raise self._damaged("target.npy", exc.strerror or str(exc)) from None
+        except ValueError as exc:  # a header unlike run.json's size, a short file, values outside [0, 1]
+            raise self._damaged("target.npy", str(exc)) from None
         return Target(name=info["image"], pixels=pixels)
 
     def checkpoint(self) -> dict | None:
         """The last checkpoint, or None before the first epoch. Loaded with ``weights_only=True``:
-        tensors and plain Python values only, so a doctored file cannot run code."""
+        tensors and plain Python values only, so a doctored file cannot run code; and only once
+        the file is no bigger than a checkpoint of recipe.json's network can be (limits.checkpoint_bytes),
+        with a zip directory that claims no more than the file holds (torch.load sizes each tensor's
+        buffer from it)."""
         path = self.path / "checkpoint.pt"
         if not path.exists():
             return None
+        bound = checkpoint_bytes(self.recipe())
         try:
-            require_regular(path)  # a FIFO named checkpoint.pt would block torch.load forever
+            require_regular(path)  # a FIFO named checkpoint.pt would block the open forever
+            f = open(path, "rb")  # one open file for the checks and the load: a writer's rename cannot come between
         except OSError as exc:
             raise self._damaged("checkpoint.pt", exc.strerror or str(exc)) from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size > bound:
+                raise self._damaged("checkpoint.pt", f"{size:,} bytes, more than the {bound:,} a checkpoint of "
+                                                     "recipe.json's network holds")
+            try:
+                with zipfile.ZipFile(f) as archive:
+                    members = archive.infolist()
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                raise self._damaged("checkpoint.pt", f"truncated or not a checkpoint: {exc}") from None
+            claimed = sum(member.file_size for member in members)
+            if claimed > size or any(member.compress_type != zipfile.ZIP_STORED
+                                     or member.compress_size != member.file_size for member in members):
+                # torch.save stores every member as it is: a claim past the file's own size is a lie
+                raise self._damaged("checkpoint.pt", f"its zip directory claims {claimed:,} bytes in a file of "
+                                                     f"{size:,}")
+            f.seek(0)
+            return self._load_checkpoint(f)
+
+    def _load_checkpoint(self, f) -> dict:
+        path = self.path / "checkpoint.pt"
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(f, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             if "weights only" in str(exc).lower() or "weights_only" in str(exc):
                 raise UserError(f"{str(path)!r} holds more than tensors and plain data, so it was not loaded "
@@ -376,20 +427,47 @@ class RunDirectory:
         names = sorted(folder.glob("epoch-*.npz")) if folder.is_dir() else []
         return [int(path.stem.split("-")[1]) for path in names if path.stem.split("-")[1].isdigit()]
 
-    def snapshot(self, epoch: int) -> dict[str, torch.Tensor]:
-        """Snapshot ``epoch``'s weights as float32 tensors, a state dict for build_model(recipe)."""
+    def snapshot(self, epoch: int, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Snapshot ``epoch``'s weights as float32 tensors, a state dict for ``model`` (by default
+        build_model(recipe.json)). Each member's header must name one of the model's tensors with its
+        shape (write_snapshot's float16) before its data is read, so a doctored archive costs no more
+        memory than the model's own weights; anything else is one line naming the snapshot."""
         path = self.snapshot_path(epoch)
         name = f"{SNAPSHOTS}/{path.name}"
+        if model is None:
+            from monalisa.models.network import build_model
+
+            model = build_model(self.recipe())
+        expected = {f"{key}.npy": (key, np.float16 if value.is_floating_point() else value.numpy().dtype,
+                                   tuple(value.shape)) for key, value in model.state_dict().items()}
+        data_bytes = sum(math.prod(shape) * np.dtype(dtype).itemsize for _, dtype, shape in expected.values())
         try:
             own_file(path)
-            require_regular(path, MAX_SNAPSHOT_BYTES)
-            with np.load(path, allow_pickle=False) as data:  # no pickles: data only
-                return {key: torch.from_numpy(data[key].astype(np.float32 if data[key].dtype.kind == "f"
-                                                               else data[key].dtype)) for key in data.files}
+            require_regular(path, data_bytes + SNAPSHOT_BYTES_PER_MEMBER * len(expected) + SNAPSHOT_SLACK_BYTES)
+            weights = {}
+            with zipfile.ZipFile(path) as archive:
+                members = archive.infolist()
+                names = sorted(member.filename for member in members)
+                if names != sorted(expected):
+                    stranger = next((n for n in names if n not in expected), None)
+                    why = f"an array {stranger[:60]!r} the network lacks" if stranger is not None else \
+                        f"{len(names):,} arrays where the network has {len(expected):,}"
+                    raise ValueError(f"{why}: not a snapshot of recipe.json's network")
+                for member in members:
+                    key, dtype, shape = expected[member.filename]
+                    with archive.open(member) as f:
+                        try:
+                            array = read_npy(f, dtype, shape, size=member.file_size)
+                        except ValueError as exc:
+                            raise ValueError(f"{key}: {exc}") from None
+                    weights[key] = torch.from_numpy(array.astype(np.float32) if array.dtype.kind == "f" else array)
+            return weights
         except OSError as exc:
             raise self._damaged(name, exc.strerror or str(exc)) from None
-        except (ValueError, EOFError, KeyError) as exc:
-            raise self._damaged(name, f"not a NumPy archive: {exc}") from None
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:
+            raise self._damaged(name, f"truncated or not a NumPy archive: {exc}") from None
+        except ValueError as exc:
+            raise self._damaged(name, str(exc)) from None
 
     def frame_path(self, epoch: int) -> Path:
         return self.path / "frames" / f"epoch-{epoch:05d}.png"

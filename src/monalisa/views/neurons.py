@@ -306,7 +306,7 @@ def animate_neurons(run_or_path: RunDirectory | str | Path, layer: int, gif: str
     size, rectifier = _layer_tiles(run, recipe, model, layer, tile)
     frames = []
     for epoch in epochs:
-        run.load_weights(model, {"model": run.snapshot(epoch)})
+        model.load_state_dict(run.snapshot(epoch, model))  # checked against the model's shapes as it is read
         maps = layer_maps(model, size[1], size[0], layer, "cpu")
         frames.append(grid_picture(neuron_grid(maps, layer=layer, layers=model.depth, epoch=epoch,
                                                rectifier=rectifier)))
