@@ -35,6 +35,7 @@ from contention import busy_loop  # benchmarks/ is the script's folder, so on sy
 from monalisa.data.images import load_target
 from monalisa.recipes.recipe import get_preset
 from monalisa.runs.lifecycle import train_run
+from monalisa.training import trainer
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 BEFORE = {"PACK_LAYERS": False}  # the render settings this is measured against
