@@ -55,9 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import interrupts
 from .budget import encoding_size, parameter_count, width_for_budget
 from .errors import Diverged, UserError
-from .executors import Stopped
+from .interrupts import Stopped
 from .files import atomic_path, json_safe, write_json, write_text
 from .images import Target
 from .limits import check_recipe
@@ -192,8 +193,9 @@ class _ReportToTune(Callback):
     """After every epoch: the PSNR and the training seconds so far, which ASHA ranks trials by.
 
     When ASHA has stopped the trial, Ray Tune's report ends the training thread with SystemExit;
-    it is turned into executors.Stopped here, so the trainer ends the epoch as an interruption
-    (not an error) and the trial writes its ending as a stopped run.
+    it is turned into a stop request acted on at once (this is a safe point: interrupts.py), so
+    the trainer ends the epoch as an interruption (not an error) and the trial writes its ending
+    as a stopped run.
     """
 
     def __init__(self, report):
@@ -204,7 +206,8 @@ class _ReportToTune(Callback):
             self.report({"psnr": float(row["psnr"]), "train_seconds": trainer.training_seconds(),
                          "epoch": int(row["epoch"])})
         except SystemExit:
-            raise Stopped() from None
+            interrupts.ask(interrupts.STOP)
+            interrupts.check()
 
 
 def _trial(config: dict, *, target: Target, budget: int, out: str, trial_seconds: float, seed: int,
@@ -216,6 +219,7 @@ def _trial(config: dict, *, target: Target, budget: int, out: str, trial_seconds
     from .experiment import finish_run, resume_run, train_run
 
     torch.set_num_threads(threads)
+    interrupts.clear()  # a request left by the trial this process ran before (Ray may reuse it) is not ours
     path = Path(out) / "runs" / f"trial-{tune.get_context().get_trial_id()}"
     callback = _ReportToTune(tune.report)
     try:
@@ -273,6 +277,7 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
                              "batch_size": 1024}, settings["budget"]), pixels=target.height * target.width)
     connection = Connection(ray)  # a bad address, or a cluster without the project: nothing written yet
     try:
+        interrupts.check()  # a Ctrl-C while Ray started (cli.interruptible records it): nothing written yet
         if not resume:
             _prepare_directory(out, target, settings)
         interrupted = _tune(connection, target, out.resolve(), settings, space, resume, quiet)
