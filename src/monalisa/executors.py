@@ -92,9 +92,9 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
     status, message, run = None, None, None
     try:
         _watch_parent(parent, reports)
-        interrupts.check()
         if spec.action != "start":
             run = RunDirectory.open(path).lock()
+        interrupts.check()  # after the lock: a continued run stopped while its worker started is ours to end
         status, message = _train(spec, run, threads, reports)
     except Stopped:
         if status is None:
