@@ -4,7 +4,7 @@ worker processes through the runner and the LocalExecutor.
 Each trial is a run directory made as the lab makes one (written, marked queued) and trained by a
 "resume" spec, with a request at a fixed delay after its start, or after a pause and a resume, from
 0 s (the worker is still starting Python) through imports, the engine's compilation or numba's cache
-loading, and training (up to 6 s). Every stopped run must end 'stopped' with its ending (final.png,
+loading, and training (up to 6 s), and a few counted from the moment training began. Every stopped run must end 'stopped' with its ending (final.png,
 learning.gif, learning.mp4, curves.png); every paused one 'paused'. Most trials train on the batched
 engine, a few on the online one (numba). Trials run TRIALS_AT_ONCE at a time to share the machine's
 start-up costs; the whole sweep is bounded by SWEEP_SECONDS.
@@ -27,10 +27,14 @@ from monalisa.train import render, to_frame
 
 BATCHED = Recipe(arch=(8,), epochs=100000, batch_size=4, optimizer="adam")  # until stopped
 ONLINE = Recipe(arch=(8,), epochs=100000)  # batch 1, plain SGD: the online engine
-STOP_AFTER_START = (0.0, 0.3, 0.8, 1.5, 2.5, 4.0, 6.0)
+STOP_AFTER_START = (0.0, 0.5, 1.5, 2.5, 4.0, 6.0)
 ONLINE_STOP_AFTER_START = (1.0, 3.0)
 STOP_AFTER_RESUME = (0.0, 0.5, 1.5, 3.0, 5.0)
 ONLINE_STOP_AFTER_RESUME = (2.0,)
+# On a machine busy enough that a worker takes longer than 6 s to start, the delays above all land in
+# its start; these count from its first live report instead (fit has begun), so some stops always
+# land in training, between kernel calls, on both engines.
+STOP_IN_TRAINING = (("batched", 0.0), ("online", 0.2))
 PAUSE_AFTER_START = (0.0, 1.0, 3.0)
 TRIALS_AT_ONCE = 6
 SWEEP_SECONDS = 400.0  # far above the ~60-90 s it takes on two busy cores: a hang, not a slow machine
@@ -50,8 +54,9 @@ class Trial:
     request: str  # "stop" or "pause"
     delay: float
     after_resume: bool
+    in_training: bool = False  # the delay counts from the worker's "started" report, not from the submit
     phase: str = "waiting"  # "first": training towards its pause; "timed": the delay runs from t0
-    t0: float = 0.0
+    t0: float | None = None
     asked: bool = False
     end: dict | None = None
     log: list | None = None  # (seconds since the sweep began, what happened): for a failure's message
@@ -71,6 +76,8 @@ def trials() -> list[Trial]:
                                                        ONLINE_STOP_AFTER_RESUME)):
         made += [Trial(f"stop-{engine}-{d}", recipe, "stop", d, False) for d in after_start]
         made += [Trial(f"stop-resumed-{engine}-{d}", recipe, "stop", d, True) for d in after_resume]
+    made += [Trial(f"stop-training-{engine}-{d}", BATCHED if engine == "batched" else ONLINE, "stop", d, False,
+                   in_training=True) for engine, d in STOP_IN_TRAINING]
     made += [Trial(f"pause-batched-{d}", BATCHED, "pause", d, False) for d in PAUSE_AFTER_START]
     # The ones that train first go first: their pause and resume take longest.
     return sorted(made, key=lambda t: not t.after_resume)
@@ -85,10 +92,12 @@ def run_sweep(out) -> tuple[list[Trial], float]:
         trial.log = (trial.log or []) + [(round(time.monotonic() - started, 2), what)]
 
     def begin(trial: Trial, phase: str) -> None:
-        trial.phase, trial.t0, trial.asked = phase, time.monotonic(), False
+        trial.phase, trial.asked = phase, False
+        trial.t0 = None if trial.in_training else time.monotonic()
         note(trial, f"submitted ({phase})")
-        # Live reports only where the trial waits for an epoch (its first pause).
-        runner.submit(RunSpec(trial.key, out / trial.key, RESUME, live=phase == "first"))
+        # Live reports only where the trial waits for an epoch (its first pause) or for training to begin.
+        live = phase == "first" or trial.in_training
+        runner.submit(RunSpec(trial.key, out / trial.key, RESUME, live=live))
 
     try:
         while waiting or active:
@@ -100,7 +109,8 @@ def run_sweep(out) -> tuple[list[Trial], float]:
                 begin(trial, "first" if trial.after_resume else "timed")
             now = time.monotonic()
             for trial in active.values():
-                if trial.phase == "timed" and not trial.asked and now >= trial.t0 + trial.delay:
+                if trial.phase == "timed" and not trial.asked and trial.t0 is not None \
+                        and now >= trial.t0 + trial.delay:
                     # False while a resumed run's last worker is not yet reaped: asked again next time round.
                     trial.asked = runner.stop(trial.key) if trial.request == "stop" else runner.pause(trial.key)
                     note(trial, f"{trial.request}: {trial.asked}")
@@ -110,7 +120,9 @@ def run_sweep(out) -> tuple[list[Trial], float]:
                     continue
                 if report["type"] not in ("progress", "frame", "epoch"):
                     note(trial, f"{report['type']} {report.get('status', '')} {report.get('message') or ''}")
-                if report["type"] == "epoch" and trial.phase == "first" and not trial.asked:
+                if report["type"] == "started" and trial.in_training:
+                    trial.t0 = time.monotonic()
+                elif report["type"] == "epoch" and trial.phase == "first" and not trial.asked:
                     trial.asked = runner.pause(trial.key)
                     note(trial, f"pause at epoch {report['row']['epoch']}: {trial.asked}")
                 elif report["type"] == "end" and trial.phase == "first":
@@ -138,7 +150,8 @@ def info(out, trial: Trial) -> dict:
 def test_every_stop_ends_stopped_with_its_ending(sweep):
     out, done, seconds = sweep
     stops = [t for t in done if t.request == "stop"]
-    assert len(stops) == len(STOP_AFTER_START + ONLINE_STOP_AFTER_START + STOP_AFTER_RESUME + ONLINE_STOP_AFTER_RESUME)
+    assert len(stops) == len(STOP_AFTER_START + ONLINE_STOP_AFTER_START + STOP_AFTER_RESUME + ONLINE_STOP_AFTER_RESUME
+                             + STOP_IN_TRAINING)
     for trial in stops:
         where = (f"{trial.key} (stopped {trial.delay} s after its {'resume' if trial.after_resume else 'start'}; "
                  f"{trial.log})")
@@ -146,9 +159,9 @@ def test_every_stop_ends_stopped_with_its_ending(sweep):
         assert info(out, trial)["status"] == "stopped", where
         missing = [name for name in ENDING if not (out / trial.key / name).is_file()]
         assert not missing, f"{where}: no {', '.join(missing)}"
-    # The delays reached both sides of the first epoch: some stops found nothing trained, some many epochs.
+    # The delays reached both sides of the first epoch: some stops found nothing trained, some epochs.
     epochs = {trial.key: info(out, trial)["epochs_done"] for trial in stops}
-    assert min(epochs.values()) == 0 and max(epochs.values()) >= 2, epochs
+    assert min(epochs.values()) == 0 and max(epochs.values()) >= 1, epochs
     print(f"the sweep: {len(done)} trials in {seconds:.0f} s; epochs done at each stop: {epochs}")
 
 

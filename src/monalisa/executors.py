@@ -94,7 +94,8 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
         _watch_parent(parent, reports)
         if spec.action != "start":
             run = RunDirectory.open(path).lock()
-        interrupts.check()  # after the lock: a continued run stopped while its worker started is ours to end
+        if spec.action != "finish":  # an ending, once begun, is written whole (a pause at closing included)
+            interrupts.check()  # after the lock: a continued run stopped while its worker started is ours to end
         status, message = _train(spec, run, threads, reports)
     except Stopped:
         if status is None:
