@@ -23,7 +23,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from monalisa import __version__
+from monalisa import __version__, interrupts
 from monalisa.data.images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, load_target, parse_size
 from monalisa.engines import DEVICES, ENGINES
 from monalisa.errors import Diverged, UserError
@@ -547,9 +547,15 @@ class Interrupted(Exception):
 
 
 def interruptible(how: str, function, /, *args, **kwargs):
-    """Run ``function``, turning Ctrl-C into a message that says ``how`` to continue."""
+    """Run ``function``, turning Ctrl-C into a message that says ``how`` to continue.
+
+    Ctrl-C is recorded as a pause (interrupts.py) and acted on at the next safe point: between the
+    training's kernel calls and epochs, in a comparison's wait for its runs; so it never lands in
+    the middle of a file or of a compiled library's callback. The ending of a run that has
+    trained all its epochs is written whole first."""
     try:
-        return function(*args, **kwargs)
+        with interrupts.listening():
+            return function(*args, **kwargs)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; continue with {how}") from None
 

@@ -307,6 +307,31 @@ def test_seeds_make_a_group_of_ordinary_runs(lab_client):
     wait_for(client, alone["id"], lambda r: r["status"] == "complete")
 
 
+def test_a_group_stopped_after_a_pause_and_a_resume_stops_every_seed_with_its_ending(lab_client):
+    """Three seeds, two slots: paused, resumed, and stopped while the resumed workers start. Every seed
+    ends stopped with its ending, the one still queued (never trained) too: its untrained network."""
+    client, lab = lab_client
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                               "recipe_text": 'arch = "2x8"\n' + LONG, "seeds": 3})
+    assert response.status_code == 201, response.text
+    ids = [run["id"] for run in response.json()["runs"]]
+    wait_for(client, ids[0], lambda r: r["status"] == "running" and r["epoch"] >= 1)
+    for run_id in ids:  # as the page's group controls do: each seed in turn
+        assert client.post(f"/api/runs/{run_id}/pause").status_code == 200
+    for run_id in ids:
+        wait_for(client, run_id, lambda r: r["status"] == "paused")
+    for run_id in ids:
+        assert client.post(f"/api/runs/{run_id}/resume").status_code == 200
+    time.sleep(0.5)  # the resumed workers are starting (spawn, imports): the moment a stop used to be lost
+    for run_id in ids:
+        assert client.post(f"/api/runs/{run_id}/stop").status_code == 200
+    for run_id in ids:
+        stopped = wait_for(client, run_id, lambda r: r["status"] in ("stopped", "interrupted", "complete", "error"))
+        assert stopped["status"] == "stopped", stopped
+        assert all(stopped["files"][name] for name in ("final", "gif", "mp4", "curves")), stopped["files"]
+        assert json.loads((lab.root / run_id / "run.json").read_text())["status"] == "stopped"
+
+
 @pytest.mark.parametrize("seeds, words", [
     ("x", "write a number of seeds"),
     ("1,1", "lists a seed twice"),

@@ -93,10 +93,10 @@ class BatchedEngine:
         coords, colours = self.coords[index], self.colours[index]  # (N, 2), (N, 3), in training order
         n, batch = len(order), self.recipe.batch_size
         steps = (n + batch - 1) // batch
-        progress_every = max(1, steps // 20)
+        adapt_every = max(1, steps // 20)
         threads = torch.get_num_threads()
         for step in range(steps):
-            if step % progress_every == 0:
+            if step % adapt_every == 0:
                 threads = self.threads.adapt()
             self.batches_on[threads] = self.batches_on.get(threads, 0) + 1
             self._set_rates((epoch - 1 + step / steps) / self.recipe.epochs)
@@ -108,7 +108,9 @@ class BatchedEngine:
             if step % self.check_every == 0 or step == steps - 1:
                 self._check(loss, epoch, step)
             self.optimizer.step()
-            if on_progress is not None and (step % progress_every == 0 or step == steps - 1):
+            # After every step, the finest point between kernel calls: the trainer acts on a pause or stop
+            # here, and the callbacks behind it keep their own pace (a few µs a call that does nothing).
+            if on_progress is not None:
                 on_progress((step + 1) / steps)
 
     def _set_rates(self, progress: float) -> None:

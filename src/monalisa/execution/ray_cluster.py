@@ -26,7 +26,7 @@ run's folder says so in its end report (a one-line error), and writes nothing.
 Reports and requests go through one small actor on the driver's node (``_Hub``):
 a task puts its reports there (waiting for each, so its ``end`` is never lost when
 its process exits), and every CONTROL_SECONDS asks whether its run should pause or
-stop, which it turns into the SIGINT or SIGTERM that execute already listens to.
+stop, which it records as execute's own signal handlers would (interrupts.ask).
 A task that can no longer reach the hub (its driver is gone) pauses its run, as a
 local worker whose parent died does.
 """
@@ -46,7 +46,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from monalisa import __version__
+from monalisa import __version__, interrupts
 from monalisa.engines.cores import usable_cores
 from monalisa.errors import UserError
 from monalisa.execution.worker import ORPHAN_EXIT_SECONDS, execute
@@ -261,20 +261,19 @@ class _HubReports:
 
 
 def _follow(hub, token: str) -> None:
-    """In a task: turn the hub's pause or stop into the signal execute listens to; pause if it is gone."""
-    import signal
-
+    """In a task: record the hub's pause or stop where execute's safe points look (interrupts.ask);
+    pause if the hub is gone."""
     import ray
 
     while True:
         try:
             intent = ray.get(hub.intent.remote(token), timeout=HUB_SECONDS)
         except Exception:  # the hub (and with it the driver) is gone: pause rather than train unseen
-            os.kill(os.getpid(), signal.SIGINT)
+            interrupts.ask(interrupts.PAUSE)
             time.sleep(ORPHAN_EXIT_SECONDS)
             os._exit(0)  # the pause did not land: the run resumes from its last checkpoint
         if intent is not None:
-            os.kill(os.getpid(), signal.SIGINT if intent == "pause" else signal.SIGTERM)
+            interrupts.ask(intent)
             return
         time.sleep(CONTROL_SECONDS)
 

@@ -18,7 +18,8 @@ live reports sends ``started``, ``progress``, ``frame`` and ``epoch`` (live.py);
 every started spec ends with exactly one ``end`` report carrying its status
 (status.py's names) and a message. A worker that dies without a word (a
 SIGKILL, the OOM killer) is settled here: its run directory is marked
-'interrupted' unless it wrote its own status, and its ``end`` says so. A worker
+'interrupted' unless it wrote its own status, and its ``end`` says so; one that was
+asked to stop gets its ending from a "finish" spec instead, as a stop promises. A worker
 its executor reports *lost* (``Handle.lost()``: a cluster node that died under it)
 is not the run's fault: its run goes back to the front of the queue as a "resume"
 spec (from its last checkpoint, on whichever node is free), at most MAX_RESTARTS
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from monalisa import interrupts
 from monalisa.data.images import Target
 from monalisa.engines.cores import usable_cores
 from monalisa.errors import UserError
@@ -150,8 +152,9 @@ class Runner:
                 if job.spec.action == FINISH or job.intent == "stop":
                     return Status.STOPPING
                 return Status.PAUSING if job.intent == "pause" else Status.RUNNING
-            if any(spec.key == key for spec in self._waiting):
-                return Status.QUEUED
+            waiting = next((spec for spec in self._waiting if spec.key == key), None)
+            if waiting is not None:  # an ending waiting for a worker is already the stop under way
+                return Status.STOPPING if waiting.action == FINISH else Status.QUEUED
             return None
 
     def waiting(self) -> list[str]:
@@ -198,6 +201,7 @@ class Runner:
             for spec in specs:
                 self.submit(spec)
             while len(ends) < len(specs):
+                interrupts.check()  # the CLI's Ctrl-C, recorded by its handler (cli.interruptible)
                 for report in self.poll():
                     if report["type"] == "end" and report["id"] in keys:
                         ends[report["id"]] = report
@@ -277,7 +281,9 @@ class Runner:
         for job in gone:
             job.handle.join()
             del self._running[job.spec.key]
-            if not job.ended and reason is None and self._restart(job):
+            if not job.ended and reason is None and job.intent == "stop":
+                reports += self._finish(job)
+            elif not job.ended and reason is None and self._restart(job):
                 reports.append({"type": "restart", "id": job.spec.key,
                                 "message": f"its worker was lost ({job.handle.describe_exit()}); "
                                            "restarted from its last checkpoint"})
@@ -285,6 +291,16 @@ class Runner:
                 reports.append(_settle(job, reason or f"the worker process ended unexpectedly "
                                                       f"({job.handle.describe_exit()})"))
         return reports
+
+    def _finish(self, job: _Job) -> list[dict]:
+        """A worker asked to stop ended without a word (killed by the stop itself before it could
+        listen, say): its run's ending is written by a "finish" spec, first in line; a run it never
+        made has nothing to end. The reports to add now (the finish's own end comes later)."""
+        if job.spec.action == START and not (job.spec.path / "run.json").is_file():
+            return [{"type": "end", "id": job.spec.key, "status": str(Status.STOPPED), "message": None}]
+        self._waiting.insert(0, RunSpec(job.spec.key, job.spec.path, FINISH, live=job.spec.live,
+                                        threads=job.spec.threads))
+        return []
 
     def _restart(self, job: _Job) -> bool:
         """Queue a lost worker's run again, first in line: True if it was (see the module's docstring)."""

@@ -8,12 +8,15 @@ and puts one ``end`` report on ``reports``: ``{"type": "end", "id": key,
 "status": <status.py name>, "message": str | None}``. Divergence is a status,
 not an exception. It listens to two signals, so a worker needs nobody to train:
 
-    SIGINT   pause: stop now; the run directory resumes from its last epoch
-    SIGTERM  stop: stop now and write the run's ending (final.png, GIF, MP4, curves)
+    SIGINT   pause: the run directory resumes from its last epoch
+    SIGTERM  stop: the run ends and its ending is written (final.png, GIF, MP4, curves)
 
-Either one raises inside the training loop at the next progress report (numba
-kernels return to Python every 1,024 pixels); the Recorder has already
-checkpointed every finished epoch. A worker whose parent dies (even by SIGKILL)
+The handlers only record the request (interrupts.py); the worker acts on it at its next safe
+point: after each stage of its start (imports, the engine's compilation or cache loading), and
+in training between kernel calls (every 1,024 pixels online, every batched step) and epochs.
+The Recorder has already checkpointed every finished epoch. The handlers are the first thing
+execute sets, and a LocalExecutor starts its workers with both signals blocked until then, so a
+request sent while a worker starts waits for it. A worker whose parent dies (even by SIGKILL)
 pauses itself, so nothing trains unseen.
 
 An executor starts specs and hands back a ``Handle``; reports from every
@@ -26,7 +29,7 @@ executor (Ray, say) implements the same four methods:
   that can read and write ``spec.path`` (a shared disk), asking for
   ``threads`` CPUs (and a GPU for a cuda spec); return a Handle.
 - ``Handle``: ``alive()``, ``pause()`` and ``stop()`` (delivered as SIGINT and
-  SIGTERM to the worker, or as a flag its callbacks check), ``kill()`` (no
+  SIGTERM to the worker, or by interrupts.ask in the worker's process), ``kill()`` (no
   chance to write anything: the runner settles the run), ``join(timeout)``.
 - ``next_report(timeout)``: the next report from any worker, or None.
 - ``close()``: free what carries the reports once no worker is left.
@@ -52,7 +55,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from monalisa import interrupts
 from monalisa.errors import Diverged, UserError
+from monalisa.interrupts import Stopped
 from monalisa.runs.status import Status, status_after
 
 if TYPE_CHECKING:
@@ -67,14 +72,6 @@ ORPHAN_CHECK_SECONDS = 1.0  # how often a worker checks that its parent is still
 ORPHAN_EXIT_SECONDS = 10.0
 
 
-class Paused(KeyboardInterrupt):
-    """SIGINT in a worker: leave the run resumable."""
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM in a worker: end the run here and write its ending."""
-
-
 # -----------------------------------------------------------------------------
 # one run, inside a worker
 
@@ -87,21 +84,24 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
     (RunBusy) is reported as an error, and nothing of it is written. A new run is locked by
     train_run as it creates it. ``parent``: pause if that process goes away.
     """
+    interrupts.listen()  # first: a request that arrived while this process started is recorded now
     from monalisa.runs.directory import RunDirectory
 
     path = Path(spec.path)
     fresh = spec.action == "start" and not (path / "run.json").exists()  # so a run we made is ours to mark
     status, message, run = None, None, None
     try:
-        _listen(parent, reports)
+        _watch_parent(parent, reports)
         if spec.action != "start":
             run = RunDirectory.open(path).lock()
+        if spec.action != "finish":  # an ending, once begun, is written whole (a pause at closing included)
+            interrupts.check()  # after the lock: a continued run stopped while its worker started is ours to end
         status, message = _train(spec, run, threads, reports)
     except Stopped:
         if status is None:
             ours = run is not None or (fresh and (path / "run.json").exists())
             status, message = _stop(run or path) if ours else (Status.STOPPED, None)  # nothing made: nothing to end
-    except KeyboardInterrupt:  # Paused, or a SIGINT before our handler was in place
+    except KeyboardInterrupt:  # Paused
         status = status or Status.PAUSED
     except Diverged as exc:
         status, message = Status.DIVERGED, str(exc)
@@ -110,7 +110,6 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
     except Exception as exc:  # a bug: say so where the run is watched, keep the watcher alive
         status, message = Status.ERROR, f"{type(exc).__name__}: {exc}"
     finally:
-        _ignore_signals()
         if run is None and fresh and (path / "run.json").exists():
             try:
                 run = RunDirectory.open(path).lock()  # train_run made it and let go of it
@@ -135,6 +134,7 @@ def _train(spec: RunSpec, run: RunDirectory | None, threads: int, reports) -> tu
     torch.set_num_threads(threads)  # the runner's share of the cores
     if spec.action == "finish":
         return _stop(run)
+    interrupts.check()
     engine, device = _engine(spec, run)
     if engine == "online":  # numba (0.2-0.4 s to import) loads only for the engine that uses it
         import numba
@@ -142,6 +142,7 @@ def _train(spec: RunSpec, run: RunDirectory | None, threads: int, reports) -> tu
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     else:
         _warm_up(device)
+    interrupts.check()  # the engine's compilation or cache loading: fit checks again once it is built
     callbacks = [LiveReporter(spec.key, reports)] if spec.live else []
     if spec.action == "start":
         result = train_run(spec.target, spec.recipe, spec.path, device=spec.device, frames=spec.frames,
@@ -180,10 +181,9 @@ def _warm_up(device: str) -> None:
 
 
 def _stop(run: RunDirectory | Path) -> tuple[str, str | None]:
-    """A stopped run's ending (experiment.finish_run), safe from a second signal."""
+    """A stopped run's ending (lifecycle.finish_run): no safe point inside, so a later request lets it finish."""
     from monalisa.runs.lifecycle import finish_run
 
-    _ignore_signals()
     try:
         finish_run(run, stopped=True)
     except UserError as exc:
@@ -191,28 +191,16 @@ def _stop(run: RunDirectory | Path) -> tuple[str, str | None]:
     return Status.STOPPED, None
 
 
-def _listen(parent: int | None, reports) -> None:
-    signal.signal(signal.SIGINT, _raise_on)
-    signal.signal(signal.SIGTERM, _raise_on)
+def _watch_parent(parent: int | None, reports) -> None:
     if parent is not None:
         threading.Thread(target=_pause_when_orphaned, args=(parent, reports), daemon=True).start()
-
-
-def _ignore_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _raise_on(signum, frame):
-    _ignore_signals()  # only the first signal counts: a second one while the run is finished would cut that short
-    raise Paused() if signum == signal.SIGINT else Stopped()
 
 
 def _pause_when_orphaned(parent: int, reports) -> None:
     while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_SECONDS)
     # The parent is gone: pause rather than train unseen, then make sure the process ends.
-    os.kill(os.getpid(), signal.SIGINT)
+    interrupts.ask(interrupts.PAUSE)
     cancel = getattr(reports, "cancel_join_thread", None)
     if cancel is not None:  # a multiprocessing queue (another executor's): do not wait at exit to flush it
         cancel()
@@ -302,7 +290,8 @@ class LocalExecutor:
         # Not a daemon: multiprocessing would SIGTERM (stop) a daemon at exit; the runner pauses it instead.
         process = self._context.Process(target=self.target, name=f"monalisa-run {spec.key}", daemon=False,
                                         args=(spec, threads, PipeReports(writer), os.getpid()))
-        process.start()
+        with interrupts.blocked_in_children():  # a pause or stop sent while it starts waits for its handlers
+            process.start()
         writer.close()  # the worker holds the only write end now: its exit is this reader's EOF
         with self._lock:
             self._readers.append(reader)

@@ -55,10 +55,11 @@ from pathlib import Path
 
 import numpy as np
 
+from monalisa import interrupts
 from monalisa.data.images import Target
 from monalisa.errors import Diverged, UserError
-from monalisa.execution.worker import Stopped
 from monalisa.files import atomic_path, json_safe, read_json, write_json, write_text
+from monalisa.interrupts import Stopped
 from monalisa.recipes.encodings import hashgrid_table_size
 from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import Recipe
@@ -188,8 +189,9 @@ class _ReportToTune(Callback):
     """After every epoch: the PSNR and the training seconds so far, which ASHA ranks trials by.
 
     When ASHA has stopped the trial, Ray Tune's report ends the training thread with SystemExit;
-    it is turned into executors.Stopped here, so the trainer ends the epoch as an interruption
-    (not an error) and the trial writes its ending as a stopped run.
+    it is turned into a stop request acted on at once (this is a safe point: interrupts.py), so
+    the trainer ends the epoch as an interruption (not an error) and the trial writes its ending
+    as a stopped run.
     """
 
     def __init__(self, report):
@@ -200,7 +202,8 @@ class _ReportToTune(Callback):
             self.report({"psnr": float(row["psnr"]), "train_seconds": trainer.training_seconds(),
                          "epoch": int(row["epoch"])})
         except SystemExit:
-            raise Stopped() from None
+            interrupts.ask(interrupts.STOP)
+            interrupts.check()
 
 
 def _trial(config: dict, *, target: Target, budget: int, out: str, trial_seconds: float, seed: int,
@@ -212,6 +215,7 @@ def _trial(config: dict, *, target: Target, budget: int, out: str, trial_seconds
     from monalisa.runs.lifecycle import finish_run, resume_run, train_run
 
     torch.set_num_threads(threads)
+    interrupts.clear()  # a request left by the trial this process ran before (Ray may reuse it) is not ours
     path = Path(out) / "runs" / f"trial-{tune.get_context().get_trial_id()}"
     callback = _ReportToTune(tune.report)
     try:
@@ -269,6 +273,7 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
                              "batch_size": 1024}, settings["budget"]), pixels=target.height * target.width)
     connection = Connection(ray)  # a bad address, or a cluster without the project: nothing written yet
     try:
+        interrupts.check()  # a Ctrl-C while Ray started (cli.interruptible records it): nothing written yet
         if not resume:
             _prepare_directory(out, target, settings)
         interrupted = _tune(connection, target, out.resolve(), settings, space, resume, quiet)

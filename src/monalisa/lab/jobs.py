@@ -251,10 +251,9 @@ class Lab:
         with self._lock:
             if not self.runner.stop(run_id):
                 self.runner.cancel(run_id)
-                if self.metrics(run_id):
-                    self.runner.submit(self._spec(run_id, FINISH), first=True)  # its GIF and MP4: a worker's job
-                else:
-                    self._mark(run_id, "stopped", None)  # never trained: nothing to finish
+                # Its ending (GIF, MP4, curves; the untrained network for a run that never trained, as a
+                # queued seed of a group): a worker's job.
+                self.runner.submit(self._spec(run_id, FINISH), first=True)
         self._announce(run_id)
         return self.summary(run_id)
 

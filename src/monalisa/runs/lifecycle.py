@@ -20,7 +20,7 @@ from monalisa.recipes.recipe import Recipe
 from monalisa.runs.directory import FRAME_SCHEDULES, Recorder, RunDirectory
 from monalisa.runs.progress import Progress
 from monalisa.runs.status import Status
-from monalisa.training.trainer import Callback, FitResult, Trainer, render, stopping_rule, to_frame
+from monalisa.training.trainer import Callback, FitResult, Trainer, image_metrics, render, stopping_rule, to_frame
 
 
 def default_run_path(image_name: str, label: str, runs: str | Path = "runs") -> Path:
@@ -103,7 +103,9 @@ def finish_run(path: str | Path | RunDirectory, *, stopped: bool = False) -> Fit
 
     Without ``stopped``: a run whose epochs are done (its recipe's count, or its stopping rule)
     but whose ending was cut short, now 'complete' (resume_run calls this). With ``stopped``: a run
-    the user ended early (the lab's stop), now 'stopped'. Locked like resume_run.
+    the user ended early (the lab's stop), now 'stopped'; one stopped before its first epoch gets
+    the ending of its untrained network (frame 0, figures of epoch 0, metrics.csv still empty).
+    Locked like resume_run.
     """
     run = path if isinstance(path, RunDirectory) else RunDirectory.open(path)
     with run.writing():
@@ -120,6 +122,14 @@ def finish_run(path: str | Path | RunDirectory, *, stopped: bool = False) -> Fit
                 last_frame = to_frame(render(model, run.target().coords, torch.device("cpu")),
                                       info["height"], info["width"])
         run.write_metrics(history)  # it may lag the checkpoint by one epoch
+        if stopped and not history:
+            # Stopped before its first epoch (a queued seed of a group, a stop while the worker started):
+            # its ending shows the network it would have started from, as epoch 0.
+            target = run.target()
+            output = render(model, target.coords, torch.device("cpu"))
+            run.write_frame(0, to_frame(output, target.height, target.width))
+            run.write_ending([{"epoch": 0, "train_seconds": 0.0, "seconds": 0.0,
+                               **image_metrics(output, target.colours)}])
         if stopped:
             run.write_end(history, "stopped", last_frame, status="stopped")
             stopped_by = "stopped"

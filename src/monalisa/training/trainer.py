@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from monalisa import interrupts
 from monalisa.data.images import Target
 from monalisa.engines import choose_engine, make_engine, resolve_device
 from monalisa.engines.cores import TorchThreads
@@ -241,7 +242,9 @@ class Trainer:
         """Train until ``epochs`` (default: the recipe's) have been completed in total, or a stopping rule holds.
 
         Stopping rules are checked between epochs, so ``time_limit`` can be
-        overrun by up to one epoch's training."""
+        overrun by up to one epoch's training. A pause or stop request (interrupts.py) is acted on
+        before each epoch and at each progress report, by raising Paused or Stopped: the epochs
+        done so far are whole, and the callbacks see the end as "interrupted"."""
         epochs = self.recipe.epochs if epochs is None else epochs
         wall_before = self.history[-1]["seconds"] if self.history else 0.0
         session_start = time.perf_counter()
@@ -250,10 +253,12 @@ class Trainer:
         stopped_by = "error"  # until the loop says otherwise
         try:
             while self.epoch < epochs:
+                interrupts.check()  # between epochs, and after the engine's compilation or cache loading
                 epoch = self.epoch + 1
                 order = self.pixel_order()
 
                 def progress(fraction: float, epoch=epoch) -> None:
+                    interrupts.check()  # between kernel calls: the engines report at most ~0.1 s apart
                     for callback in callbacks:
                         callback.on_progress(self, epoch, fraction)
 
