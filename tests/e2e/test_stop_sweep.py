@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from monalisa import Recipe, Target
-from monalisa.execution.runner import RESUME, Runner, RunSpec
+from monalisa.execution.runner import Runner
+from monalisa.execution.specs import RESUME, RunSpec
 from monalisa.models.network import build_model
 from monalisa.runs.directory import RunDirectory
 from monalisa.training.trainer import render, to_frame

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from monalisa import Recipe, Target
-from monalisa.execution.runner import START, Runner, RunSpec
-from monalisa.execution.worker import LocalExecutor, LocalHandle, execute
+from monalisa.execution.local import LocalExecutor, LocalHandle
+from monalisa.execution.runner import Runner
+from monalisa.execution.specs import START, RunSpec
+from monalisa.execution.worker import execute
 from monalisa.runs.directory import RunDirectory
 
 TINY = Recipe(arch=(8,), epochs=3, batch_size=4, optimizer="adam")  # the batched engine

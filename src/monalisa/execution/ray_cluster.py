@@ -1,4 +1,4 @@
-"""Runs on a Ray cluster: the executor behind `--ray ADDRESS` (executors.py's protocol).
+"""Runs on a Ray cluster: the executor behind `--ray ADDRESS` (executor.py's protocol).
 
     from monalisa.execution.ray_cluster import RayExecutor
     from monalisa.execution.runner import Runner
@@ -12,7 +12,7 @@ answers and that every node can import this very version of the project.
 
 Each spec runs as one Ray task (``_work``) asking for ``threads`` CPUs, and one GPU
 for a cuda spec (or an "auto" one on a cluster that has GPUs). The task calls
-executors.execute, the one function that trains a RunSpec anywhere, in a fresh worker
+worker.execute, the one function that trains a RunSpec anywhere, in a fresh worker
 process (``max_calls=1``: one run per process, as the local executor's 'spawn').
 
 How files travel: they do not. A task writes its run directory at ``spec.path``
@@ -279,7 +279,7 @@ def _follow(hub, token: str) -> None:
 
 
 def _work(spec, threads: int, hub, token: str) -> None:
-    """One spec, in a Ray worker process of its own: executors.execute with the hub as its reports."""
+    """One spec, in a Ray worker process of its own: worker.execute with the hub as its reports."""
     reports = _HubReports(hub)
     folder = spec.path.parent
     if not folder.is_dir():  # not a shared disk: writing here would leave the run on this node alone

@@ -1,22 +1,23 @@
-"""Run specifications, and the one runner that trains them over an executor.
+"""The one runner that trains run specs (specs.py) over an executor (executor.py).
 
-    from monalisa.execution.runner import RunSpec, Runner
+    from monalisa.execution.runner import Runner
+    from monalisa.execution.specs import RunSpec
     specs = [RunSpec("a", "cmp/runs/a", "start", target=target, recipe=recipe),
              RunSpec("b", "cmp/runs/b")]  # continue what is on disk
     ends = Runner(jobs=2).run_all(specs, on_report=print)  # {"a": {"type": "end", "status": "complete", ...}, ...}
 
 A ``RunSpec`` says what one run is; the ``Runner`` trains specs at most ``jobs``
-at a time over an executor (executors.py: local processes today, a cluster
-later), the rest waiting in order, each with ``cores // jobs`` threads: two
+at a time over an executor (local.py: processes on this machine; ray_cluster.py: a Ray
+cluster), the rest waiting in order, each with ``cores // jobs`` threads: two
 processes of two threads on two cores thrash (measured 10x slower). Everything
-that trains many runs goes through here: a comparison (compare.py, and the
+that trains many runs goes through here: a comparison (experiments/compare.py, and the
 studies through it) with the blocking ``run_all``, the lab (lab/jobs.py) with
 submit / pause / stop / cancel and a thread that calls ``poll``.
 
 Reports are plain dicts ``{"type", "id": spec key, ...}``: a spec that asks for
-live reports sends ``started``, ``progress``, ``frame`` and ``epoch`` (live.py);
+live reports sends ``started``, ``progress``, ``frame`` and ``epoch`` (live_reports.py);
 every started spec ends with exactly one ``end`` report carrying its status
-(status.py's names) and a message. A worker that dies without a word (a
+(runs/status.py's names) and a message. A worker that dies without a word (a
 SIGKILL, the OOM killer) is settled here: its run directory is marked
 'interrupted' unless it wrote its own status, and its ``end`` says so; one that was
 asked to stop gets its ending from a "finish" spec instead, as a stop promises. A worker
@@ -24,7 +25,7 @@ its executor reports *lost* (``Handle.lost()``: a cluster node that died under i
 is not the run's fault: its run goes back to the front of the queue as a "resume"
 spec (from its last checkpoint, on whichever node is free), at most MAX_RESTARTS
 times, with a ``restart`` report instead of an end. A run
-directory is only ever written by whoever holds its lock (record.py): the
+directory is only ever written by whoever holds its lock (runs/directory.py): the
 worker, or this runner while no worker is on it.
 """
 
@@ -37,51 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monalisa import interrupts
-from monalisa.data.images import Target
 from monalisa.engines.cores import usable_cores
 from monalisa.errors import UserError
-from monalisa.execution.worker import Executor, Handle, LocalExecutor
-from monalisa.recipes.recipe import Recipe
+from monalisa.execution.executor import Executor, Handle
+from monalisa.execution.local import LocalExecutor
+from monalisa.execution.specs import FINISH, RESUME, START, RunSpec
 from monalisa.runs.directory import RunDirectory
 from monalisa.runs.status import Status
 
-START, RESUME, FINISH = "start", "resume", "finish"
 POLL_SECONDS = 0.2  # how long a poll waits for a report: the lab's live view lags by at most this
 CLOSE_SECONDS = 20.0  # how long closing waits for workers to checkpoint and exit before killing them
 MAX_REPORTS_PER_POLL = 1000  # a flood of reports cannot keep a poll from reaping and starting
 # Restarts of one run after lost workers: Ray's own default retries of a task (max_retries=3). A run
 # that loses more than this many machines is more likely killing them (memory) than unlucky.
 MAX_RESTARTS = 3
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run to train: where, what to do, and what it needs."""
-
-    key: str  # names the run in reports: a comparison's label, the lab's run id
-    path: Path  # its run directory
-    # "start": train ``recipe`` on ``target`` into a new directory (train_run); "resume": continue what
-    # is on disk (resume_run, which also finishes a run whose epochs are done); "finish": write the
-    # ending of a run the user stopped while it was not training (finish_run(stopped=True)).
-    action: str = RESUME
-    target: Target | None = None  # "start" only
-    recipe: Recipe | None = None  # "start" only
-    device: str = "auto"  # a new run's; a continued run keeps the device it recorded
-    frames: str = "all"  # a new run's frame schedule (record.FRAME_SCHEDULES)
-    preset: str | None = None  # recorded in a new run's run.json
-    live: bool = False  # send progress and preview frames (the lab's page wants them, a comparison not)
-    # Threads it needs; None: its runner's share (cores // jobs). A cluster executor maps this, and
-    # device "cuda", to its own resource requests (Ray: num_cpus, num_gpus).
-    threads: int | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", Path(self.path))
-        if self.action not in (START, RESUME, FINISH):
-            raise ValueError(f"unknown action {self.action!r}; choose one of: {START}, {RESUME}, {FINISH}")
-        if (self.action == START) != (self.target is not None and self.recipe is not None):
-            raise ValueError("a 'start' spec needs a target and a recipe, and only a 'start' spec takes them")
-        if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
-            raise ValueError(f"threads must be a positive whole number, got {self.threads!r}")
 
 
 @dataclass
@@ -304,9 +274,8 @@ class Runner:
 
     def _restart(self, job: _Job) -> bool:
         """Queue a lost worker's run again, first in line: True if it was (see the module's docstring)."""
-        lost = getattr(job.handle, "lost", None)  # an executor without the notion loses nothing
         key = job.spec.key
-        if (self._closed or job.intent is not None or lost is None or not lost()
+        if (self._closed or job.intent is not None or not job.handle.lost()
                 or self._restarts.get(key, 0) >= MAX_RESTARTS):
             return False
         self._restarts[key] = self._restarts.get(key, 0) + 1

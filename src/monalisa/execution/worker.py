@@ -1,11 +1,11 @@
-"""Where runs train: ``execute`` (one run, inside a worker) and the executors that host it.
+"""One run inside a worker process: ``execute``.
 
 ``execute(spec, threads, reports)`` is the one function that trains a RunSpec
-(runner.py), whatever starts it. It sets the process's threads, pays its
+(specs.py), whatever starts it. It sets the process's threads, pays its
 one-time start-up costs, trains (train_run, or resume_run, which also finishes
 a run whose epochs are done) or writes a stopped run's ending (finish_run),
 and puts one ``end`` report on ``reports``: ``{"type": "end", "id": key,
-"status": <status.py name>, "message": str | None}``. Divergence is a status,
+"status": <runs/status.py name>, "message": str | None}``. Divergence is a status,
 not an exception. It listens to two signals, so a worker needs nobody to train:
 
     SIGINT   pause: the run directory resumes from its last epoch
@@ -18,40 +18,15 @@ The Recorder has already checkpointed every finished epoch. The handlers are the
 execute sets, and a LocalExecutor starts its workers with both signals blocked until then, so a
 request sent while a worker starts waits for it. A worker whose parent dies (even by SIGKILL)
 pauses itself, so nothing trains unseen.
-
-An executor starts specs and hands back a ``Handle``; reports from every
-worker come out of one ``next_report``. ``LocalExecutor`` runs each spec in a
-'spawn' process on this machine (torch and fork do not mix), each reporting on
-a pipe of its own. A second
-executor (Ray, say) implements the same four methods:
-
-- ``start(spec, threads)``: run ``execute(spec, threads, reports)`` somewhere
-  that can read and write ``spec.path`` (a shared disk), asking for
-  ``threads`` CPUs (and a GPU for a cuda spec); return a Handle.
-- ``Handle``: ``alive()``, ``pause()`` and ``stop()`` (delivered as SIGINT and
-  SIGTERM to the worker, or by interrupts.ask in the worker's process), ``kill()`` (no
-  chance to write anything: the runner settles the run), ``join(timeout)``.
-- ``next_report(timeout)``: the next report from any worker, or None.
-- ``close()``: free what carries the reports once no worker is left.
-- optionally ``Handle.lost()``: True when the worker ended by a fault of where it ran
-  (a cluster node that died), not of its run; the runner then resumes the run from its
-  checkpoint instead of settling it (runner.py). Local workers are never lost: a local
-  worker killed outright is the machine's verdict on the run (out of memory, say).
-
-``ray_executor.RayExecutor`` is the second executor (`--ray ADDRESS`).
 """
 
 from __future__ import annotations
 
-import collections
-import multiprocessing
 import os
-import signal
 import threading
 import time
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,7 +36,7 @@ from monalisa.interrupts import Stopped
 from monalisa.runs.status import Status, status_after
 
 if TYPE_CHECKING:
-    from monalisa.execution.runner import RunSpec
+    from monalisa.execution.specs import RunSpec
     from monalisa.runs.directory import RunDirectory
 
 ORPHAN_CHECK_SECONDS = 1.0  # how often a worker checks that its parent is still there
@@ -206,130 +181,3 @@ def _pause_when_orphaned(parent: int, reports) -> None:
         cancel()
     time.sleep(ORPHAN_EXIT_SECONDS)
     os._exit(0)  # still here: the pause did not land; the run resumes from its last checkpoint
-
-
-# -----------------------------------------------------------------------------
-# executors
-
-
-class Handle(Protocol):
-    """One started spec, as its runner sees it."""
-
-    def alive(self) -> bool: ...
-    def pause(self) -> None: ...
-    def stop(self) -> None: ...
-    def kill(self) -> None: ...
-    def join(self, timeout: float | None = None) -> None: ...
-    def describe_exit(self) -> str: ...
-
-
-class Executor(Protocol):
-    def start(self, spec: RunSpec, threads: int) -> Handle: ...
-    def next_report(self, timeout: float) -> dict | None: ...
-    def close(self) -> None: ...
-
-
-class LocalHandle:
-    """A spawned worker process; signals to a process already gone are ignored."""
-
-    def __init__(self, process: multiprocessing.Process):
-        self.process = process
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def pause(self) -> None:
-        self._signal(signal.SIGINT)
-
-    def stop(self) -> None:
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-
-    def join(self, timeout: float | None = None) -> None:
-        self.process.join(timeout)
-
-    def describe_exit(self) -> str:
-        return f"exit code {self.process.exitcode}"
-
-    def lost(self) -> bool:
-        return False  # see the module's docstring: a local worker's death is its run's
-
-    def _signal(self, signum: int) -> None:
-        try:
-            if self.process.pid is not None and self.process.is_alive():
-                os.kill(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
-
-
-class LocalExecutor:
-    """Each spec in its own 'spawn' process on this machine, reporting on a pipe of its own.
-
-    One pipe per worker, not one queue for all: a worker killed outright in the middle of a
-    report would hold a shared queue's write lock forever and silence every other worker,
-    and a queue's feeder thread keeps a worker whose reader is gone from exiting. A pipe end
-    is written synchronously, and its reader sees EOF when the worker is gone.
-    """
-
-    target = staticmethod(execute)  # what a worker runs (a test may wrap it)
-
-    def __init__(self):
-        self._context = multiprocessing.get_context("spawn")
-        self._readers: list[Connection] = []
-        self._received: collections.deque[dict] = collections.deque()
-        self._lock = threading.Lock()  # start() and next_report() may run on different threads
-
-    def start(self, spec: RunSpec, threads: int) -> LocalHandle:
-        reader, writer = self._context.Pipe(duplex=False)
-        # Not a daemon: multiprocessing would SIGTERM (stop) a daemon at exit; the runner pauses it instead.
-        process = self._context.Process(target=self.target, name=f"monalisa-run {spec.key}", daemon=False,
-                                        args=(spec, threads, PipeReports(writer), os.getpid()))
-        with interrupts.blocked_in_children():  # a pause or stop sent while it starts waits for its handlers
-            process.start()
-        writer.close()  # the worker holds the only write end now: its exit is this reader's EOF
-        with self._lock:
-            self._readers.append(reader)
-        return LocalHandle(process)
-
-    def next_report(self, timeout: float) -> dict | None:
-        with self._lock:
-            if not self._received:
-                self._receive(timeout)
-            return self._received.popleft() if self._received else None
-
-    def close(self) -> None:
-        with self._lock:
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
-
-    def _receive(self, timeout: float) -> None:
-        """One report from each worker that has one ready, waiting up to ``timeout`` for any."""
-        if not self._readers:
-            time.sleep(max(0.0, timeout))  # nobody to hear from: wait as a queue would
-            return
-        for reader in wait(self._readers, timeout):
-            try:
-                self._received.append(reader.recv())
-            except (EOFError, OSError):  # the worker is gone and everything it sent has been read
-                reader.close()
-                self._readers.remove(reader)
-
-
-class PipeReports:
-    """A worker's end of its report pipe, with a queue's ``put``."""
-
-    def __init__(self, connection: Connection):
-        self._connection = connection
-
-    def put(self, report: dict) -> None:
-        try:
-            self._connection.send(report)
-        except OSError:  # the reader is gone (BrokenPipeError): the orphan check pauses the run
-            pass

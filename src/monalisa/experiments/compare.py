@@ -52,7 +52,8 @@ from monalisa.data.images import Target
 from monalisa.engines import resolve_device
 from monalisa.engines.cores import usable_cores
 from monalisa.errors import UserError
-from monalisa.execution.runner import START, Runner, RunSpec
+from monalisa.execution.runner import Runner
+from monalisa.execution.specs import START, RunSpec
 from monalisa.experiments.report import write_outputs
 from monalisa.experiments.tables import check_claims, conclusion, entry_row
 from monalisa.files import atomic_path, json_safe, read_json, read_metrics, write_json

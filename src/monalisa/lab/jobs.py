@@ -36,7 +36,8 @@ from pathlib import Path
 
 from monalisa.data.images import BUILTIN_IMAGES, load_image
 from monalisa.errors import UserError
-from monalisa.execution.runner import FINISH, RESUME, Runner, RunSpec
+from monalisa.execution.runner import Runner
+from monalisa.execution.specs import FINISH, RESUME, RunSpec
 from monalisa.files import png_bytes
 from monalisa.lab import DEFAULT_PRESET, forms
 from monalisa.lab.store import (
