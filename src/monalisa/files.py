@@ -2,6 +2,7 @@
 
     atomic_path(path)      context manager: write to a temporary name, then os.replace
     write_text / write_json / json_safe
+    parse_json(text)       json.loads that refuses an object giving a key twice, as TOML does
     read_metrics(path)     metrics.csv back as rows (epoch an int, the rest floats)
     save_png / png_bytes   a uint8 frame as a PNG file (atomically) or as bytes (for the lab)
     write_errors(path)     an OSError while writing (a full disk, a read-only folder) as one line
@@ -28,7 +29,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from .errors import UserError, quoted
 
 PathLike = str | os.PathLike
 
@@ -151,6 +152,25 @@ def json_safe(value):
 
 def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+class DuplicateKey(ValueError):
+    """A JSON object gives a key twice: json.loads would silently keep the last, TOML refuses it."""
+
+
+def parse_json(text: str):
+    """``json.loads(text)``, but an object (at any depth) that gives a key twice is a DuplicateKey naming it.
+    Every recipe read back (a file, the lab's text, a run's recipe.json) is parsed with it."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise DuplicateKey(f"the key {quoted(key)} is given twice; give each key once")
+        data[key] = value
+    return data
 
 
 # metrics.csv is ~60 bytes an epoch, rewritten whole after every epoch: 64 MB is a million epochs, far past

@@ -40,13 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, one_line
 from . import forms, store
 from .jobs import MAX_RENDER_WIDTH, THUMBNAIL_SIDE, Lab
-from .schemas import (CheckRequest, ErrorBody, ImageInfo, Images, LabJSON, Network, Neurons, Options, RecipeCheck,
-                      ResumeRequest,
-                      RunAnswer, RunDetail, RunList, RunRequest, RunsCreated, json_text)
-from .store import LabError, one_line, run_file, url_path
+from .schemas import (UNKNOWN_FIELD, CheckRequest, ErrorBody, ImageInfo, Images, LabJSON, Network, Neurons, Options,
+                      RecipeCheck, ResumeRequest, RunAnswer, RunDetail, RunList, RunRequest, RunsCreated, json_text)
+from .store import LabError, run_file, url_path
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_SECONDS = 15.0  # an event-stream comment this often keeps proxies and browsers from timing out
@@ -381,6 +380,8 @@ def _register_error_handlers(app: FastAPI) -> None:
         field = where[0] if where else None
         if first.get("type") == "json_invalid":  # its loc is the byte offset, no field
             message, field = "the request body is not valid JSON", None
+        elif first.get("type") == UNKNOWN_FIELD:  # schemas.LabRequest: the line names the fields it takes
+            message, field = first["ctx"]["message"], first["ctx"]["field"]
         elif request.url.path == "/api/images" and field == "file":  # a part without a file name is a plain string
             message = "send the image as the multipart field 'file', with a file name"
         else:

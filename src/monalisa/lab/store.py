@@ -34,10 +34,10 @@ from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..images import BUILTIN_IMAGES, Target, load_image, resize
 from ..recipes import Recipe
-from ..files import read_metrics, write_json
+from ..files import parse_json, read_metrics, write_json
 from ..record import RunDirectory
 
 UPLOADS = ".uploads"
@@ -283,7 +283,7 @@ def _json_object(path: Path) -> dict:
     if path.stat().st_size > MAX_JSON_BYTES:
         raise ValueError(f"over {MAX_JSON_BYTES // 2**10:,} KB; it should be a few hundred bytes")
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
     except json.JSONDecodeError:
@@ -314,12 +314,6 @@ def _checked_metrics(path: Path) -> list[dict]:
         if not {"epoch", "psnr", "mae", "train_seconds"} <= row.keys():
             raise ValueError("it lacks the columns epoch, psnr, mae and train_seconds")
     return rows
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """Text for an error message (an exception's, a path from a request) as one short line."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def url_path(run_id: str) -> str:
