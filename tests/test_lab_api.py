@@ -375,6 +375,24 @@ def test_an_unknown_request_field_is_refused_by_name(lab_client, path, body, fie
     assert not any(lab.root.iterdir())
 
 
+@pytest.mark.parametrize("body, field", [
+    ({"image": "x" * 60_000}, "image"),
+    ({"image": "upload:" + "0" * 60_000}, "image"),
+    ({"size": "9" * 60_000}, "size"),  # int() of these digits refuses outright: a 500 once
+    ({"size": "x" * 60_000}, "size"),
+    ({"recipe_text": 'activation = "' + "x" * 60_000 + '"'}, "activation"),
+    ({"recipe_text": 'activation = "l\u0435aky_relu"'}, "activation"),
+])
+def test_a_huge_or_look_alike_value_is_quoted_short(lab_client, body, field):
+    client, lab = lab_client
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick", **body})
+    assert response.status_code in (400, 404), response.text[:300]
+    answer = response.json()
+    assert answer["field"] == field and len(answer["error"]) < 500 and "\n" not in answer["error"]
+    assert "characters)" in answer["error"] or "U+0435 CYRILLIC SMALL LETTER IE" in answer["error"]
+    assert not any(lab.root.iterdir())
+
+
 def test_a_recipe_text_giving_a_key_twice_is_refused(lab_client):
     client, lab = lab_client
     for path in ("/api/recipes/check", "/api/runs"):

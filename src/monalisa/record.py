@@ -64,7 +64,7 @@ from .board import TensorBoardLog
 from .dynamics import LayerDynamics, layers_csv, plot_dynamics, read_layers
 from .files import atomic_path, parse_json, read_metrics, require_regular, save_png, write_errors, write_failure, \
     write_json, write_text
-from .errors import UserError
+from .errors import UserError, unknown_name
 from .images import Target
 from .recipes import Recipe
 from .status import COMPLETE_REASONS, Status, status_after
@@ -487,7 +487,7 @@ class RunDirectory:
         learning happens; "even" keeps the animation's clock linear in epochs.
         """
         if spacing not in FRAME_SPACINGS:
-            raise UserError(f"unknown --spacing {spacing!r}; choose one of: {', '.join(FRAME_SPACINGS)}")
+            raise unknown_name("--spacing", spacing, FRAME_SPACINGS)
         rows = [row for row in history if self.frame_path(row["epoch"]).exists()]
         if max_frames is not None and len(rows) > max_frames:
             if spacing == "log":

@@ -43,7 +43,7 @@ from . import stats
 from .budget import TOLERANCE, parameter_count, width_for_budget
 from .compare import run_comparison  # a name of this module, so that tests can replace it
 from .encodings import HashGridOptions, hashgrid_resolutions
-from .errors import UserError
+from .errors import UserError, unknown_name
 from .images import Target, load_target, resize
 from .limits import MAX_LAYERS
 from .recipes import Recipe, format_arch, get_preset
@@ -517,7 +517,7 @@ _BASES = {"depth": depth_base, "tips": tips_base, "encodings": encodings_base, "
 def default_base(study: str, quick: bool = False) -> Recipe:
     """The recipe a study's entries start from, before the user's flags."""
     if study not in _BASES:
-        raise UserError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
+        raise unknown_name("study", study, STUDIES)
     return _BASES[study](quick)
 
 
@@ -528,7 +528,7 @@ def check_study_options(study: str, options, arch=None) -> None:
         check_study_options("tips", {"budget": 50_000})  # UserError: the depth and encodings studies take it
     """
     if study not in STUDY_OPTIONS:
-        raise UserError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
+        raise unknown_name("study", study, STUDIES)
     for key in options:
         takers = [name for name, cls in STUDY_OPTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
         if not takers:
