@@ -430,3 +430,14 @@ def test_log_frames_run_writes_only_the_scheduled_frames(tmp_path):
     _, rows = read_rows(out / "metrics.csv")
     assert len(rows) == 15  # metrics every epoch, frames on the schedule
     assert (out / "final.png").read_bytes() == (out / "frames" / "epoch-00015.png").read_bytes()
+
+
+def test_a_search_seed_past_the_samplers_range_is_one_line(workspace, capsys):
+    """A search's seed also seeds Optuna's sampler, which takes 0 to 2**32 - 1 (its numpy RandomState)."""
+    pytest.importorskip("ray.tune")
+    out = workspace / "search"
+    argv = ["search", "astronaut", "--size", "16x12", "--seed", str(2**32), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "from 0 to 2**32 - 1" in line and str(2**32) in line
+    assert not out.exists()
