@@ -2,6 +2,7 @@
 
     atomic_path(path)      context manager: write to a temporary name, then os.replace
     write_text / write_json / json_safe
+    parse_json(text)       json.loads that refuses an object giving a key twice, as TOML does
     read_metrics(path)     metrics.csv back as rows (epoch an int, the rest floats)
     read_json(path)        a JSON object from a file of a bounded size
     read_npy(f, dtype, shape)  an array from a .npy stream, its header checked against what the caller expects
@@ -30,7 +31,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from monalisa.errors import UserError
+from monalisa.errors import UserError, quoted
 
 PathLike = str | os.PathLike
 
@@ -155,6 +156,25 @@ def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object gives a key twice: json.loads would silently keep the last, TOML refuses it."""
+
+
+def parse_json(text: str):
+    """``json.loads(text)``, but an object (at any depth) that gives a key twice is a DuplicateKey naming it.
+    Every recipe read back (a file, the lab's text, a run's recipe.json) is parsed with it."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise DuplicateKey(f"the key {quoted(key)} is given twice; give each key once")
+        data[key] = value
+    return data
+
+
 # metrics.csv is ~60 bytes an epoch, rewritten whole after every epoch: 64 MB is a million epochs, far past
 # any run; a bigger file is doctored (and parsed into dicts it would take gigabytes).
 MAX_METRICS_BYTES = 64 * 2**20
@@ -185,11 +205,13 @@ def read_json(path: PathLike) -> dict:
     """A JSON object from a file of at most MAX_JSON_BYTES; OSError or ValueError saying what is wrong."""
     require_regular(path, MAX_JSON_BYTES)  # a FIFO would block, /dev/zero fill memory
     try:
-        data = json.loads(Path(path).read_text())
+        data = parse_json(Path(path).read_text())
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except DuplicateKey:
+        raise
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):

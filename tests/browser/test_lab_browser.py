@@ -405,6 +405,10 @@ def test_curves_against_epochs_or_training_seconds(server, pages):
           bySeconds: ends(psnrCurve(rows, { by: "seconds", end: 4 })),
           shared: psnrCurve(rows, { range: { lo: 3, hi: 41 }, end: 4 }).querySelector("text").textContent,
           band: seedBand([rows, rows.map((r) => ({ ...r, psnr: r.psnr + 2, train_seconds: 1.5 }))]).at(-1),
+          // A group of which one seed has reported so far: "1 seed", not "1 seeds".
+          alone: [...psnrCurve(rows, { band: seedBand([rows]), end: 4 }).querySelectorAll("text.unit")]
+            .map((t) => t.textContent),
+          aloneLabel: psnrCurve(rows, { band: seedBand([rows]), end: 4 }).getAttribute("aria-label"),
         };
     }""", rows)
     assert points["seconds"] == [0.5, 1.0, 1.5, 2.0]
@@ -413,6 +417,8 @@ def test_curves_against_epochs_or_training_seconds(server, pages):
     assert float(points["bySeconds"][-1].split(",")[0]) == pytest.approx(30 + 322 * 2.0 / 4, abs=0.1)
     assert points["shared"] == "0"  # the shared range rounded out to 5 dB: 0 to 45
     assert points["band"] == {"epoch": 4, "seeds": 2, "seconds": 4.0, "mean": 15.0, "low": 14.0, "high": 16.0}
+    assert "1 seed: mean, lowest to highest" in points["alone"]
+    assert "the band spans 1 seed," in points["aloneLabel"]
 
 
 def test_the_network_view_follows_a_live_run(server, pages):

@@ -6,6 +6,7 @@ metrics.csv are checked against a plain numpy computation over the saved
 weights, not against the code's own metric function.
 """
 
+import argparse
 import contextlib
 import csv
 import io
@@ -44,6 +45,7 @@ def workspace(workspace):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not a picture\n")
     (tmp_path / "typo.toml").write_text("epoch = 3\n")
+    (tmp_path / "twice.json").write_text('{"epochs": 3, "epochs": 500}')
     (tmp_path / "not-a-run").mkdir()
     (tmp_path / "not-a-run" / "something.txt").write_text("mine\n")
     return tmp_path
@@ -104,6 +106,13 @@ MISTAKES = {
     "online engine with an encoding": (["train", "{d}/tiny.png", "--engine", "online", "--encoding", "fourier"],
                                        "--engine online cannot run this recipe"),
     "negative seed": (["train", "{d}/tiny.png", "--seed", "-1"], "seed"),
+    "seed past 2**64 - 1": (["train", "{d}/tiny.png", "--seed", str(2**64)], "from 0 to 2**64 - 1"),
+    "a 60 KB activation": (["train", "{d}/tiny.png", "--activation", "x" * 60_000], "(60,000 characters)"),
+    "a look-alike letter": (["train", "{d}/tiny.png", "--activation", "l\u0435aky_relu"],
+                            "non-ASCII character 'е' (U+0435 CYRILLIC SMALL LETTER IE) at position 2; did you mean "
+                            "'leaky_relu'?"),
+    "a JSON recipe giving a key twice": (["train", "{d}/tiny.png", "--recipe", "{d}/twice.json"],
+                                         "the key 'epochs' is given twice"),
     "no command": ([], "required"),
     "unknown command": (["fly"], "fly"),
 }
@@ -121,6 +130,7 @@ def test_user_mistake_is_one_line_and_writes_nothing(name, workspace, capsys):
     captured = capsys.readouterr()
     line = assert_one_line_error(captured.err)
     assert word in line
+    assert len(line) < 500  # a value the user gave is quoted as a short prefix, never echoed whole
     assert captured.out == ""
     assert not out.exists()
     assert snapshot(workspace) == before  # no runs/ in the cwd, nothing touched
@@ -131,6 +141,16 @@ def test_user_mistake_is_one_line_and_writes_nothing(name, workspace, capsys):
 
 def recipe_of(argv: list[str]) -> Recipe:
     return recipe_from_args(build_parser().parse_args(["train", "x.png", *argv]))[0]
+
+
+def test_seeds_take_the_generators_whole_range():
+    from monalisa.cli import seeds_type
+
+    top = 2**64 - 1  # numpy's default_rng and torch's manual_seed both take it, torch nothing above
+    assert recipe_of(["--seed", str(top)]).seed == top
+    assert seeds_type(f"0,{top}") == (0, top)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"each from 0 to 2\*\*64 - 1; got '0,1e3'"):
+        seeds_type("0,1e3")
 
 
 def test_every_recipe_flag_reaches_its_field():
@@ -410,3 +430,14 @@ def test_log_frames_run_writes_only_the_scheduled_frames(tmp_path):
     _, rows = read_rows(out / "metrics.csv")
     assert len(rows) == 15  # metrics every epoch, frames on the schedule
     assert (out / "final.png").read_bytes() == (out / "frames" / "epoch-00015.png").read_bytes()
+
+
+def test_a_search_seed_past_the_samplers_range_is_one_line(workspace, capsys):
+    """A search's seed also seeds Optuna's sampler, which takes 0 to 2**32 - 1 (its numpy RandomState)."""
+    pytest.importorskip("ray.tune")
+    out = workspace / "search"
+    argv = ["search", "astronaut", "--size", "16x12", "--seed", str(2**32), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert "from 0 to 2**32 - 1" in line and str(2**32) in line
+    assert not out.exists()

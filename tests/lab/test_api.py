@@ -130,8 +130,8 @@ def test_recipe_check_gives_the_canonical_recipe(lab_client):
 ])
 def test_bad_recipe_names_its_field_with_the_cli_message(lab_client, body, field, words):
     client, lab = lab_client
-    for path in ("/api/recipes/check", "/api/runs"):
-        response = client.post(path, json={"image": "astronaut", **body})
+    for path, image in (("/api/recipes/check", {}), ("/api/runs", {"image": "astronaut"})):
+        response = client.post(path, json={**image, **body})
         assert response.status_code == 400, response.text
         assert response.json()["field"] == field
         assert words in response.json()["error"]
@@ -346,6 +346,109 @@ def test_bad_seeds_name_their_field_and_write_nothing(lab_client, seeds, words):
     assert response.status_code == 400, response.text
     assert response.json()["field"] == "seeds" and words in response.json()["error"]
     assert client.get("/api/runs").json()["runs"] == []
+
+
+@pytest.mark.parametrize("seeds, words", [
+    ("18446744073709551616", "at most 20 seeds"),  # one number is a count
+    ("0,18446744073709551616", "from 0 to 2**64 - 1"),
+    ("0,123456789012345678901", "each from 0 to 2**64 - 1"),
+    ([0, 2**64], "from 0 to 2**64 - 1"),
+])
+def test_a_seed_past_the_generators_range_says_the_range(lab_client, seeds, words):
+    client, lab = lab_client
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                               "recipe_text": SHORT, "seeds": seeds})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "seeds" and words in response.json()["error"]
+    assert not any(lab.root.iterdir())
+
+
+def test_the_largest_seed_trains(lab_client):
+    """2**64 - 1 is the largest seed numpy's and torch's generators both take: a seed, not "write a number"."""
+    client, lab = lab_client
+    top = 2**64 - 1
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                               "recipe_text": SHORT, "seeds": f"{top - 1},{top}"})
+    assert response.status_code == 201, response.text
+    runs = response.json()["runs"]
+    assert [r["seed"] for r in runs] == [top - 1, top]
+    done = [wait_for(client, r["id"], lambda r: r["status"] == "complete") for r in runs]
+    assert json.loads((lab.root / runs[1]["id"] / "recipe.json").read_text())["seed"] == top
+    assert all(d["epoch"] == 3 for d in done)
+    # Past the top, counted from the recipe's seed: refused, with the range.
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick",
+                                               "recipe_text": SHORT + f"\nseed = {top}", "seeds": 2})
+    assert response.status_code == 400 and response.json()["field"] == "seeds"
+    assert "2**64 - 1" in response.json()["error"]
+
+
+@pytest.mark.parametrize("path, body, field, words", [
+    ("/api/runs", {"image": "astronaut", "colour": "red"}, "colour",
+     "unknown field 'colour'; this request takes: image, size, preset, recipe_text, recipe, seeds"),
+    ("/api/runs", {"image": "astronaut", "seed": 3}, "seed", "unknown field 'seed'"),  # for seeds: not ignored
+    ("/api/runs", {"image": "astronaut", "s\u0435eds": 3}, "s\u0435eds", "non-ASCII character 'е' (U+0435"),
+    ("/api/recipes/check", {"preset": "quick", "image": "astronaut"}, "image",
+     "unknown field 'image'; this request takes: preset, recipe_text, recipe"),
+    ("/api/runs/x/resume", {"epoch": 5}, "epoch", "unknown field 'epoch'; this request takes: epochs"),
+])
+def test_an_unknown_request_field_is_refused_by_name(lab_client, path, body, field, words):
+    client, lab = lab_client
+    response = client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field and words in response.json()["error"]
+    assert "\n" not in response.json()["error"]
+    assert not any(lab.root.iterdir())
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"image": "x" * 60_000}, "image"),
+    ({"image": "upload:" + "0" * 60_000}, "image"),
+    ({"size": "9" * 60_000}, "size"),  # int() of these digits refuses outright: a 500 once
+    ({"size": "x" * 60_000}, "size"),
+    ({"recipe_text": 'activation = "' + "x" * 60_000 + '"'}, "activation"),
+    ({"recipe_text": 'activation = "l\u0435aky_relu"'}, "activation"),
+])
+def test_a_huge_or_look_alike_value_is_quoted_short(lab_client, body, field):
+    client, lab = lab_client
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "24", "preset": "quick", **body})
+    assert response.status_code in (400, 404), response.text[:300]
+    answer = response.json()
+    assert answer["field"] == field and len(answer["error"]) < 500 and "\n" not in answer["error"]
+    assert "characters)" in answer["error"] or "U+0435 CYRILLIC SMALL LETTER IE" in answer["error"]
+    assert not any(lab.root.iterdir())
+
+
+def test_a_recipe_text_giving_a_key_twice_is_refused(lab_client):
+    client, lab = lab_client
+    for path in ("/api/recipes/check", "/api/runs"):
+        body = {"preset": "quick", "recipe_text": '{"epochs": 3, "arch": "2x8", "epochs": 500}'}
+        response = client.post(path, json=body | ({"image": "astronaut"} if path == "/api/runs" else {}))
+        assert response.status_code == 400, response.text
+        assert response.json() == {"error": "the recipe text: the key 'epochs' is given twice; give each key once",
+                                   "field": "recipe_text"}
+    assert not any(lab.root.iterdir())
+
+
+def test_a_group_of_seeds_uses_every_free_slot(lab_client):
+    """Seeds 3 with jobs 2: two seeds train at once, the third waits; sent as the page sends it (the
+    Seeds field as text, the recipe as the form's TOML)."""
+    client, lab = lab_client
+    assert lab.jobs == 2
+    response = client.post("/api/runs", json={"image": "astronaut", "size": "32", "seeds": "3", "preset": "quick",
+                                               "recipe_text": 'arch = [8, 8]\nepochs = 100000\n'})
+    assert response.status_code == 201, response.text
+    runs = response.json()["runs"]
+    assert [r["status"] for r in runs] == ["running", "running", "queued"]
+    # Both workers really train: each reports epochs while the third is still queued.
+    first, second = (wait_for(client, r["id"], lambda r: r["epoch"] >= 1 and r["status"] == "running")
+                     for r in runs[:2])
+    assert client.get(f"/api/runs/{runs[2]['id']}").json()["run"]["status"] == "queued"
+    assert sorted(lab.runner.running()) == sorted(r["id"] for r in runs[:2])
+    # Stopping one frees its slot for the third (leaving the lab pauses the other two).
+    assert client.post(f"/api/runs/{runs[0]['id']}/stop").status_code == 200
+    wait_for(client, runs[0]["id"], lambda r: r["status"] == "stopped")
+    wait_for(client, runs[2]["id"], lambda r: r["status"] == "running")
+    assert client.get(f"/api/runs/{runs[1]['id']}").json()["run"]["status"] == "running"
 
 
 def test_a_group_that_cannot_be_written_leaves_no_seed_behind(lab_client, monkeypatch):

@@ -88,6 +88,24 @@ def test_every_api_route_documents_its_answer_and_errors(tmp_path):
     assert set(models["RecipeFields"]["properties"]) == set(Recipe().to_dict())
 
 
+@pytest.mark.parametrize("model, body", [
+    (schemas.RunRequest, {"image": "astronaut"}),
+    (schemas.CheckRequest, {"preset": "quick"}),
+    (schemas.ResumeRequest, {"epochs": 5}),
+])
+def test_every_request_refuses_a_field_it_does_not_declare(model, body):
+    import pydantic
+
+    assert model.model_validate(body)  # the declared fields are taken
+    with pytest.raises(pydantic.ValidationError) as info:
+        model.model_validate({**body, "colour": "red"})
+    error = info.value.errors()[0]
+    assert error["type"] == schemas.UNKNOWN_FIELD and error["ctx"]["field"] == "colour"
+    assert error["ctx"]["message"] == f"unknown field 'colour'; this request takes: {', '.join(model.model_fields)}"
+    # ... and the schema says so, for a client generated from it.
+    assert model.model_json_schema()["additionalProperties"] is False
+
+
 def test_the_reference_page_lists_each_answers_fields(lab_client):
     client, _ = lab_client
     page = client.get("/api").text

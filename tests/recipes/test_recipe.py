@@ -588,3 +588,94 @@ def test_presets_match_their_sources():
     assert (rprop.optimizer, rprop.arch, rprop.activation, rprop.output) == ("rprop", (300,) * 3, "relu", "sigmoid")
     assert rprop.batch_size >= 300 * 429  # full batch: the whole image in one step
 
+
+
+def test_the_largest_seed_the_generators_take_is_a_recipe():
+    # The reference: numpy's default_rng and torch's manual_seed both take 2**64 - 1 (and torch
+    # nothing above it, which the test above refuses).
+    top = 2**64 - 1
+    np_rng = __import__("numpy").random.default_rng(top)
+    torch.Generator().manual_seed(top)
+    recipe = Recipe.from_dict({"seed": top, "arch": [4]})
+    assert recipe.seed == top and Recipe.from_dict(json.loads(recipe.to_json())) == recipe
+    weights = [p.detach().clone() for p in build_model(recipe).parameters()]
+    again = [p.detach() for p in build_model(recipe).parameters()]
+    other = [p.detach() for p in build_model(recipe.replace(seed=0)).parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(weights, again))
+    assert not all(torch.equal(a, b) for a, b in zip(weights, other))
+    assert np_rng.permutation(10).tolist() != list(range(10))
+
+
+# -- what a message shows of the value it refuses --------------------------------------------------
+
+
+LONG = "x" * 60_000  # a pasted file where a name belongs
+
+
+@pytest.mark.parametrize("changes", [
+    {"activation": LONG},
+    {"activation": [LONG]},
+    {"encoding": "hashgrid:" + LONG},
+    {"encoding": "hashgrid:levels=" + "9" * 60_000},
+    {"optimizer": "adam:" + LONG + "=1"},
+    {"arch": LONG},
+    {"arch": "1," * 500 + "x"},
+    {LONG: 1},
+    {"order": LONG},
+    {"epochs": LONG},
+])
+def test_a_huge_value_is_quoted_as_a_short_prefix(changes):
+    with pytest.raises(UserError) as info:
+        Recipe().replace(**changes)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 500, message[:600]
+    assert "characters)" in message  # says the value was cut, and how long it was
+
+
+def test_an_unknown_preset_quotes_a_short_prefix():
+    with pytest.raises(UserError) as info:
+        get_preset(LONG)
+    assert str(info.value) == f"unknown preset {'x' * 60!r}... (60,000 characters); choose one of: {', '.join(PRESETS)}"
+
+
+@pytest.mark.parametrize("call, message", [
+    # Cyrillic 'е' (U+0435) for the Latin 'e'; Ukrainian 'і' (U+0456) for 'i'; Greek 'ο' (U+03BF) for 'o'.
+    (lambda: Recipe(activation="l\u0435aky_relu"),
+     "unknown activation 'lеaky_relu': it has a non-ASCII character 'е' (U+0435 CYRILLIC SMALL LETTER IE) at "
+     f"position 2; did you mean 'leaky_relu'? Choose one of: {', '.join(ACTIVATIONS.names())}"),
+    (lambda: Recipe(encoding="hashgr\u0456d:levels=4"),
+     "unknown encoding 'hashgrіd': it has a non-ASCII character 'і' (U+0456 CYRILLIC SMALL LETTER "
+     f"BYELORUSSIAN-UKRAINIAN I) at position 7; did you mean 'hashgrid'? Choose one of: {', '.join(ENCODINGS.names())}"),
+    (lambda: Recipe().replace(**{"epοchs": 3}),
+     "unknown recipe key 'epοchs': it has a non-ASCII character 'ο' (U+03BF GREEK SMALL LETTER OMICRON) at "
+     f"position 3; did you mean 'epochs'? Valid keys: {', '.join(FIELDS)}"),
+    (lambda: get_preset("qu\u0456ck"),
+     "unknown preset 'quіck': it has a non-ASCII character 'і' (U+0456 CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN "
+     f"I) at position 3; did you mean 'quick'? Choose one of: {', '.join(PRESETS)}"),
+    # An invisible character: shown escaped, so the user can see it at all.
+    (lambda: Recipe(activation="relu\u200b"),
+     "unknown activation 'relu\\u200b': it has a non-ASCII character '\\u200b' (U+200B ZERO WIDTH SPACE) at "
+     f"position 5; did you mean 'relu'? Choose one of: {', '.join(ACTIVATIONS.names())}"),
+    # Nothing close: no guess, the choices only.
+    (lambda: Recipe(activation="\u0436\u0436\u0436"),
+     "unknown activation 'жжж': it has a non-ASCII character 'ж' (U+0436 CYRILLIC SMALL LETTER ZHE) at position 1; "
+     f"choose one of: {', '.join(ACTIVATIONS.names())}"),
+])
+def test_a_look_alike_letter_is_named(call, message):
+    with pytest.raises(UserError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_json_recipes_refuse_a_key_given_twice_as_toml_does(tmp_path):
+    toml = tmp_path / "twice.toml"
+    toml.write_text("epochs = 3\nepochs = 5\n")
+    with pytest.raises(UserError, match="not valid toml"):  # the reference: TOML itself refuses it
+        load_recipe(toml)
+    path = tmp_path / "twice.json"
+    path.write_text('{"epochs": 3, "lr": 0.1, "epochs": 5}')
+    with pytest.raises(UserError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"recipe file {str(path)!r}: the key 'epochs' is given twice; give each key once"
+    path.write_text('{"epochs": 3, "lr": 0.1}')  # the same keys once each still read
+    assert load_recipe(path) == Recipe(epochs=3, lr=0.1)

@@ -343,6 +343,51 @@ def test_a_full_disk_mid_run_keeps_the_last_whole_epoch(tmp_path, capsys, monkey
     assert [row["epoch"] for row in RunDirectory.open(out).metrics()] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("failing", ["checkpoint.pt", "metrics.csv"])
+def test_after_a_full_disk_run_json_counts_only_the_epochs_on_disk(tmp_path, capsys, monkeypatch, failing):
+    """The attack: the disk filled in epoch 3's checkpoint, and run.json said epochs_done 3 while the
+    checkpoint and metrics.csv stopped at 2. run.json's count must be what the other files hold."""
+    out = tmp_path / "run"
+    real_save, real_write = torch.save, directory.write_text
+    writes = []
+
+    def full_in_epoch_3(path) -> None:
+        writes.append(path)
+        # metrics.csv is also written once at the start (a resume's catch-up): its 4th write is epoch 3's.
+        if len(writes) == (3 if failing == "checkpoint.pt" else 4):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def save(state, path, *args, **kwargs):
+        if failing == "checkpoint.pt":
+            full_in_epoch_3(path)
+        return real_save(state, path, *args, **kwargs)
+
+    def write_text(path, text):
+        if failing == "metrics.csv" and Path(path).name == "metrics.csv":
+            full_in_epoch_3(path)
+        return real_write(path, text)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(directory, "write_text", write_text)
+    argv = ["train", "astronaut", "--size", "16x12", "--arch", "8x8", "--epochs", "5", "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    line = assert_one_line_error(capsys.readouterr().err)
+    assert failing in line and "No space left" in line
+    run = RunDirectory.open(out)
+    info, metrics, checkpoint = run.info(), run.metrics(), run.checkpoint()
+    assert [row["epoch"] for row in metrics] == [1, 2]
+    assert info["epochs_done"] == len(metrics) == 2 and info["status"] != "complete"
+    # The checkpoint is written before metrics.csv, so a failed metrics write leaves it one ahead
+    # (the module's order); a resume counts from it and rewrites metrics.csv to match.
+    assert checkpoint["epoch"] == (2 if failing == "checkpoint.pt" else 3)
+    monkeypatch.setattr(torch, "save", real_save)  # space freed
+    monkeypatch.setattr(directory, "write_text", real_write)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    run = RunDirectory.open(out)
+    assert run.info()["epochs_done"] == run.checkpoint()["epoch"] == 5
+    assert [row["epoch"] for row in run.metrics()] == [1, 2, 3, 4, 5]
+
+
 def test_a_file_size_limit_during_create_leaves_no_directory(tmp_path):
     """A real EFBIG (RLIMIT_FSIZE below target.npy's size): one line, and no half-made run left."""
     out = tmp_path / "run"

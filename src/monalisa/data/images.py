@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from monalisa.errors import UserError
+from monalisa.errors import UserError, quoted
 from monalisa.recipes.limits import check_image_size
 
 
@@ -69,7 +69,7 @@ DEFAULT_IMAGE = "astronaut"
 
 def builtin_path(name: str) -> Path:
     if name not in BUILTIN_IMAGES:
-        raise UserError(f"unknown built-in image {name!r}; `monalisa images` lists them")
+        raise UserError(f"unknown built-in image {quoted(name)}; `monalisa images` lists them")
     # Located without importing skimage (slow to import; we only need the file).
     package, file, _ = BUILTIN_IMAGES[name]
     return Path(str(resources.files(package) / file))
@@ -152,7 +152,7 @@ def parse_size(text: str) -> tuple[int, int]:
     # At most 9 digits a side, checked before int(): enough for any image, and no 10^5000 to convert.
     if (len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() and len(p.strip().lstrip("0")) <= 9
                                    for p in parts) or min(int(p) for p in parts) < 1):
-        raise UserError(f"malformed --size {text!r}; write WIDTHxHEIGHT such as 150x214")
+        raise UserError(f"malformed --size {quoted(text)}; write WIDTHxHEIGHT such as 150x214")
     return int(parts[0]), int(parts[1])
 
 

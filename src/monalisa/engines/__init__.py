@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from monalisa.engines.online_support import supports
-from monalisa.errors import UserError
+from monalisa.errors import UserError, unknown_name
 from monalisa.recipes.recipe import Recipe
 
 ENGINES = ("auto", "online", "batched")
@@ -30,7 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda if present, else cpu."""
     if name not in DEVICES:
-        raise UserError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
+        raise unknown_name("device", name, DEVICES)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -40,7 +40,7 @@ def resolve_device(name: str) -> torch.device:
 
 def choose_engine(name: str, recipe: Recipe, device: torch.device) -> str:
     if name not in ENGINES:
-        raise UserError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+        raise unknown_name("engine", name, ENGINES)
     reason = supports(recipe)
     if name == "auto":
         return "online" if reason is None and device.type == "cpu" else "batched"

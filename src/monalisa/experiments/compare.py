@@ -51,14 +51,14 @@ import numpy as np
 from monalisa.data.images import Target
 from monalisa.engines import resolve_device
 from monalisa.engines.cores import usable_cores
-from monalisa.errors import UserError
+from monalisa.errors import UserError, quoted
 from monalisa.execution.runner import Runner
 from monalisa.execution.specs import START, RunSpec
 from monalisa.experiments.report import write_outputs
 from monalisa.experiments.tables import check_claims, conclusion, entry_row
-from monalisa.files import atomic_path, json_safe, read_json, read_metrics, write_json
+from monalisa.files import atomic_path, json_safe, parse_json, read_json, read_metrics, write_json
 from monalisa.recipes.limits import check_recipe
-from monalisa.recipes.recipe import DEFAULT_PRESET, Recipe, get_preset, load_recipe
+from monalisa.recipes.recipe import DEFAULT_PRESET, MAX_SEED, Recipe, get_preset, load_recipe
 from monalisa.runs.directory import RunDirectory, damaged, read_target
 from monalisa.runs.status import FINISHED, Status
 
@@ -94,18 +94,22 @@ def check_entries(entries: list[tuple[str, Recipe]]) -> None:
 
 def entry_seeds(recipe: Recipe, seeds: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...]:
     """The seeds an entry trains: None, its recipe's own; N, the recipe's seed and the N - 1 after it;
-    a list, those seeds."""
+    a list, those seeds. Each from 0 to recipes.MAX_SEED, the range both generators take."""
     if seeds is None:
         return (recipe.seed,)
     if type(seeds) is int:
         if not 1 <= seeds <= MAX_SEEDS:
-            raise UserError(f"seeds must be 1 to {MAX_SEEDS} seeds, got {seeds}")
+            raise UserError(f"seeds must be 1 to {MAX_SEEDS} seeds, got {quoted(seeds)} (one number is how many "
+                            "seeds; list the seeds themselves with commas, such as 0,1,2)")
+        if recipe.seed + seeds - 1 > MAX_SEED:
+            raise UserError(f"{seeds} seeds from the recipe's seed {recipe.seed} run past 2**64 - 1, the largest "
+                            "seed; lower the recipe's seed, or list the seeds")
         return tuple(range(recipe.seed, recipe.seed + seeds))
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise UserError(f"seeds must be a number of seeds or a list of seeds, got {seeds!r}")
+        raise UserError(f"seeds must be a number of seeds or a list of seeds, got {quoted(seeds)}")
     seeds = tuple(seeds)
-    if not 1 <= len(seeds) <= MAX_SEEDS or any(type(v) is not int or not 0 <= v < 2**63 for v in seeds):
-        raise UserError(f"seeds must list 1 to {MAX_SEEDS} whole numbers from 0 to 2**63 - 1, "
+    if not 1 <= len(seeds) <= MAX_SEEDS or any(type(v) is not int or not 0 <= v <= MAX_SEED for v in seeds):
+        raise UserError(f"seeds must list 1 to {MAX_SEEDS} whole numbers from 0 to 2**64 - 1, "
                         f"got {list(seeds)[:12]}{' ...' if len(seeds) > 12 else ''}")
     if len(set(seeds)) != len(seeds):
         raise UserError(f"seeds lists a seed twice: {list(seeds)[:12]}")
@@ -115,9 +119,10 @@ def entry_seeds(recipe: Recipe, seeds: int | tuple[int, ...] | list[int] | None)
 def parse_seeds(text: str) -> int | tuple[int, ...]:
     """What a user writes for seeds: '5' -> 5 (five seeds from the recipe's); '0,3,7' -> (0, 3, 7)."""
     parts = [part.strip() for part in str(text).split(",")]
-    if not all(part.isdigit() and len(part) <= 18 for part in parts):
-        raise UserError(f"write a number of seeds (such as 5) or seeds separated by commas (such as 0,1,2); "
-                        f"got {str(text)[:40]!r}")
+    # 20 digits hold 2**64 - 1 (recipes.MAX_SEED); entry_seeds checks the range, with the range in its line.
+    if not all(part.isascii() and part.isdigit() and len(part) <= len(str(MAX_SEED)) for part in parts):
+        raise UserError(f"write a number of seeds (such as 5) or seeds separated by commas (such as 0,1,2), each "
+                        f"from 0 to 2**64 - 1; got {quoted(str(text))}")
     if len(parts) > 1:
         return tuple(int(part) for part in parts)
     if int(parts[0]) < 1:
@@ -172,6 +177,7 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
         raise UserError(f"{str(out)!r} is not a comparison directory (no {COMPARISON_FILE})")
     try:
         data = read_json(path)
+        data = parse_json(path.read_text())
         entries = [(item["label"], Recipe.from_dict(item["recipe"])) for item in data["entries"]]
         for _, recipe in entries:  # before anything is built or trained from them
             check_recipe(recipe, source=str(path))
@@ -191,6 +197,7 @@ def saved_seeds(out: str | Path) -> dict[str, tuple[int, ...]]:
     """label -> the seeds a comparison directory's entries train ({} for one that has none yet)."""
     try:
         data = read_json(Path(out) / COMPARISON_FILE)
+        data = parse_json((Path(out) / COMPARISON_FILE).read_text())
         return {item["label"]: entry_seeds(Recipe.from_dict(item["recipe"]), item.get("seeds"))
                 for item in data["entries"]}
     except (FileNotFoundError, NotADirectoryError):  # not a comparison yet: _prepare_directory says what it is

@@ -57,7 +57,7 @@ import numpy as np
 
 from monalisa import interrupts
 from monalisa.data.images import Target
-from monalisa.errors import Diverged, UserError
+from monalisa.errors import Diverged, UserError, quoted
 from monalisa.files import atomic_path, json_safe, read_json, write_json, write_text
 from monalisa.interrupts import Stopped
 from monalisa.recipes.encodings import hashgrid_table_size
@@ -74,6 +74,7 @@ TUNE_NAME = "tune"  # Ray Tune's experiment folder inside the search directory
 BEST_RECIPE = "best-recipe.toml"
 TOP_RUNS = 8  # trials in the report's table, curves and grid: 8 panels keep the grid readable
 TRIAL_SECONDS = 60.0  # training seconds a trial may have: the yardstick, PSNR after 60 s
+MAX_SAMPLER_SEED = 2**32 - 1  # optuna TPESampler(seed=...) refuses larger: "Seed must be between 0 and 2**32 - 1"
 # How long the end of a search waits for a stopped trial's own process to finish writing its ending
 # (its GIF and MP4: a few seconds on a busy machine) before leaving that run as it is.
 SETTLE_SECONDS = 120.0
@@ -293,6 +294,10 @@ def _check_settings(settings: dict) -> None:
             raise UserError(f"{name} must be a positive number, got {value!r}")
     if settings["trials"] is not None and (type(settings["trials"]) is not int or settings["trials"] < 1):
         raise UserError(f"trials must be a positive whole number, got {settings['trials']!r}")
+    # The seed also seeds Optuna's sampler, whose numpy RandomState takes 0 to 2**32 - 1 only.
+    if type(settings["seed"]) is not int or not 0 <= settings["seed"] <= MAX_SAMPLER_SEED:
+        raise UserError(f"a search's seed must be a whole number from 0 to 2**32 - 1 (it also seeds the sampler), "
+                        f"got {quoted(settings['seed'])}")
 
 
 def _prepare_directory(out: Path, target: Target, settings: dict) -> None:

@@ -40,10 +40,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monalisa import __version__
-from monalisa.errors import UserError
+from monalisa.errors import UserError, one_line
 from monalisa.lab import forms, store
 from monalisa.lab.jobs import MAX_RENDER_WIDTH, THUMBNAIL_SIDE, Lab
 from monalisa.lab.schemas import (
+    UNKNOWN_FIELD,
     CheckRequest,
     ErrorBody,
     ImageInfo,
@@ -61,7 +62,7 @@ from monalisa.lab.schemas import (
     RunsCreated,
     json_text,
 )
-from monalisa.lab.store import LabError, one_line, run_file, url_path
+from monalisa.lab.store import LabError, run_file, url_path
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_SECONDS = 15.0  # an event-stream comment this often keeps proxies and browsers from timing out
@@ -396,6 +397,8 @@ def _register_error_handlers(app: FastAPI) -> None:
         field = where[0] if where else None
         if first.get("type") == "json_invalid":  # its loc is the byte offset, no field
             message, field = "the request body is not valid JSON", None
+        elif first.get("type") == UNKNOWN_FIELD:  # schemas.LabRequest: the line names the fields it takes
+            message, field = first["ctx"]["message"], first["ctx"]["field"]
         elif request.url.path == "/api/images" and field == "file":  # a part without a file name is a plain string
             message = "send the image as the multipart field 'file', with a file name"
         else:

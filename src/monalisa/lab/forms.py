@@ -13,7 +13,8 @@ import json
 import tomllib
 
 from monalisa.data.images import Target
-from monalisa.errors import UserError
+from monalisa.errors import UserError, one_line
+from monalisa.files import DuplicateKey, parse_json
 from monalisa.lab import DEFAULT_PRESET, DEFAULT_SIZE, SIZES
 from monalisa.lab.store import LabError
 from monalisa.recipes.limits import MAX_RECIPE_BYTES, LimitError, check_recipe
@@ -34,14 +35,16 @@ def recipe_data(text: str | None) -> dict:
                        field=TEXT_FIELD)
     kind = "JSON" if text.startswith("{") else "TOML (key = value lines)"
     try:
-        data = json.loads(text) if text.startswith("{") else tomllib.loads(text)
+        data = parse_json(text) if text.startswith("{") else tomllib.loads(text)
+    except DuplicateKey as exc:
+        raise LabError(f"the recipe text: {exc}", field=TEXT_FIELD) from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise LabError(f"the recipe text is not valid {kind}: {exc}", field=TEXT_FIELD) from None
     except RecursionError:  # arrays or tables nested thousands deep
         raise LabError("the recipe text is nested too deeply; a recipe is flat keys and values",
                        field=TEXT_FIELD) from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise LabError(f"the recipe text is not valid {kind}: {str(exc)[:100]}", field=TEXT_FIELD) from None
+        raise LabError(f"the recipe text is not valid {kind}: {one_line(str(exc), 100)}", field=TEXT_FIELD) from None
     if not isinstance(data, dict):
         raise LabError("the recipe text must hold recipe keys and values", field=TEXT_FIELD)
     return data

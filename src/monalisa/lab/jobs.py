@@ -409,11 +409,14 @@ def _lab_seeds(recipe, seeds) -> tuple[int, ...]:
     from monalisa.experiments.compare import entry_seeds, parse_seeds
 
     try:
-        chosen = entry_seeds(recipe, parse_seeds(seeds) if isinstance(seeds, str) else seeds)
+        asked = parse_seeds(seeds) if isinstance(seeds, str) else seeds
+        count = asked if type(asked) is int else None  # a count past the lab's bound is told the lab's bound
+        chosen = entry_seeds(recipe, asked) if count is None or count <= LAB_MAX_SEEDS else None
     except UserError as exc:
         raise LabError(str(exc), field="seeds") from None
-    if len(chosen) > LAB_MAX_SEEDS:
-        raise LabError(f"the lab trains at most {LAB_MAX_SEEDS} seeds of a recipe at once, got {len(chosen)}; "
+    if chosen is None or len(chosen) > LAB_MAX_SEEDS:
+        got = count if chosen is None else len(chosen)
+        raise LabError(f"the lab trains at most {LAB_MAX_SEEDS} seeds of a recipe at once, got {got}; "
                        "`monalisa compare --seeds` takes up to 100", field="seeds")
     return chosen
 

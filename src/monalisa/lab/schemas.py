@@ -16,8 +16,10 @@ import typing
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictInt, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
+from monalisa.errors import unknown_name
 from monalisa.files import json_safe
 from monalisa.lab import DEFAULT_PRESET, DEFAULT_SIZE
 from monalisa.recipes.recipe import Recipe
@@ -37,8 +39,27 @@ class LabJSON(JSONResponse):
 
 # -- requests ------------------------------------------------------------------------
 
+UNKNOWN_FIELD = "unknown_field"  # the error type of a request field no model declares (app.py's handler)
 
-class RunRequest(BaseModel):
+
+class LabRequest(BaseModel):
+    """A request body. A field it does not declare is refused, not ignored: a misspelt 'seeds' would
+    otherwise train one seed without a word."""
+
+    model_config = ConfigDict(extra="forbid")  # the schema says so too: additionalProperties false
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        # Before pydantic's own extra="forbid" check, to say which fields the request takes.
+        for key in data if isinstance(data, dict) else ():
+            if key not in cls.model_fields:
+                refusal = unknown_name("field", key, cls.model_fields, listing="this request takes")
+                raise PydanticCustomError(UNKNOWN_FIELD, "{message}", {"message": str(refusal), "field": str(key)})
+        return data
+
+
+class RunRequest(LabRequest):
     image: str = Field(description="a built-in image name, 'upload:<sha256>' from POST /api/images, or "
                                    "'run:<run id>' (that run's exact training image; size is then ignored)")
     size: str | None = Field(DEFAULT_SIZE, description="'full', a longest side in pixels ('128'), or 'WxH'")
@@ -52,13 +73,13 @@ class RunRequest(BaseModel):
                           "the runs share a group. Null: one run with the recipe's own seed")
 
 
-class CheckRequest(BaseModel):
+class CheckRequest(LabRequest):
     preset: str | None = DEFAULT_PRESET
     recipe_text: str | None = None
     recipe: dict | None = None
 
 
-class ResumeRequest(BaseModel):
+class ResumeRequest(LabRequest):
     # Strict: "5", 5.0 and true are refused, not quietly read as 5 or 1.
     epochs: StrictInt | None = Field(None, description="extend the run to this many epochs in total")
 

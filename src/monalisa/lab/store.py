@@ -35,8 +35,8 @@ from urllib.parse import quote
 from PIL import Image, UnidentifiedImageError
 
 from monalisa.data.images import BUILTIN_IMAGES, Target, load_image, resize
-from monalisa.errors import UserError
-from monalisa.files import MAX_JSON_BYTES, read_metrics, write_json
+from monalisa.errors import UserError, one_line, quoted
+from monalisa.files import MAX_JSON_BYTES, parse_json, read_metrics, write_json
 from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import Recipe
 from monalisa.runs.directory import RunDirectory
@@ -73,13 +73,13 @@ def run_path(root: Path, run_id: str) -> Path:
     """The directory of ``run_id`` under ``root``, or LabError 404; never a path outside ``root``."""
     segments = run_id.split("/")
     if not run_id or len(segments) > MAX_RUN_DEPTH or not all(_SEGMENT.match(s) for s in segments):
-        raise LabError(f"{run_id!r} is not a run id", status=404)
+        raise LabError(f"{quoted(run_id)} is not a run id", status=404)
     path = root.joinpath(*segments)
     resolved, base = path.resolve(), root.resolve()
     if not resolved.is_relative_to(base) or resolved == base:
-        raise LabError(f"{run_id!r} is not a run id", status=404)
+        raise LabError(f"{quoted(run_id)} is not a run id", status=404)
     if not (path / "run.json").is_file():
-        raise LabError(f"no run {run_id!r} under {str(root)!r}", status=404)
+        raise LabError(f"no run {quoted(run_id)} under {str(root)!r}", status=404)
     return path
 
 
@@ -283,7 +283,7 @@ def _json_object(path: Path) -> dict:
     if path.stat().st_size > MAX_JSON_BYTES:
         raise ValueError(f"over {MAX_JSON_BYTES // 2**10:,} KB; it should be a few hundred bytes")
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
     except json.JSONDecodeError:
@@ -322,12 +322,6 @@ def _checked_metrics(path: Path) -> list[dict]:
         if not {"epoch", "psnr", "mae", "train_seconds"} <= row.keys():
             raise ValueError("it lacks the columns epoch, psnr, mae and train_seconds")
     return rows
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """Text for an error message (an exception's, a path from a request) as one short line."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def url_path(run_id: str) -> str:
@@ -434,7 +428,7 @@ class Uploads:
     def path(self, image_id: str) -> Path:
         match = _UPLOAD_ID.match(image_id)
         if not match or not (self.folder / match.group(1)).is_file():
-            raise LabError(f"no uploaded image {image_id!r}; upload it again", status=404, field="image")
+            raise LabError(f"no uploaded image {quoted(image_id)}; upload it again", status=404, field="image")
         return self.folder / match.group(1)
 
 
@@ -468,14 +462,17 @@ def parse_lab_size(text: str | None) -> tuple[str, object]:
     if text == "full":
         return "full", None
     if text.isascii() and text.isdigit():
+        if len(text.lstrip("0")) > 9:  # past any image, and int() of thousands of digits refuses outright
+            raise LabError(f"size {quoted(text)} is larger than any image; write full for the image's own size",
+                           field="size")
         side = int(text)
         if side < 2:
-            raise LabError(f"size {text!r} is too small; give at least 2 pixels", field="size")
+            raise LabError(f"size {quoted(text)} is too small; give at least 2 pixels", field="size")
         return "side", side
     try:
         return "size", parse_size(text)
     except UserError:
-        raise LabError(f"malformed size {text!r}; write full, a longest side such as 128, or WIDTHxHEIGHT such as "
+        raise LabError(f"malformed size {quoted(text)}; write full, a longest side such as 128, or WIDTHxHEIGHT such as "
                        "150x214", field="size") from None
 
 
@@ -496,7 +493,7 @@ def load_lab_target(root: Path, uploads: Uploads, image_id: str, size: str | Non
     elif image_id.startswith("upload:"):
         pixels, name = load_image(uploads.path(image_id)), f"upload-{image_id[7:15]}"
     else:
-        raise LabError(f"unknown image {image_id!r}; pick a built-in image or upload one", field="image")
+        raise LabError(f"unknown image {quoted(image_id)}; pick a built-in image or upload one", field="image")
     height, width = pixels.shape[:2]
     if kind == "side" and value < max(height, width):
         pixels = resize(pixels, scale=value / max(height, width))

@@ -24,13 +24,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from monalisa.errors import UserError
-from monalisa.recipes import components, encodings  # noqa: F401  (they register the built-in components)
+from monalisa.errors import UserError, one_line, quoted, unknown_name
+from monalisa.files import DuplicateKey, parse_json
+from monalisa.recipes import components, encodings  # noqa: F401  (they register the built-in components)  # noqa: F401  (they register the built-in components)
 from monalisa.recipes.limits import MAX_LAYERS, MAX_LR, MAX_RECIPE_BYTES
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES, format_spec
 from monalisa.recipes.sizes import format_arch
 
 ORDERS = ("shuffled", "scan")
+# The largest seed both generators take: numpy's default_rng takes any whole number from 0, torch's
+# manual_seed one that fits 64 bits unsigned.
+MAX_SEED = 2**64 - 1
 
 # Which registry checks each spec field.
 SPEC_FIELDS = {"encoding": ENCODINGS, "output": OUTPUTS, "init": INITS, "optimizer": OPTIMIZERS,
@@ -67,22 +71,22 @@ class Recipe:
             object.__setattr__(self, "activation", tuple(self.activation))
         for name in ("epochs", "batch_size", "seed"):
             if type(getattr(self, name)) is not int:
-                raise UserError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be a whole number, got {quoted(getattr(self, name))}")
         if type(self.residual) is not bool:
-            raise UserError(f"residual must be true or false, got {self.residual!r}")
+            raise UserError(f"residual must be true or false, got {quoted(self.residual)}")
         if not self.arch or any(type(w) is not int or w < 1 for w in self.arch):
-            raise UserError(f"arch must be a non-empty list of positive layer widths, got {list(self.arch)}")
+            raise UserError(f"arch must be a non-empty list of positive layer widths, got {quoted(list(self.arch))}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name} must be a positive whole number, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**64:  # numpy refuses negative seeds, torch those of 2**64 and up
-            raise UserError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed}")
+                raise UserError(f"{name} must be a positive whole number, got {quoted(getattr(self, name))}")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy refuses negative seeds, torch those of 2**64 and up
+            raise UserError(f"seed must be a whole number from 0 to 2**64 - 1, got {quoted(self.seed)}")
         if self.order not in ORDERS:
-            raise UserError(f"unknown order {self.order!r}; choose one of: {', '.join(ORDERS)}")
+            raise unknown_name("order", self.order, ORDERS)
         for name in ("lr", "encoding_lr", "until_psnr", "time_limit"):
             value = getattr(self, name)
             if value is not None and (type(value) not in (int, float) or not (math.isfinite(value) and value > 0)):
-                raise UserError(f"{name} must be a positive number, got {value!r}")
+                raise UserError(f"{name} must be a positive number, got {quoted(value)}")
         for name in ("lr", "encoding_lr"):
             if getattr(self, name) is not None and getattr(self, name) > MAX_LR:
                 raise UserError(f"{name} must be at most {MAX_LR:g} (limits.MAX_LR), got {getattr(self, name):g}")
@@ -163,7 +167,7 @@ class Recipe:
         fields = [f.name for f in dataclasses.fields(self)]
         unknown = sorted(set(changes) - set(fields))
         if unknown:
-            raise UserError(f"unknown recipe key {unknown[0]!r}; valid keys: {', '.join(fields)}")
+            raise unknown_name("recipe key", unknown[0], fields, "valid keys")
         coerced = {name: _coerce(name, value) for name, value in changes.items()}
         return dataclasses.replace(self, **coerced)
 
@@ -188,23 +192,23 @@ def _coerce(name: str, value):
             raise UserError(f"arch has {len(value):,} hidden layers; at most {MAX_LAYERS:,}")
         if isinstance(value, (list, tuple)) and all(type(w) is int for w in value):
             return tuple(value)
-        raise UserError(f"arch must be like '4x300' or a list of widths, got {value!r}")
+        raise UserError(f"arch must be like '4x300' or a list of widths, got {quoted(value)}")
     if name == "activation":
         if isinstance(value, str):
             return value
         if isinstance(value, (list, tuple)) and value and all(isinstance(a, str) for a in value):
             return tuple(value)
-        raise UserError(f"activation must be a name or a list of names, got {value!r}")
+        raise UserError(f"activation must be a name or a list of names, got {quoted(value)}")
     if name in _OPTIONAL_NUMBERS:
         if value is None:
             return None
         if type(value) not in (int, float):
-            raise UserError(f"{name} must be a number, got {value!r}")
+            raise UserError(f"{name} must be a number, got {quoted(value)}")
         return float(value)
     default = getattr(Recipe(), name)
     if type(value) is not type(default):
         kind = {int: "a whole number", bool: "true or false", str: "a string"}[type(default)]
-        raise UserError(f"{name} must be {kind}, got {value!r}")
+        raise UserError(f"{name} must be {kind}, got {quoted(value)}")
     return value
 
 
@@ -222,10 +226,10 @@ def parse_arch(text: str) -> tuple[int, ...]:
     match = _ARCH_REPEAT.match(text) if text.isascii() else None
     if match:
         if max(len(match.group(1).lstrip("0")), len(match.group(2).lstrip("0"))) > ARCH_DIGITS:
-            raise UserError(f"--arch {text.strip()[:40]!r} has a number of more than {ARCH_DIGITS} digits")
+            raise UserError(f"--arch {quoted(text.strip())} has a number of more than {ARCH_DIGITS} digits")
         depth, width = int(match.group(1)), int(match.group(2))
         if depth > MAX_LAYERS:
-            raise UserError(f"--arch {text.strip()!r} has {depth:,} hidden layers; at most {MAX_LAYERS:,}")
+            raise UserError(f"--arch {quoted(text.strip())} has {depth:,} hidden layers; at most {MAX_LAYERS:,}")
         widths = (width,) * depth
     else:
         if text.count(",") >= MAX_LAYERS:
@@ -233,13 +237,13 @@ def parse_arch(text: str) -> tuple[int, ...]:
         parts = [p.strip() for p in text.split(",")]
         if not all(p.isascii() and p.isdigit() for p in parts):
             raise UserError(
-                f"malformed --arch {text[:60]!r}; write DEPTHxWIDTH such as 4x300, or widths such as 300,300,100"
+                f"malformed --arch {quoted(text)}; write DEPTHxWIDTH such as 4x300, or widths such as 300,300,100"
             )
         if any(len(p.lstrip("0")) > ARCH_DIGITS for p in parts):
-            raise UserError(f"--arch {text[:40]!r} has a number of more than {ARCH_DIGITS} digits")
+            raise UserError(f"--arch {quoted(text)} has a number of more than {ARCH_DIGITS} digits")
         widths = tuple(int(p) for p in parts)
     if not widths or min(widths) < 1:
-        raise UserError(f"--arch {text!r} needs at least one layer, each at least 1 unit wide")
+        raise UserError(f"--arch {quoted(text)} needs at least one layer, each at least 1 unit wide")
     return widths
 
 
@@ -285,7 +289,7 @@ DEFAULT_PRESET = "quick"
 
 def get_preset(name: str) -> Recipe:
     if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        raise unknown_name("preset", name, PRESETS)
     return PRESETS[name]
 
 
@@ -305,13 +309,15 @@ def load_recipe(path: str | Path) -> Recipe:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read recipe file {str(path)!r}: {exc.__class__.__name__}") from None
     try:
-        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else parse_json(text)
+    except DuplicateKey as exc:
+        raise UserError(f"recipe file {str(path)!r}: {exc}") from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"recipe file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
     except RecursionError:  # arrays or tables nested thousands deep
         raise UserError(f"recipe file {str(path)!r} is nested too deeply; a recipe is flat keys and values") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts (sys.int_info)
-        raise UserError(f"recipe file {str(path)!r} is not a readable recipe: {str(exc)[:100]}") from None
+        raise UserError(f"recipe file {str(path)!r} is not a readable recipe: {one_line(str(exc), 100)}") from None
     if not isinstance(data, dict):
         raise UserError(f"recipe file {str(path)!r} must hold a table of recipe keys")
     return Recipe.from_dict(data)

@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from monalisa.errors import UserError
+from monalisa.errors import UserError, quoted, unknown_name
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,14 @@ class Registry:
 
     def entry(self, name: str) -> Entry:
         if name not in self._entries:
-            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._entries)}")
+            raise unknown_name(self.kind, name, self._entries)
         return self._entries[name]
 
     def parse(self, spec: str) -> Spec:
         """'name:key=value,...' -> Spec, every option checked against the component's dataclass."""
         if not isinstance(spec, str) or not spec.strip():
-            raise UserError(f"{self.kind} must be a name such as {next(iter(self._entries))!r}, got {spec!r}")
+            raise UserError(f"{self.kind} must be a name such as {next(iter(self._entries))!r}, "
+                            f"got {quoted(spec)}")
         name, _, rest = spec.strip().partition(":")
         entry = self.entry(name.strip())
         fields = {f.name: f for f in dataclasses.fields(entry.options)}
@@ -105,12 +106,14 @@ class Registry:
             key, sep, text = item.partition("=")
             key = key.strip()
             if not sep:
-                raise UserError(f"{self.kind} option {item!r} in {spec!r} needs a value: write {key}=VALUE")
+                raise UserError(f"{self.kind} option {quoted(item)} in {quoted(spec)} needs a value: write "
+                                "NAME=VALUE")
             if key not in fields:
                 valid = ", ".join(fields) or "none"
-                raise UserError(f"unknown option {key!r} for {self.kind} {entry.name!r}; valid options: {valid}")
+                raise UserError(f"unknown option {quoted(key)} for {self.kind} {entry.name!r}; "
+                                f"valid options: {valid}")
             if key in values:  # last-wins would silently drop one of the two
-                raise UserError(f"option {key!r} is given twice in {spec!r}; give it once")
+                raise UserError(f"option {key!r} is given twice in {quoted(spec)}; give it once")
             values[key] = _parse_value(text.strip(), entry.options().__getattribute__(key), key, spec)
         return Spec(entry.name, entry.options(**values))
 
@@ -147,7 +150,7 @@ def _parse_value(text: str, default, key: str, spec: str):
 
     The text is checked before anything is computed from it, so no value can cost more than its parse.
     """
-    where = f"option {key}={text!r} in {spec!r}"
+    where = f"option {key}={quoted(text)} in {quoted(spec)}"
     if isinstance(default, bool):
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise UserError(f"{where} must be true or false")

@@ -25,7 +25,9 @@ an epoch is frame, layers.csv, snapshot, checkpoint, metrics; ``metrics.csv`` is
 from the checkpoint's history, so it can lag the checkpoint but never lead it. ``layers.csv``
 is the other way round: its rows exist nowhere else, so it is written before the checkpoint and
 may lead it by one epoch; a resume drops the rows past the checkpoint and records them again as it
-retrains that epoch, so no row is lost or written twice.
+retrains that epoch, so no row is lost or written twice. ``run.json``'s ``epochs_done`` counts only the
+epochs whose checkpoint and metrics were both written, so after a failed write (a full disk) it
+agrees with them; a resume counts from the checkpoint.
 
 Reading and writing are kept apart. ``RunDirectory.open`` reads and changes
 nothing (a run may be training while it is read). A process writes a run only
@@ -60,7 +62,7 @@ import torch
 from PIL import Image
 
 from monalisa.data.images import Target
-from monalisa.errors import UserError
+from monalisa.errors import UserError, unknown_name
 from monalisa.files import (
     atomic_path,
     read_json,
@@ -572,7 +574,7 @@ class RunDirectory:
         learning happens; "even" keeps the animation's clock linear in epochs.
         """
         if spacing not in FRAME_SPACINGS:
-            raise UserError(f"unknown --spacing {spacing!r}; choose one of: {', '.join(FRAME_SPACINGS)}")
+            raise unknown_name("--spacing", spacing, FRAME_SPACINGS)
         rows = [row for row in history if self.frame_path(row["epoch"]).exists()]
         if max_frames is not None and len(rows) > max_frames:
             if spacing == "log":
@@ -655,11 +657,15 @@ class Recorder(Callback):
         self.board: TensorBoardLog | None = None
         self._layers_text: list[str] = []  # layers.csv's rows so far as text: each row is formatted once
         self._layers_rows = 0  # how many rows _layers_text holds
+        # Epochs whose checkpoint and metrics are both on disk: all run.json may count. The trainer's
+        # history is one longer while an epoch's files are written, and stays so if a write fails.
+        self._recorded = 0
 
     def on_start(self, trainer: Trainer) -> None:
         self.run.lock()  # the caller normally holds it already (train_run, resume_run): then this does nothing
         # A resumed run's metrics may lag its checkpoint by one epoch (killed in between).
         self.run.write_metrics(trainer.history)
+        self._recorded = len(trainer.history)  # a resumed run's come from its checkpoint
         self.run.update_info(status=Status.RUNNING, engine=trainer.engine_name, device=str(trainer.device))
         if self.dynamics is not None:
             # A resumed run's layers.csv may lead its checkpoint by an epoch: on_start keeps the rows up to it.
@@ -687,6 +693,7 @@ class Recorder(Callback):
             self.run.write_snapshot(epoch, trainer.model)  # fit() synced the engine's weights into it
         self.run.write_checkpoint(trainer.state_dict())
         self.run.write_metrics(trainer.history)
+        self._recorded = len(trainer.history)
         if self.board is not None:
             ends = _epoch_end_tail(self.dynamics.rows, epoch) if self.dynamics is not None else []
             activations = self.dynamics.last_activations if self.dynamics is not None else {}
@@ -707,7 +714,11 @@ class Recorder(Callback):
             if stopped_by in COMPLETE_REASONS and trainer.history and not \
                     self.run.snapshot_path(trainer.epoch).exists():
                 self.run.write_snapshot(trainer.epoch, trainer.model)  # the last epoch's weights, synced
-            self.run.write_end(trainer.history, stopped_by, self.last_frame, animations=self.animate_at_end)
+            # Only the recorded epochs: after a failed write (a full disk) run.json, metrics.csv and the
+            # checkpoint all end at the last epoch whose files are whole.
+            recorded = trainer.history[:self._recorded]
+            self.run.write_end(recorded, stopped_by, self.last_frame if recorded == trainer.history else None,
+                               animations=self.animate_at_end)
         except UserError:
             if stopped_by != "error":
                 raise

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from monalisa.data.images import DEFAULT_IMAGE, Target, load_target
-from monalisa.errors import UserError
+from monalisa.errors import UserError, unknown_name
 from monalisa.models.network import build_model
 from monalisa.recipes.recipe import Recipe
 from monalisa.runs.directory import FRAME_SCHEDULES, Recorder, RunDirectory
@@ -48,7 +48,7 @@ def train_run(target: Target, recipe: Recipe, out: str | Path, *, device: str = 
               callbacks: Sequence[Callback] = ()) -> FitResult:
     """Train from scratch, writing the run directory ``out`` as it goes; ``callbacks`` watch it too."""
     if frames not in FRAME_SCHEDULES:
-        raise UserError(f"unknown --frames {frames!r}; choose one of: {', '.join(FRAME_SCHEDULES)}")
+        raise unknown_name("--frames", frames, FRAME_SCHEDULES)
     trainer = Trainer(target, recipe, device=device, engine=engine)  # validates before anything is written
     run = RunDirectory.create(out, recipe, target, {"preset": preset, "frames": frames})  # locked for us
     with run.writing():

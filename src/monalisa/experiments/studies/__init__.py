@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from monalisa.errors import UserError
+from monalisa.errors import UserError, unknown_name
 from monalisa.experiments.studies.common import study_options
 from monalisa.experiments.studies.depth import DepthOptions, depth_base, study_depth
 from monalisa.experiments.studies.encodings import EncodingOptions, encodings_base, study_encodings
@@ -50,7 +50,7 @@ _BASES = {"depth": depth_base, "tips": tips_base, "encodings": encodings_base, "
 def default_base(study: str, quick: bool = False) -> Recipe:
     """The recipe a study's entries start from, before the user's flags."""
     if study not in _BASES:
-        raise UserError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
+        raise unknown_name("study", study, STUDIES)
     return _BASES[study](quick)
 
 
@@ -61,7 +61,7 @@ def check_study_options(study: str, options, arch=None) -> None:
         check_study_options("tips", {"budget": 50_000})  # UserError: the depth and encodings studies take it
     """
     if study not in STUDY_OPTIONS:
-        raise UserError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
+        raise unknown_name("study", study, STUDIES)
     for key in options:
         takers = [name for name, cls in STUDY_OPTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
         if not takers:

@@ -416,7 +416,7 @@ export function psnrCurve(rows, { by = "epoch", end = 1, band = null, range = nu
     : `PSNR by ${against}: no epochs yet`;
   const svg = h("svg", { viewBox: `0 0 ${W} ${H}`, class: "psnr-curve", role: "img", "data-by": by,
     "data-range": range ? `${range.lo},${range.hi}` : "",
-    "aria-label": seeds ? `${label}; the band spans ${seeds} seeds, lowest to highest, the dashed line is their mean` : label });
+    "aria-label": seeds ? `${label}; the band spans ${plural(seeds, "seed")}, lowest to highest, the dashed line is their mean` : label });
   const values = range ? [range.lo, range.hi].filter(Number.isFinite)
     : [...points.map((p) => p.psnr), ...(band || []).flatMap((b) => [b.low, b.high])];
   let lo = Math.floor(Math.min(...values, 100) / 5) * 5;
@@ -444,7 +444,7 @@ export function psnrCurve(rows, { by = "epoch", end = 1, band = null, range = nu
     svg.append(
       h("path", { class: "band", "data-seeds": String(seeds), d: `M${[...upper, ...lower].join(" L")} Z` }),
       h("polyline", { class: "mean", points: band.map((b) => `${x(bandX(b)).toFixed(1)},${y(b.mean).toFixed(1)}`).join(" ") }),
-      h("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", class: "unit" }, `${seeds} seeds: mean, lowest to highest`));
+      h("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", class: "unit" }, `${plural(seeds, "seed")}: mean, lowest to highest`));
   }
   if (points.length) {
     const line = points.map((p) => `${x(p.x).toFixed(1)},${y(p.psnr).toFixed(1)}`).join(" ");
