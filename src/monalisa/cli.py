@@ -514,7 +514,7 @@ def command_study(args: argparse.Namespace) -> None:
 
 
 def command_search(args: argparse.Namespace) -> None:
-    from .search import run_search  # Ray Tune loads only for this command
+    from .search import result_text, run_search  # Ray Tune loads only for this command
 
     settings = {key: getattr(args, key) for key in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")
                 if getattr(args, key) is not None}
@@ -533,7 +533,7 @@ def command_search(args: argparse.Namespace) -> None:
                             resume=args.resume is not None, quiet=args.quiet, **settings)
     best = summary["best"]
     print(out / "report.html")
-    print(f"best of {summary['trials']} trials: {best['label']}, PSNR {best['psnr']:.2f} dB; "
+    print(f"best of {summary['trials']} trials: {best['label']}, {result_text(best)}; "
           f"train it with --recipe {out / 'best-recipe.toml'}")
 
 
