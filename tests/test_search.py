@@ -156,6 +156,39 @@ def test_search_writes_every_trial_and_a_leaderboard(searched):
         assert (out / name).is_file(), name
     assert "## Every trial" in (out / "report.md").read_text()
     assert (out / "tune").is_dir()  # Ray Tune's experiment, which a resume restores
+    assert (out / "ray.log").is_file()  # what Ray and Optuna said, off the terminal
+
+
+def test_search_progress_shows_from_the_first_second(searched):
+    """Lines as the search starts, while it waits for Ray and the first workers, as each trial starts,
+    reports its first epoch and ends (with the best so far), and never a silence much past a heartbeat."""
+    import re
+
+    from monalisa.search import HEARTBEAT_SECONDS
+
+    _, out, status, _, stderr = searched
+    assert status == 0, stderr
+    lines = stderr.splitlines()
+    assert lines[0].startswith("[0:00] search: starting ") and "joining the Ray cluster at 127.0.0.1:" in lines[0]
+    assert lines[1].split("] ")[1].startswith("Ray ready: ") and str(out / "ray.log") in lines[1]
+    assert "waiting for the first workers" in lines[2]
+    assert lines[-1].endswith("] writing the leaderboard and the report")
+    stamps = [int(m) * 60 + int(s) for m, s in (re.match(r"\[(\d+):(\d\d)\] ", line).groups() for line in lines)]
+    assert stamps == sorted(stamps)
+    # While Ray Tune runs (from Ray's start to the leaderboard): a loaded machine may stall its loop, which
+    # beats the heartbeat, for a while
+    during = stamps[1:-1]
+    assert max(b - a for a, b in zip(during, during[1:])) <= HEARTBEAT_SECONDS + 30, stderr
+    started = {re.search(r"trial-(\w+) started: ", line).group(1): i for i, line in enumerate(lines)
+               if " started: " in line}
+    assert started, stderr
+    for i, line in enumerate(lines):
+        found = re.search(r"\] trial-(\w+): (first epoch|.*best so far)", line)
+        if found:  # a trial's first epoch and its end come after its start, its end after its first epoch
+            assert started[found.group(1)] < i
+            if "best so far" in line:
+                assert all(found.group(1) not in later or "first epoch" not in later for later in lines[i:])
+    assert "step" not in stderr and "raylet" not in stderr  # Optuna's and Ray's own messages are in ray.log
 
 
 def test_the_best_recipe_trains_with_monalisa_train(searched, tmp_path, capsys):
@@ -211,7 +244,15 @@ def test_ctrl_c_then_resume_finishes_the_search(ray_cluster, searched, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "summary.json").is_file() and (out / "best-recipe.toml").is_file()
     with open(out / "leaderboard.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(list((out / "runs").iterdir())) >= 1
+        rows = list(csv.DictReader(f))
+        assert len(rows) == len(list((out / "runs").iterdir())) >= 1
+    # --quiet: the two result lines on stdout, nothing on stderr; whatever Optuna and Ray said (Optuna warns of
+    # every step a restored trial reports again: hundreds on a longer search) is in ray.log
+    # (test_chatter_goes_to_the_log_and_our_lines_to_the_terminal has each kind of message)
+    assert resumed.stdout.splitlines() == [str(out / "report.html"), resumed.stdout.splitlines()[1]]
+    assert resumed.stdout.splitlines()[1].startswith(f"best of {len(rows)} trials: {rows[0]['trial']}, ")
+    assert resumed.stderr == ""
+    assert (out / "ray.log").is_file()
 
 
 def test_a_trial_still_writing_its_ending_is_waited_for(tmp_path):
@@ -350,7 +391,8 @@ def test_unfinished_trials_are_marked_in_the_report(crafted_search):
 
 def test_chatter_goes_to_the_log_and_our_lines_to_the_terminal(tmp_path, capfd):
     """Each way Ray and Optuna speak, as they do it (the raylet's paragraph through Ray's own
-    print_to_stdstream, the C++ core on descriptor 2, loggers, warnings): all in the log, none on the
+    print_to_stdstream, the C++ core on descriptor 2, loggers, Optuna's real warning of a step reported
+    twice, and its log line of a new study): all in the log, none on the
     terminal, while our own line on sys.stderr still gets there."""
     import logging
     import os
@@ -358,6 +400,7 @@ def test_chatter_goes_to_the_log_and_our_lines_to_the_terminal(tmp_path, capfd):
     import warnings
 
     pytest.importorskip("ray")
+    optuna = pytest.importorskip("optuna")
     from ray._private.worker import print_to_stdstream
 
     from monalisa.ray_executor import chatter_to
@@ -369,13 +412,16 @@ def test_chatter_goes_to_the_log_and_our_lines_to_the_terminal(tmp_path, capfd):
         os.write(2, b"[core_worker.cc:123] a C++ line\n")
         logging.getLogger("ray.tune").warning("a Ray Tune warning")
         logging.getLogger("optuna").warning("an Optuna warning")
-        warnings.warn("The reported value is ignored because this `step=3` is already reported.")
+        study = optuna.create_study(direction="maximize")  # a restored trial reporting a step again, as Optuna warns
+        again = study.ask()
+        again.report(20.0, step=3)
+        again.report(21.0, step=3)
         print("trial-x: our own line", file=sys.stderr)
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err.strip() == "trial-x: our own line"
     text = log.read_text()
     for said in ("retrying the connection", "(raylet)", "A worker died", "a C++ line", "a Ray Tune warning",
-                 "an Optuna warning", "`step=3` is already reported"):
+                 "an Optuna warning", "`step=3` is already reported", "A new study created"):
         assert said in text, said
     print("after", file=sys.stderr)
     os.write(2, b"fd 2 is back\n")

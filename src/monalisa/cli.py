@@ -349,7 +349,8 @@ def add_search(commands) -> None:
     run = search.add_argument_group("run")
     run.add_argument("--device", choices=DEVICES, help="where trials train (default: auto)")
     run.add_argument("--out", metavar="DIR", help="search directory (default: runs/search-<image>-<time>)")
-    run.add_argument("--quiet", action="store_true", help="no line per trial")
+    run.add_argument("--quiet", action="store_true", help="the results and errors only (Ray's and Optuna's "
+                     "messages go to ray.log in the search directory either way)")
     run.add_argument("--resume", metavar="DIR", help="continue a search stopped by Ctrl-C (Ray Tune's restore)")
     run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
     add_ray_flag(run, default="local")

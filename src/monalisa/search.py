@@ -25,7 +25,9 @@ The search directory::
     tune/              Ray Tune's experiment, restored by a resume (Tuner.restore)
     runs/trial-<id>/   every trial an ordinary run directory (`monalisa train --resume` works on it);
                        a trial ASHA stopped early ends 'stopped', with its ending written
-    leaderboard.csv    every trial, best first: PSNR, training seconds, parameters, recipe
+    leaderboard.csv    every trial, best first (rank_key, the one ranking rule): status, finished or not,
+                       PSNR, training seconds, parameters, recipe
+    ray.log            what Ray, Ray Tune and Optuna said (ray_executor.chatter_to), off the terminal
     report.md/.html    the best TOP_RUNS trials as compare.py's table, curves, grid and finals
                        (report.py), then the whole leaderboard (report.md)
     best-recipe.toml   the best trial's recipe: `monalisa train IMAGE --recipe best-recipe.toml`
@@ -276,8 +278,8 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
     check_recipe(recipe_for({"depth": 1, "activation": "relu", "encoding": "none", "optimizer": "adam", "lr": 1e-3,
                              "batch_size": 1024}, settings["budget"]), pixels=target.height * target.width)
     started = time.monotonic()
-    where = "on this machine" if ray == "local" else f"at {ray}"
-    _say(quiet, started, f"search: {'restoring' if resume else 'starting'} {out}; starting Ray {where}")
+    where = "starting Ray on this machine" if ray == "local" else f"joining the Ray cluster at {ray}"
+    _say(quiet, started, f"search: {'restoring' if resume else 'starting'} {out}; {where}")
     connection = Connection(ray)  # a bad address, or a cluster without the project: nothing written yet
     try:
         if not resume:
