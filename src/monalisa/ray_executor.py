@@ -223,7 +223,7 @@ def chatter_to(path: Path, startup: str = ""):
     handler = logging.StreamHandler(log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     loggers = [logging.getLogger(name) for name in ("ray", "optuna")]
-    saved_loggers = [(logger, logger.handlers[:], logger.propagate) for logger in loggers]
+    saved_loggers = [(logger, logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
     saved_showwarning, saved_stdout, saved_stderr = warnings.showwarning, sys.stdout, sys.stderr
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -236,6 +236,8 @@ def chatter_to(path: Path, startup: str = ""):
         log.write(startup)
         for logger in loggers:
             logger.handlers, logger.propagate = [handler], False
+            # Warnings too: Connection starts Ray at ERROR to keep them off the terminal, and the file is theirs
+            logger.setLevel(min(logger.getEffectiveLevel(), logging.WARNING))
 
         def showwarning(message, category, filename, lineno, file=None, line=None):
             log.write(warnings.formatwarning(message, category, filename, lineno, line))
@@ -255,8 +257,9 @@ def chatter_to(path: Path, startup: str = ""):
             sys.stderr.close()
             sys.stderr = saved_stderr
         warnings.showwarning = saved_showwarning
-        for logger, handlers, propagate in saved_loggers:
+        for logger, handlers, propagate, level in saved_loggers:
             logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
         log.close()
 
 
