@@ -256,7 +256,7 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
     HOST:PORT; ray_executor.py). ``resume``: continue ``out`` after a Ctrl-C (the other arguments
     are then read from its search.json). Returns the summary (what summary.json holds).
     """
-    from .ray_executor import MISSING_RAY, RAY_LOG, Connection, chatter_to  # Ray is imported only here
+    from .ray_executor import MISSING_RAY, RAY_LOG, Connection, chatter_to, check_address  # Ray: only here
 
     try:  # every piece the search needs, before anything is written (`ray` is the address here)
         for module in ("optuna", "ray.tune"):
@@ -277,6 +277,7 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
     # large is refused before anything is written.
     check_recipe(recipe_for({"depth": 1, "activation": "relu", "encoding": "none", "optimizer": "adam", "lr": 1e-3,
                              "batch_size": 1024}, settings["budget"]), pixels=target.height * target.width)
+    check_address(ray)  # a bad address is the one line the user gets, before any progress line
     started = time.monotonic()
     where = "starting Ray on this machine" if ray == "local" else f"joining the Ray cluster at {ray}"
     _say(quiet, started, f"search: {'restoring' if resume else 'starting'} {out}; {where}")
