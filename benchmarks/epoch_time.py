@@ -16,7 +16,7 @@ reported as medians and the ratio of medians:
 
 Both pairs start from the same initial weights and see the same pixel orders.
 
-3. the online engine on the depth study's six equal-budget shapes (studies.py:
+3. the online engine on the depth study's six equal-budget shapes (experiments/studies/:
    1x45450 to 8x196, ~272,703 parameters each), on one core and on two, each
    timed on the same slice of one permutation, round-robin (A B C ... A B C ...),
    as us a pixel and the ratio to 4x300. Beside each, its bandwidth limit: a
@@ -48,7 +48,7 @@ from monalisa.recipes.recipe import get_preset
 
 FLOAT32 = np.zeros(1, dtype=np.float32)  # the dtype example kernel._on_lines takes
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
-# The depth study's shapes at the original's budget (studies.py, DEPTHS; budget.width_for_budget).
+# The depth study's shapes at the original's budget (experiments/studies/, DEPTHS; budget.width_for_budget).
 DEPTH_SHAPES = ((45450,), (519, 519), (367,) * 3, (300,) * 4, (232,) * 6, (196,) * 8)
 
 

@@ -91,7 +91,7 @@ def ray_cluster():
     pytest.importorskip("ray")
     from monalisa.execution.ray_cluster import import_ray
 
-    import_ray(local=True)  # every node on 127.0.0.1 (ray_executor.LOOPBACK_VARIABLE)
+    import_ray(local=True)  # every node on 127.0.0.1 (ray_cluster.LOOPBACK_VARIABLE)
     cluster = RayTestCluster()
     yield cluster
     cluster.cluster.shutdown()

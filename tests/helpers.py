@@ -4,7 +4,7 @@
 - images: `tiny_target` (a smooth 6x8 target that trains in milliseconds);
 - the CLI: `run_cli` (status, stdout, stderr), `run_cli_ok` (the printed lines of a command that must succeed),
   `assert_one_line_error` (the CLI's error shape);
-- models: `torch_count` (parameters counted by PyTorch, the reference for budget.py), `SMALL_HASHGRID`;
+- models: `torch_count` (parameters counted by PyTorch, the reference for recipes/sizes.py), `SMALL_HASHGRID`;
 - the lab: `wait_for` (poll a run through the API until a condition holds);
 - crafted run directories: `craft` (one file of a run replaced by a stranger's: a lying header, a huge
   recipe), `CRAFTS` (their names), `MEMORY_CAP` (the address space a process reading them runs under).

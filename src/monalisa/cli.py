@@ -352,7 +352,8 @@ def add_search(commands) -> None:
     run = search.add_argument_group("run")
     run.add_argument("--device", choices=DEVICES, help="where trials train (default: auto)")
     run.add_argument("--out", metavar="DIR", help="search directory (default: runs/search-<image>-<time>)")
-    run.add_argument("--quiet", action="store_true", help="no line per trial")
+    run.add_argument("--quiet", action="store_true", help="the results and errors only (Ray's and Optuna's "
+                     "messages go to ray.log in the search directory either way)")
     run.add_argument("--resume", metavar="DIR", help="continue a search stopped by Ctrl-C (Ray Tune's restore)")
     run.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
     add_ray_flag(run, default="local")
@@ -519,7 +520,10 @@ def command_study(args: argparse.Namespace) -> None:
 
 
 def command_search(args: argparse.Namespace) -> None:
-    from monalisa.experiments.search import run_search  # Ray Tune loads only for this command
+    from monalisa.experiments.search import (  # Ray Tune loads only for this command
+        result_text,
+        run_search,  # Ray Tune loads only for this command
+    )
 
     settings = {key: getattr(args, key) for key in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")
                 if getattr(args, key) is not None}
@@ -538,7 +542,7 @@ def command_search(args: argparse.Namespace) -> None:
                             resume=args.resume is not None, quiet=args.quiet, **settings)
     best = summary["best"]
     print(out / "report.html")
-    print(f"best of {summary['trials']} trials: {best['label']}, PSNR {best['psnr']:.2f} dB; "
+    print(f"best of {summary['trials']} trials: {best['label']}, {result_text(best)}; "
           f"train it with --recipe {out / 'best-recipe.toml'}")
 
 

@@ -367,6 +367,33 @@ def test_each_seed_is_a_run_and_the_table_holds_their_spread(seeded):
     assert "95% confidence interval" in (out / "report.md").read_text()
 
 
+def test_the_report_header_counts_every_run_trained(seeded):
+    """3 entries x 3 seeds are 9 runs trained, and the header says so, in both reports."""
+    out, summary = seeded
+    assert len(list((out / "runs").iterdir())) == 9
+    assert "; 9 runs (3 entries x 3 seeds)" in (out / "report.md").read_text().splitlines()[2]
+    assert "; 9 runs (3 entries x 3 seeds)" in (out / "report.html").read_text()
+
+
+def test_header_counts_of_handmade_tables():
+    """2 entries x 3 seeds with a diverged seed and a stopped one; uneven seeds; one seed each; one entry."""
+    from monalisa.experiments.report import _subtitle
+
+    def entry(label, statuses):
+        runs = [{"label": f"{label}-s{i}", "status": status} for i, status in enumerate(statuses)]
+        return {"label": label, "status": statuses[0], "seeds": list(range(len(statuses))), "per_seed": runs}
+
+    def header(*rows):
+        return _subtitle({"image": "tiny", "width": 8, "height": 6, "runs": list(rows)}).rsplit(";", 1)[0]
+
+    assert header(entry("a", ["complete"] * 3), entry("b", ["complete", "diverged", "stopped"])) == \
+        "tiny, 8x6 pixels; 6 runs (2 entries x 3 seeds), 1 diverged, 1 unfinished"
+    assert header(entry("a", ["complete"] * 2), entry("b", ["complete"] * 4)) == \
+        "tiny, 8x6 pixels; 6 runs (2 entries x 2-4 seeds)"
+    assert header(entry("a", ["complete"]), entry("b", ["diverged"])) == "tiny, 8x6 pixels; 2 runs, 1 diverged"
+    assert header(entry("noise", ["complete"] * 20)) == "tiny, 8x6 pixels; 20 runs (1 entry x 20 seeds)"
+
+
 def test_a_recipe_against_itself_never_wins(seeded):
     _, summary = seeded
     a, b = summary["runs"][:2]

@@ -156,6 +156,39 @@ def test_search_writes_every_trial_and_a_leaderboard(searched):
         assert (out / name).is_file(), name
     assert "## Every trial" in (out / "report.md").read_text()
     assert (out / "tune").is_dir()  # Ray Tune's experiment, which a resume restores
+    assert (out / "ray.log").is_file()  # what Ray and Optuna said, off the terminal
+
+
+def test_search_progress_shows_from_the_first_second(searched):
+    """Lines as the search starts, while it waits for Ray and the first workers, as each trial starts,
+    reports its first epoch and ends (with the best so far), and never a silence much past a heartbeat."""
+    import re
+
+    from monalisa.experiments.search import HEARTBEAT_SECONDS
+
+    _, out, status, _, stderr = searched
+    assert status == 0, stderr
+    lines = stderr.splitlines()
+    assert lines[0].startswith("[0:00] search: starting ") and "joining the Ray cluster at 127.0.0.1:" in lines[0]
+    assert lines[1].split("] ")[1].startswith("Ray ready: ") and str(out / "ray.log") in lines[1]
+    assert "waiting for the first workers" in lines[2]
+    assert lines[-1].endswith("] writing the leaderboard and the report")
+    stamps = [int(m) * 60 + int(s) for m, s in (re.match(r"\[(\d+):(\d\d)\] ", line).groups() for line in lines)]
+    assert stamps == sorted(stamps)
+    # While Ray Tune runs (from Ray's start to the leaderboard): a loaded machine may stall its loop, which
+    # beats the heartbeat, for a while
+    during = stamps[1:-1]
+    assert max(b - a for a, b in zip(during, during[1:])) <= HEARTBEAT_SECONDS + 30, stderr
+    started = {re.search(r"trial-(\w+) started: ", line).group(1): i for i, line in enumerate(lines)
+               if " started: " in line}
+    assert started, stderr
+    for i, line in enumerate(lines):
+        found = re.search(r"\] trial-(\w+): (first epoch|.*best so far)", line)
+        if found:  # a trial's first epoch and its end come after its start, its end after its first epoch
+            assert started[found.group(1)] < i
+            if "best so far" in line:
+                assert all(found.group(1) not in later or "first epoch" not in later for later in lines[i:])
+    assert "step" not in stderr and "raylet" not in stderr  # Optuna's and Ray's own messages are in ray.log
 
 
 def test_the_best_recipe_trains_with_monalisa_train(searched, tmp_path, capsys):
@@ -211,7 +244,15 @@ def test_ctrl_c_then_resume_finishes_the_search(ray_cluster, searched, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "summary.json").is_file() and (out / "best-recipe.toml").is_file()
     with open(out / "leaderboard.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(list((out / "runs").iterdir())) >= 1
+        rows = list(csv.DictReader(f))
+        assert len(rows) == len(list((out / "runs").iterdir())) >= 1
+    # --quiet: the two result lines on stdout, nothing on stderr; whatever Optuna and Ray said (Optuna warns of
+    # every step a restored trial reports again: hundreds on a longer search) is in ray.log
+    # (test_chatter_goes_to_the_log_and_our_lines_to_the_terminal has each kind of message)
+    assert resumed.stdout.splitlines() == [str(out / "report.html"), resumed.stdout.splitlines()[1]]
+    assert resumed.stdout.splitlines()[1].startswith(f"best of {len(rows)} trials: {rows[0]['trial']}, ")
+    assert resumed.stderr == ""
+    assert (out / "ray.log").is_file()
 
 
 def test_a_trial_still_writing_its_ending_is_waited_for(tmp_path):
@@ -248,3 +289,141 @@ def test_a_trial_still_writing_its_ending_is_waited_for(tmp_path):
     assert released and settled >= released[0]  # it waited for the trial to let go of the run
     assert RunDirectory.open(path).info()["status"] == "stopped"
     assert (path / "learning.gif").is_file()
+
+
+# -- the ranking rule ------------------------------------------------------------------------------------
+
+
+def trial(label, status, psnr, seconds):
+    return {"label": label, "status": status, "psnr": psnr, "train_seconds": seconds}
+
+
+def test_the_ranking_rule_puts_complete_trials_first_then_rungs_then_psnr():
+    """60 s trials, ASHA's rungs at 7.5, 22.5 and 67.5 s: the order written out by hand."""
+    from monalisa.experiments.search import asha_rungs, rank_trials
+
+    assert asha_rungs(60) == pytest.approx([7.5, 22.5, 67.5])
+    trials = [
+        trial("stopped-early-high", "stopped", 31.0, 8.0),  # rung 1, the highest PSNR of all
+        trial("diverged", "diverged", 35.0, 40.0),
+        trial("complete-low", "complete", 28.0, 60.2),
+        trial("stopped-late", "stopped", 27.0, 23.0),  # rung 2: kept by ASHA past 22.5 s
+        trial("complete-high", "complete", 29.9, 60.1),
+        trial("interrupted-late", "interrupted", 26.0, 30.0),
+        trial("no-epoch", "error", None, 0.0),
+        trial("before-any-rung", "stopped", 33.0, 5.0),
+    ]
+    assert [row["label"] for row in rank_trials(trials, 60)] == [
+        "complete-high", "complete-low", "stopped-late", "interrupted-late", "stopped-early-high",
+        "before-any-rung", "diverged", "no-epoch"]
+    assert rank_trials(trials, 60) == rank_trials(trials[::-1], 60)  # the order of the input does not matter
+
+
+@pytest.fixture(scope="module")
+def crafted_search(tmp_path_factory):
+    """A search directory of three trials without Ray: 'trial-done' complete after one epoch; 'trial-cut'
+    stopped (as by ASHA) after 40 epochs, with the higher PSNR; 'trial-blown' the same 40 epochs, diverged."""
+    import shutil
+
+    from helpers import tiny_target
+
+    from monalisa.recipes.recipe import Recipe
+    from monalisa.runs.directory import RunDirectory
+    from monalisa.runs.lifecycle import train_run
+
+    out = tmp_path_factory.mktemp("crafted") / "search"
+    target = tiny_target()
+    recipe = Recipe(arch=(16,), optimizer="adam", lr=1e-2, time_limit=60.0)
+    train_run(target, recipe.replace(epochs=1), out / "runs" / "trial-done", quiet=True)
+    train_run(target, recipe.replace(epochs=40), out / "runs" / "trial-cut", quiet=True)
+    shutil.copytree(out / "runs" / "trial-cut", out / "runs" / "trial-blown")
+    for key, status in (("trial-cut", "stopped"), ("trial-blown", "diverged")):
+        with RunDirectory.open(out / "runs" / key).writing() as run:
+            run.update_info(status=status)
+    image = out.parent / "tiny.png"
+    Image.fromarray((target.pixels * 255).round().astype(np.uint8)).save(image)
+    # `monalisa search` as it ends: run_search's end (_write_leaderboard) on these trials, then the CLI's lines
+    import monalisa.experiments.search as search
+
+    settings = {"budget": 5_000, "minutes": 1.0, "trials": 3, "trial_seconds": 60.0, "seed": 0, "device": "cpu"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "run_search", lambda target, path, **kwargs: search._write_leaderboard(
+            out, target, settings))
+        status, stdout, stderr = run_cli_outside_capsys(["search", str(image), "--out", str(out)])
+    assert status == 0, stderr
+    return out, stdout.splitlines()
+
+
+def test_leaderboard_report_cli_and_best_recipe_name_the_same_best(crafted_search):
+    """A stopped trial with a higher PSNR than the complete one: the rule ranks the complete one first, and
+    leaderboard.csv's row 1, the CLI's best, summary.json and best-recipe.toml all name it."""
+    out, lines = crafted_search
+    with open(out / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    psnr = {row["trial"]: float(row["psnr"]) for row in rows}
+    assert psnr["trial-cut"] > psnr["trial-done"]  # the case the rule decides
+    assert [row["trial"] for row in rows] == ["trial-done", "trial-cut", "trial-blown"]
+    assert [row["finished"] for row in rows] == ["yes", "no", "yes"]  # diverged is finished, and last
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["label"] == "trial-done" and summary["leaderboard"][0]["label"] == "trial-done"
+    assert lines[1].startswith(f"best of 3 trials: trial-done, PSNR {psnr['trial-done']:.2f} dB after ")
+    best = (out / "best-recipe.toml").read_text()
+    assert best.startswith("# trial-done: ")
+    assert load_recipe(out / "best-recipe.toml").to_dict() == json.loads(rows[0]["recipe"])
+    assert json.loads(rows[0]["recipe"])["epochs"] == 1
+
+
+def test_unfinished_trials_are_marked_in_the_report(crafted_search):
+    out, _ = crafted_search
+    report = (out / "report.md").read_text()
+    table = report.split("## Every trial")[0]
+    assert "| trial-cut (unfinished: stopped after " in table and "| trial-done |" in table
+    assert "of 60 s" in table
+    every = report.split("## Every trial")[1]
+    assert "| 2 | trial-cut | **unfinished**: stopped after " in every
+    assert "3 trials, 1 diverged, 1 unfinished" in report.splitlines()[2]
+    page = (out / "report.html").read_text()
+    assert "trial-cut (unfinished: stopped after" in page
+    done_row = next(row for row in page.split("<tr>") if row.startswith("<td>trial-done</td>"))
+    assert 'class="best"' in done_row and page.count('class="best"') == 1  # not the stopped trial's higher PSNR
+
+
+# -- where Ray's and Optuna's own messages go ----------------------------------------------------------------
+
+
+def test_chatter_goes_to_the_log_and_our_lines_to_the_terminal(tmp_path, capfd):
+    """Each way Ray and Optuna speak, as they do it (the raylet's paragraph through Ray's own
+    print_to_stdstream, the C++ core on descriptor 2, loggers, Optuna's real warning of a step reported
+    twice): all in the log, none on the
+    terminal, while our own line on sys.stderr still gets there."""
+    import logging
+    import os
+    import sys
+
+    pytest.importorskip("ray")
+    optuna = pytest.importorskip("optuna")
+    from ray._private.worker import print_to_stdstream
+
+    from monalisa.execution.ray_cluster import chatter_to
+
+    log = tmp_path / "ray.log"
+    with chatter_to(log, startup="core: retrying the connection\n"):
+        print_to_stdstream({"lines": ["A worker died or was killed while executing a task"], "pid": "raylet",
+                            "is_err": False}, ignore_prefix=False)
+        os.write(2, b"[core_worker.cc:123] a C++ line\n")
+        logging.getLogger("ray.tune").warning("a Ray Tune warning")
+        logging.getLogger("optuna").warning("an Optuna warning")
+        study = optuna.create_study(direction="maximize")  # a restored trial reporting a step again, as Optuna warns
+        again = study.ask()
+        again.report(20.0, step=3)
+        again.report(21.0, step=3)
+        print("trial-x: our own line", file=sys.stderr)
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err.strip() == "trial-x: our own line"
+    text = log.read_text()
+    for said in ("retrying the connection", "(raylet)", "A worker died", "a C++ line", "a Ray Tune warning",
+                 "an Optuna warning", "`step=3` is already reported"):
+        assert said in text, said
+    print("after", file=sys.stderr)
+    os.write(2, b"fd 2 is back\n")
+    assert capfd.readouterr().err == "after\nfd 2 is back\n"  # everything put back

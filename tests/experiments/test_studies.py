@@ -1,4 +1,4 @@
-"""The studies (studies.py): the entries each builds, and the verdicts its claims reach on handmade rows.
+"""The studies (experiments/studies/): the entries each builds, and the verdicts its claims reach on handmade rows.
 
 ``run_comparison`` is replaced by a recorder, so nothing trains except in the one end-to-end test
 (an 8x8 image, one epoch). Parameter counts are counted by torch on the built model, the
@@ -355,6 +355,10 @@ def test_a_tiny_study_runs(tmp_path):
     assert [r["label"] for r in summary["runs"]] == ["d1-w833", "d3-w48"]
     assert all(r["epochs"] == 1 and math.isfinite(r["psnr"]) for r in summary["runs"])
     assert len(summary["claims"]) == 2 and (tmp_path / "depth" / "report.md").is_file()
+    seeds = len(summary["runs"][0]["seeds"])
+    assert seeds > 1 and len(list((tmp_path / "depth" / "runs").iterdir())) == 2 * seeds  # every seed trained
+    header = (tmp_path / "depth" / "report.md").read_text().splitlines()[2]
+    assert f"; {2 * seeds} runs (2 entries x {seeds} seeds)" in header  # not '2 runs'
 
 
 def test_the_report_says_what_went_wrong_in_a_failed_entry(tmp_path):

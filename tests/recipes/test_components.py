@@ -1,4 +1,4 @@
-"""components.py and models.py: every registered component, against reference answers written out here.
+"""components.py and models/network.py: every registered component, against reference answers written out here.
 
 - each activation, encoding, init, optimiser, schedule, output and preset builds a small network
   whose forward pass equals a plain formula-by-formula forward, and whose every parameter gets a

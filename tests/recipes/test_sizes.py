@@ -1,4 +1,4 @@
-"""Equal-parameter widths (budget.py), checked against the networks torch builds and a brute-force search."""
+"""Equal-parameter widths (recipes/sizes.py), checked against the networks torch builds and a brute-force search."""
 
 import math
 

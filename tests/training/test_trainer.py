@@ -1,4 +1,4 @@
-"""train.py's stopping rules: --until-psnr and --time-limit end fit() between epochs, and the run records why."""
+"""training/trainer.py's stopping rules: --until-psnr and --time-limit end fit() between epochs, and the run records why."""
 
 import json
 

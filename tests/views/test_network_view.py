@@ -1,4 +1,4 @@
-"""network.py: the lab's network view from a run directory, against the neuron view's own pictures and layers.csv."""
+"""views/network_view.py: the lab's network view from a run directory, against the neuron view's own pictures and layers.csv."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""rendering.py through `monalisa render`: the network evaluated on a hand-made grid, at a scale, a size or
+"""views/render.py through `monalisa render`: the network evaluated on a hand-made grid, at a scale, a size or
 zoomed into a region, and every mistake refused in one line with the run left as it was."""
 
 import contextlib

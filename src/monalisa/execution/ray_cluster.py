@@ -18,7 +18,7 @@ process (``max_calls=1``: one run per process, as the local executor's 'spawn').
 How files travel: they do not. A task writes its run directory at ``spec.path``
 made absolute on the driver, so every node must see the driver's output folder at
 the same path (one machine, or a shared disk such as NFS mounted alike on every
-node). That keeps one writer per run (record.py's lock) and a checkpoint that
+node). That keeps one writer per run (runs/directory.py's lock) and a checkpoint that
 survives its node: a node that dies mid-run leaves the run's last epoch on the
 shared disk, and the runner resumes it on another node. A task that cannot see its
 run's folder says so in its end report (a one-line error), and writes nothing.
@@ -37,12 +37,14 @@ import contextlib
 import dataclasses
 import importlib
 import itertools
+import logging
 import os
 import socket
 import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -51,6 +53,7 @@ from monalisa.engines.cores import usable_cores
 from monalisa.errors import UserError
 from monalisa.execution.worker import ORPHAN_EXIT_SECONDS, execute
 
+RAY_LOG = "ray.log"  # in a comparison's or search's directory: what Ray, Ray Tune and Optuna said (chatter_to)
 MISSING_RAY = "--ray needs Ray, an optional extra: pip install 'monalisa[ray]' (ray[tune] and optuna)"
 CONTROL_SECONDS = 0.5  # how often a task asks the hub for a pause or stop: the lag of Ctrl-C on Ray
 HUB_SECONDS = 30.0  # the longest a call to the hub may take before the task counts its driver gone
@@ -105,10 +108,17 @@ class Connection:
         host = address.rpartition(":")[0].strip("[]")
         self.ray = ray = import_ray(local=address == "local" or host in ("127.0.0.1", "localhost", "::1"))
         self.owned = False  # whether close() disconnects: not a connection this process already had
+        # What Ray's C++ core wrote while starting or joining (each retry of a connection): a failure is
+        # our one line, and a success keeps it here for the output directory's ray.log (chatter_to).
+        self.startup_output = ""
         if not ray.is_initialized():
             try:
-                with _stderr_aside():  # Ray's C++ core logs each retry there; a failure is our one line
-                    self._init(address)
+                with _stderr_aside() as aside:
+                    try:
+                        self._init(address)
+                    finally:
+                        aside.seek(0)
+                        self.startup_output = aside.read().decode("utf-8", "replace")
             except Exception as exc:  # whatever ray.init raises (ConnectionError, AuthenticationError, ...)
                 hint = ""
                 if os.environ.get("RAY_AUTH_MODE") != "token":  # Ray sends a token only when asked to
@@ -189,10 +199,68 @@ def _stderr_aside():
     with tempfile.TemporaryFile() as aside:
         os.dup2(aside.fileno(), 2)
         try:
-            yield
+            yield aside
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+@contextlib.contextmanager
+def chatter_to(path: Path, startup: str = ""):
+    """For the block, what Ray, Ray Tune and Optuna say on their own goes into the file ``path`` (appended
+    to), after ``startup`` (Connection.startup_output); this process's own lines still reach the terminal.
+
+    Four ways out, each turned to the file: the loggers "ray" (Ray Tune's too) and "optuna"; Python
+    warnings (Optuna warns once per step a restored trial reports again: hundreds on a resume); the C++
+    core's writes to file descriptor 2 (a dead worker's, a lost connection's), which pass sys.stderr by,
+    so descriptor 2 is pointed at the file and sys.stderr at a copy of the old one; and sys.stdout,
+    where Ray's driver prints the raylet's errors (ray._private.worker.listen_error_messages prints
+    each, such as the paragraph on a killed worker, with print_to_stdstream) whatever log_to_driver
+    says. Nothing of ours prints to stdout while a comparison or a search trains: its results come
+    after.
+    """
+    log = open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("ray", "optuna")]
+    saved_loggers = [(logger, logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
+    saved_showwarning, saved_stdout, saved_stderr = warnings.showwarning, sys.stdout, sys.stderr
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        stderr_is_fd_2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a test's io.StringIO: it does not reach the fd
+        stderr_is_fd_2 = False
+    saved_fd = os.dup(2)
+    try:
+        log.write(startup)
+        for logger in loggers:
+            logger.handlers, logger.propagate = [handler], False
+            # Warnings too: Connection starts Ray at ERROR to keep them off the terminal, and the file is theirs
+            logger.setLevel(min(logger.getEffectiveLevel(), logging.WARNING))
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = showwarning
+        if stderr_is_fd_2:
+            sys.stderr = os.fdopen(os.dup(saved_fd), "w", buffering=1, encoding=saved_stderr.encoding,
+                                   errors="backslashreplace")
+        os.dup2(log.fileno(), 2)
+        sys.stdout = log
+        yield
+    finally:
+        sys.stdout = saved_stdout
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        if sys.stderr is not saved_stderr:
+            sys.stderr.close()
+            sys.stderr = saved_stderr
+        warnings.showwarning = saved_showwarning
+        for logger, handlers, propagate, level in saved_loggers:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+        log.close()
 
 
 def _probe_function():

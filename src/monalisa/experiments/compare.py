@@ -26,10 +26,11 @@ table holds each figure's mean, spread and 95% interval over the seeds
     grid.mp4/.gif     the runs' animations side by side (the median seed of each entry), the target first
     finals.png        the target and every entry's final frame, labelled
     report.md/.html   the table, conclusion, figures and claims; the HTML embeds everything
+    ray.log           with ``ray``: what Ray and its workers said (ray_cluster.chatter_to)
 
 Runs go through the runner (runner.py), ``jobs`` at a time, each in its own
 process with ``cores // jobs`` threads; with ``ray="local"`` or a cluster's address,
-each is a Ray task on whichever node is free (ray_executor.py; ``jobs`` defaults to
+each is a Ray task on whichever node is free (execution/ray_cluster.py; ``jobs`` defaults to
 the cluster's CPUs, and a run lost with its node resumes elsewhere). A run that diverges is a row of the
 table, not a failure of the comparison; Ctrl-C pauses the workers and leaves
 every run resumable with ``run_comparison(..., resume=True)``.
@@ -339,7 +340,7 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     not change). ``device`` applies to new runs; a resumed run continues on the one it recorded.
     ``claims(rows)`` returns ``[{"claim": str, "supported": True | False | None, "evidence": str}]``
     checked against the table; they go into summary.json and the reports.
-    ``ray``: train on Ray ("local", "auto" or HOST:PORT; ray_executor.py) instead of local processes.
+    ``ray``: train on Ray ("local", "auto" or HOST:PORT; execution/ray_cluster.py) instead of local processes.
     Returns the summary (what summary.json holds).
     """
     out = Path(out)
@@ -356,8 +357,14 @@ def run_comparison(target: Target, entries: list[tuple[str, Recipe]], out: str |
     executor = _open_executor(ray)  # a bad address or a missing project: an error before anything is written
     try:
         _prepare_directory(out, target, entries, title, resume, entry_seed, before)
-        return _run_prepared(out, target, entries, jobs, device, quiet, title, claims, entry_seed, parameters,
-                             executor)
+        if executor is None:
+            return _run_prepared(out, target, entries, jobs, device, quiet, title, claims, entry_seed, parameters,
+                                 executor)
+        from monalisa.execution.ray_cluster import RAY_LOG, chatter_to
+
+        with chatter_to(out / RAY_LOG, executor.connection.startup_output):
+            return _run_prepared(out, target, entries, jobs, device, quiet, title, claims, entry_seed, parameters,
+                                 executor)
     finally:
         if executor is not None:
             executor.close()  # the runner closed it already unless nothing needed training
@@ -376,6 +383,10 @@ def _run_prepared(out: Path, target: Target, entries: list[tuple[str, Recipe]], 
                   executor) -> dict:
     """run_comparison once ``out`` holds what a resume needs: train what is missing, then the table."""
     progress = _Progress(None if quiet else sys.stderr)
+    if executor is not None:
+        from monalisa.execution.ray_cluster import RAY_LOG
+
+        progress.say(f"Ray's own messages go to {out / RAY_LOG}")
     specs, recipes = [], {}
     for label, base in entries:
         for seed in entry_seed[label]:

@@ -416,9 +416,12 @@ def table_cells(row: dict) -> list[str]:
         return DASH if row.get(name) is None else format_seconds(row[name])
 
     run = row["label"] + (f" ({seeds} seeds)" if seeds > 1 else "")
+    failed = row.get("seeds_failed") or 1
+    of = f" {failed} of {seeds}" if seeds > 1 else ""
     if row["status"] == "diverged":
-        failed = row.get("seeds_failed") or 1
-        run += f" (diverged{f' {failed} of {seeds}' if seeds > 1 else ''})"
+        run += f" (diverged{of})"
+    elif row["status"] != "complete":  # stopped, interrupted, paused or failed: its figures are from part-way
+        run += f" (unfinished: {row.get('unfinished') or row['status']}{of})"
     best = figure("best_psnr", 2)
     if row["best_psnr"] is not None and seeds == 1:
         best += f" ({row['best_epoch']})"
@@ -433,11 +436,30 @@ def _table_note(summary: dict) -> str:
 
 
 def _subtitle(summary: dict) -> str:
-    runs = summary["runs"]
-    diverged = sum(row["status"] == "diverged" for row in runs)
-    return (f"{summary['image']}, {summary['width']}x{summary['height']} pixels; {len(runs)} "
-            f"run{'s' * (len(runs) != 1)}" + (f", {diverged} diverged" if diverged else "") +
-            f"; {time.strftime('%Y-%m-%d %H:%M')}")
+    """'astronaut, 128x128 pixels; 6 runs (2 entries x 3 seeds), 1 diverged; <time>': every run trained counts,
+    each seed of each entry. A search's table holds its best trials only: the line counts all of them."""
+    rows = summary["runs"]
+    runs = [run for row in rows for run in row.get("per_seed") or [row]]
+    if "leaderboard" in summary:
+        counted = summary["leaderboard"]
+        what = f"{_count(len(counted), 'trial')}" + (f", the best {len(rows)} in the table" if len(rows) < len(counted)
+                                                    else "")
+    else:
+        counted = runs
+        seeds = sorted({len(row.get("per_seed") or [row]) for row in rows})
+        what = _count(len(runs), "run")
+        if seeds and seeds[-1] > 1:
+            each = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+            what += f" ({_count(len(rows), 'entry', 'entries')} x {each} seeds)"
+    diverged = sum(run.get("status") == "diverged" for run in counted)
+    unfinished = sum(run.get("status") not in ("complete", "diverged") for run in counted)
+    return (f"{summary['image']}, {summary['width']}x{summary['height']} pixels; {what}"
+            + (f", {diverged} diverged" if diverged else "") + (f", {unfinished} unfinished" if unfinished else "")
+            + f"; {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def report_markdown(summary: dict) -> str:
@@ -517,12 +539,15 @@ details pre { overflow-x: auto; background: var(--soft); padding: 10px 12px; bor
 def report_html(summary: dict, out: Path) -> str:
     """The report as one self-contained page: every image embedded, every text escaped."""
     e = html.escape
-    best = max((row["psnr"] for row in summary["runs"] if row["psnr"] is not None), default=None)
+    # The best of the complete runs only, as table.conclusion and a search's ranking (search.rank_key)
+    # judge: an unfinished run's PSNR is from less training.
+    best = max((row["psnr"] for row in summary["runs"] if row["psnr"] is not None and row["status"] == "complete"),
+               default=None)
     body_rows = []
     for row in summary["runs"]:
         cells = table_cells(row)
         tds = [f"<td>{e(text)}</td>" for text in cells]
-        if best is not None and row["psnr"] is not None and round(row["psnr"], 2) == round(best, 2):
+        if best is not None and row["status"] == "complete" and round(row["psnr"], 2) == round(best, 2):
             tds[4] = f'<td class="best">{e(cells[4])}</td>'
         body_rows.append("<tr>" + "".join(tds) + "</tr>")
     parts = [

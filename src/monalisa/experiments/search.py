@@ -9,7 +9,7 @@ The lab's real question, "which architecture is best under this budget?", asked 
 search instead of a hand-written list. Each trial is a recipe drawn from ``SearchSpace``
 (depth, activation, encoding and its size, optimiser, rate, batch size), whose hidden
 width is solved so that encoding + network hold at most ``budget`` parameters
-(budget.py), trained for at most ``trial_seconds`` seconds of training time. Two
+(recipes/sizes.py), trained for at most ``trial_seconds`` seconds of training time. Two
 well-kept tools drive it, through Ray Tune:
 
 - Optuna's TPE sampler (``ray.tune.search.optuna.OptunaSearch``; Bergstra et al. 2011,
@@ -25,7 +25,9 @@ The search directory::
     tune/              Ray Tune's experiment, restored by a resume (Tuner.restore)
     runs/trial-<id>/   every trial an ordinary run directory (`monalisa train --resume` works on it);
                        a trial ASHA stopped early ends 'stopped', with its ending written
-    leaderboard.csv    every trial, best first: PSNR, training seconds, parameters, recipe
+    leaderboard.csv    every trial, best first (rank_key, the one ranking rule): status, finished or not,
+                       PSNR, training seconds, parameters, recipe
+    ray.log            what Ray, Ray Tune and Optuna said (ray_cluster.chatter_to), off the terminal
     report.md/.html    the best TOP_RUNS trials as compare.py's table, curves, grid and finals
                        (report.py), then the whole leaderboard (report.md)
     best-recipe.toml   the best trial's recipe: `monalisa train IMAGE --recipe best-recipe.toml`
@@ -66,6 +68,7 @@ from monalisa.recipes.recipe import Recipe
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, OPTIMIZERS, Spec, format_spec
 from monalisa.recipes.sizes import encoding_size, parameter_count, width_for_budget
 from monalisa.runs.directory import RunBusy, RunDirectory, damaged, read_target
+from monalisa.runs.progress import format_duration
 from monalisa.runs.status import FINISHED, Status
 from monalisa.training.trainer import Callback
 
@@ -84,6 +87,9 @@ MAX_EPOCHS = 100_000  # a trial ends by its time limit; the epoch count only has
 # goes on (reduction factor 3, Li et al.'s default is 4; 3 keeps more of a small search alive).
 GRACE_SHARE = 1 / 8
 REDUCTION_FACTOR = 3
+# ASHA's max_t as a share of the trials' own limit: above it, so that a trial ends by its time_limit and
+# writes its ending, never cut off by ASHA at the finish line.
+MAX_T_SHARE = 1.5
 
 
 @dataclass(frozen=True)
@@ -248,10 +254,16 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
     ``trials``: at most this many (default: as many as the time allows). ``trial_seconds``: each
     trial's training time at most (ASHA stops most sooner). ``seed``: every trial's weights and
     pixel order, and the sampler's draws. ``ray``: where the trials train ("local", "auto",
-    HOST:PORT; ray_executor.py). ``resume``: continue ``out`` after a Ctrl-C (the other arguments
+    HOST:PORT; execution/ray_cluster.py). ``resume``: continue ``out`` after a Ctrl-C (the other arguments
     are then read from its search.json). Returns the summary (what summary.json holds).
     """
-    from monalisa.execution.ray_cluster import MISSING_RAY, Connection  # Ray is imported only here
+    from monalisa.execution.ray_cluster import (  # Ray is imported only here  # Ray: only here
+        MISSING_RAY,
+        RAY_LOG,
+        Connection,
+        chatter_to,
+        check_address,
+    )
 
     try:  # every piece the search needs, before anything is written (`ray` is the address here)
         for module in ("optuna", "ray.tune"):
@@ -272,17 +284,35 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
     # large is refused before anything is written.
     check_recipe(recipe_for({"depth": 1, "activation": "relu", "encoding": "none", "optimizer": "adam", "lr": 1e-3,
                              "batch_size": 1024}, settings["budget"]), pixels=target.height * target.width)
+    check_address(ray)  # a bad address is the one line the user gets, before any progress line
+    started = time.monotonic()
+    where = "starting Ray on this machine" if ray == "local" else f"joining the Ray cluster at {ray}"
+    _say(quiet, started, f"search: {'restoring' if resume else 'starting'} {out}; {where}")
     connection = Connection(ray)  # a bad address, or a cluster without the project: nothing written yet
     try:
         interrupts.check()  # a Ctrl-C while Ray started (cli.interruptible records it): nothing written yet
         if not resume:
             _prepare_directory(out, target, settings)
-        interrupted = _tune(connection, target, out.resolve(), settings, space, resume, quiet)
+        _say(quiet, started, f"Ray ready: {connection.cpus} CPUs on {len(connection.nodes())} node(s); "
+                             f"Ray's and Optuna's own messages go to {out / RAY_LOG}")
+        with chatter_to(out / RAY_LOG, connection.startup_output):
+            try:
+                interrupted = _tune(connection, target, out.resolve(), settings, space, resume, quiet, started)
+            finally:
+                connection.close()
     finally:
-        connection.close()
+        connection.close()  # closed already unless the directory could not be made
     if interrupted:
         raise KeyboardInterrupt  # Ray Tune saved its state: `--resume` continues it
+    _say(quiet, started, "writing the leaderboard and the report")
     return _write_leaderboard(out, target, settings)
+
+
+def _say(quiet: bool, started: float, text: str) -> None:
+    """A progress line on stderr, after the search's wall time so far (sys.stderr as it is now: chatter_to
+    points it elsewhere for a while)."""
+    if not quiet:
+        print(f"[{format_duration(time.monotonic() - started)}] {text}", file=sys.stderr, flush=True)
 
 
 def _check_settings(settings: dict) -> None:
@@ -333,7 +363,7 @@ def _load_search(out: Path) -> tuple[Target, dict]:
 
 
 def _tune(connection, target: Target, out: Path, settings: dict, space: SearchSpace, resume: bool,
-          quiet: bool) -> bool:
+          quiet: bool, started: float) -> bool:
     """Run (or restore) the Ray Tune experiment in ``out``/tune; True if Ctrl-C cut it short."""
     import optuna
     from optuna.samplers import TPESampler
@@ -356,16 +386,17 @@ def _tune(connection, target: Target, out: Path, settings: dict, space: SearchSp
                              device=settings["device"], threads=threads),
         {"cpu": threads, "gpu": gpus})
     before = signal.getsignal(signal.SIGINT)
+    lines = _lines(settings, quiet, started)
     if resume and tune.Tuner.can_restore(str(out / TUNE_NAME)):
+        lines.restored = True
         # Unfinished trials start again and continue from their run directories; errored ones too
         # (a Ctrl-C reaches the trials' processes as well, and ends them in an error).
         tuner = tune.Tuner.restore(str(out / TUNE_NAME), trainable, resume_unfinished=True, resume_errored=True)
     else:  # a new search, or one stopped before Ray Tune saved anything (its trials' folders stay rows)
         seconds = settings["trial_seconds"]
-        scheduler = ASHAScheduler(time_attr="train_seconds", metric="psnr", mode="max", max_t=seconds * 1.5,
-                                  grace_period=seconds * GRACE_SHARE, reduction_factor=REDUCTION_FACTOR)
-        # max_t above the trials' own limit: a trial ends by its time_limit and writes its ending,
-        # never cut off by ASHA at the finish line.
+        scheduler = ASHAScheduler(time_attr="train_seconds", metric="psnr", mode="max",
+                                  max_t=seconds * MAX_T_SHARE, grace_period=seconds * GRACE_SHARE,
+                                  reduction_factor=REDUCTION_FACTOR)
         searcher = ConcurrencyLimiter(OptunaSearch(space=functools.partial(suggest, space=space), metric="psnr",
                                                    mode="max", sampler=TPESampler(seed=settings["seed"])),
                                       max_concurrent=slots)
@@ -375,8 +406,11 @@ def _tune(connection, target: Target, out: Path, settings: dict, space: SearchSp
                                         num_samples=settings["trials"] or -1,
                                         time_budget_s=settings["minutes"] * 60),
             run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(out), verbose=0,
-                                      callbacks=[] if quiet else [_lines()],
+                                      callbacks=[lines],
                                       failure_config=tune.FailureConfig(max_failures=3)))
+    _say(quiet, started, f"{'restored Ray Tune; ' if lines.restored else ''}{slots} trial(s) at a time for "
+                         f"{settings['minutes']:g} minutes, at most {settings['trial_seconds']:g} s of training each; "
+                         "waiting for the first workers (each imports torch and compiles its kernels first)")
     tuner.fit()
     # Ray Tune answers the first Ctrl-C by saving its state and returning, and puts the handler it
     # found back only then (ray.tune.tune._setup_signal_catching): that is how an interruption shows.
@@ -385,24 +419,130 @@ def _tune(connection, target: Target, out: Path, settings: dict, space: SearchSp
     return interrupted
 
 
-def _lines():
-    """A Ray Tune callback: one line on stderr per trial as it ends (made here: Ray loads only in a search)."""
+HEARTBEAT_SECONDS = 30.0  # a line at least this often while nothing else happens, so a long wait shows
+
+
+def _lines(settings: dict, quiet: bool, started: float):
+    """A Ray Tune callback: a line on stderr as each trial starts, reports its first epoch and ends, with the
+    best so far by rank_key, and a line every HEARTBEAT_SECONDS of quiet. ``quiet``: a failed trial's line
+    only. (Made here: Ray loads only in a search.)"""
     from ray.tune import Callback as TuneCallback
 
+    trial_seconds = settings["trial_seconds"]
+
     class Lines(TuneCallback):
+        restored = False
+
+        def __init__(self):
+            self.ended: dict[str, dict] = {}  # trial label -> its row for rank_key, as it ended
+            self.started: set[str] = set()
+            self.reported: set[str] = set()
+            self.last = time.monotonic()
+
+        def say(self, text: str, error: bool = False) -> None:
+            if error or not quiet:
+                self.last = time.monotonic()
+                print(f"[{format_duration(self.last - started)}] {text}", file=sys.stderr, flush=True)
+
+        def counts(self, trials) -> str:
+            """'2 running, 3 done' (a trial being started or ended counts as it will be a moment later)."""
+            done = {trial.trial_id for trial in trials if trial.is_finished()} | set(self.ended)
+            return f"{len(self.started - done)} running, {len(done)} done"
+
+        def best(self) -> str:
+            if not self.ended:
+                return ""
+            best = rank_trials(list(self.ended.values()), trial_seconds)[0]
+            psnr = "no epoch" if best["psnr"] is None else f"{best['psnr']:.2f} dB"
+            return f"; best so far trial-{best['label']}, {psnr}{' (unfinished)' if best['unfinished'] else ''}"
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            try:
+                what = recipe_for(trial.config, settings["budget"], settings["seed"], trial_seconds).describe()
+            except UserError as exc:  # the trial fails the same way, and says so
+                what = str(exc)
+            self.started.add(trial.trial_id)
+            self.say(f"trial-{trial.trial_id} started: {what} ({self.counts(trials)})")
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if trial.trial_id not in self.reported:  # its worker is up: torch imported, kernels compiled
+                self.reported.add(trial.trial_id)
+                self.say(f"trial-{trial.trial_id}: first epoch, PSNR {result['psnr']:.2f} dB after "
+                         f"{result['train_seconds']:.1f} s of training")
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
-            psnr, seconds = result.get("psnr"), result.get("train_seconds")
-            shown = (f"PSNR {psnr:.2f} dB after {seconds:.1f} s of training" if psnr is not None and seconds
-                     is not None else "no epoch")
-            done = sum(t.is_finished() for t in trials)
-            print(f"trial {trial.trial_id}: {shown} ({done} done)", file=sys.stderr, flush=True)
+            seconds = result.get("train_seconds") or 0.0
+            status = Status.COMPLETE if seconds >= trial_seconds else Status.STOPPED
+            self.end(trials, trial, status, result.get("psnr"), seconds)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            print(f"trial {trial.trial_id}: failed ({trial.error_file or 'no error file'})", file=sys.stderr,
-                  flush=True)
+            result = trial.last_result or {}
+            self.end(trials, trial, Status.ERROR, result.get("psnr"), result.get("train_seconds") or 0.0,
+                     f" ({trial.error_file or 'no error file'})")
+
+        def end(self, trials, trial, status, psnr, seconds, why: str = "") -> None:
+            label = trial.trial_id
+            row = {"label": label, "status": status, "psnr": psnr, "train_seconds": seconds,
+                   "unfinished": unfinished_note(status, seconds, trial_seconds)}
+            self.ended[label] = row
+            shown = result_text(row) if psnr is not None else f"{status}, no epoch"
+            self.say(f"trial-{label}: {'failed, ' if status == Status.ERROR else ''}{shown}{why} "
+                     f"({self.counts(trials)}){self.best()}", error=status == Status.ERROR)
+
+        def on_step_end(self, iteration, trials, **info):
+            if time.monotonic() - self.last >= HEARTBEAT_SECONDS:
+                waiting = "" if self.reported else "; waiting for the first workers"
+                self.say(f"{self.counts(trials)}{waiting}{self.best()}")
 
     return Lines()
+
+
+# -----------------------------------------------------------------------------
+# the ranking rule: the one order of trials, for the leaderboard, the report, the CLI and best-recipe.toml
+
+
+def asha_rungs(trial_seconds: float) -> list[float]:
+    """The training seconds at which ASHA compares trials (the scheduler _tune makes: 7.5, 22.5 and 67.5 s
+    for 60 s trials), earliest first."""
+    grace, top = trial_seconds * GRACE_SHARE, trial_seconds * MAX_T_SHARE
+    rungs = int(math.log(top / grace) / math.log(REDUCTION_FACTOR) + 1)  # as ray.tune's _Bracket counts them
+    return [grace * REDUCTION_FACTOR ** k for k in range(rungs)]
+
+
+def rank_key(status: str, psnr: float | None, seconds: float, trial_seconds: float) -> tuple:
+    """Sort key of one trial, best first with ``sorted(..., key=rank_key)``: the search's one ranking rule.
+
+    1. Trials that trained their whole ``trial_seconds`` (complete), by final PSNR: the question a
+       search asks is which recipe is best after that much training, and only these answer it.
+    2. Unfinished trials (stopped by ASHA or by the end of the search's minutes, interrupted, paused),
+       by the last ASHA rung they reached, then final PSNR. An unfinished trial never outranks a
+       complete one, even with a higher PSNR: its PSNR is measured after less training, so it is a
+       different quantity (its curve might have gone on up, or flattened), and ASHA stopped it because
+       the trials that had reached its rung were better there. A trial that reached a later rung was
+       kept by ASHA over those stopped at an earlier one, so rungs come before PSNR.
+    3. Failed trials (diverged, errored) and trials without an epoch, by final PSNR.
+
+    The best trial is the first in this order; it is unfinished only when no trial completed, and
+    then it is marked as such wherever it is named (``unfinished_note``).
+    """
+    if psnr is None or status in (Status.DIVERGED, Status.ERROR) or not math.isfinite(psnr):
+        tier, rung = 2, 0
+    elif status == Status.COMPLETE:
+        tier, rung = 0, 0
+    else:
+        tier, rung = 1, sum(seconds >= milestone for milestone in asha_rungs(trial_seconds))
+    value = psnr if psnr is not None and math.isfinite(psnr) else -math.inf
+    return tier, -rung, -value
+
+
+def unfinished_note(status: str, seconds: float, trial_seconds: float) -> str | None:
+    """'stopped after 22.6 of 60 s' for a trial that did not train its whole time (stopped, interrupted,
+    errored); None for one that finished (complete, or diverged: that is its answer, and it is marked
+    as diverged)."""
+    if status in FINISHED:
+        return None
+    return f"{status} after {seconds:.1f} of {trial_seconds:g} s"
 
 
 # -----------------------------------------------------------------------------
@@ -410,35 +550,57 @@ def _lines():
 
 
 def _write_leaderboard(out: Path, target: Target, settings: dict) -> dict:
-    """Settle the trials ASHA stopped, rank every trial, write the report and the best recipe."""
+    """Settle the trials ASHA stopped, rank every trial (rank_key), write the report and the best recipe."""
     from monalisa.experiments.report import write_outputs
-    from monalisa.experiments.tables import conclusion, entry_row
+    from monalisa.experiments.tables import conclusion
     from monalisa.runs.lifecycle import finish_run
 
     keys = sorted(path.name for path in (out / "runs").glob("trial-*") if (path / "run.json").is_file())
     for key in keys:
         _settle(RunDirectory.open(out / "runs" / key), finish_run)
-    rows = [json_safe(entry_row(out, key, [(settings["seed"], key)])) for key in keys]
-    ranked = sorted(rows, key=lambda row: -math.inf if row["psnr"] is None else row["psnr"], reverse=True)
-    ranked = sorted(ranked, key=lambda row: row["status"] not in (Status.COMPLETE, Status.STOPPED))
+    ranked = rank_trials([_trial_row(out, key, settings) for key in keys], settings["trial_seconds"])
     if not ranked:
         raise UserError(f"the search in {str(out)!r} finished no trial: give it more --minutes")
-    best = next((row for row in ranked if row["status"] == Status.COMPLETE), ranked[0])
-    best_recipe = Recipe.from_dict(best["recipe"])
+    best = ranked[0]
     write_text(out / BEST_RECIPE, f"# {best['label']}: {best['describe']}, {best['parameters']:,} parameters, "
-                                  f"PSNR {best['psnr']:.2f} dB after {settings['trial_seconds']:g} s of training\n"
-                                  + best_recipe.to_toml())
+                                  f"{result_text(best)}\n" + Recipe.from_dict(best["recipe"]).to_toml())
     top = ranked[:TOP_RUNS]
     summary = {"title": f"Search at {settings['budget']:,} parameters", "image": target.name,
                "width": target.width, "height": target.height, "seeds": 1, "runs": top,
                "conclusion": conclusion(top), "claims": [], "budget": settings["budget"],
-               "trials": len(ranked), "best": {"label": best["label"], "psnr": best["psnr"],
-                                               "recipe": best["recipe"]},
-               "leaderboard": [_leader(out, row) for row in ranked]}
+               "trials": len(ranked), "best": {name: best[name] for name in _BEST_FIELDS},
+               "leaderboard": [_leader(row) for row in ranked]}
     write_outputs(out, target, summary)  # report.md/html, curves, grid, finals of the best; summary.json last
     write_text(out / "leaderboard.csv", _leaderboard_csv(ranked))
     write_text(out / "report.md", (out / "report.md").read_text() + _leaderboard_markdown(ranked))
     return summary
+
+
+_BEST_FIELDS = ("label", "status", "psnr", "train_seconds", "unfinished", "recipe")
+
+
+def rank_trials(rows: list[dict], trial_seconds: float) -> list[dict]:
+    """The trials' rows (``status``, ``psnr``, ``train_seconds``) best first, by rank_key; ties by label,
+    so the same trials always rank alike."""
+    return sorted(sorted(rows, key=lambda row: row["label"]),
+                  key=lambda row: rank_key(row["status"], row["psnr"], row["train_seconds"], trial_seconds))
+
+
+def _trial_row(out: Path, key: str, settings: dict) -> dict:
+    """A trial's table row (table.entry_row), with its training seconds in all and its unfinished mark."""
+    from monalisa.experiments.tables import entry_row
+
+    row = json_safe(entry_row(out, key, [(settings["seed"], key)]))
+    row["train_seconds"] = sum(m["train_seconds"] for m in RunDirectory(out / row["run_dir"]).metrics())
+    row["unfinished"] = unfinished_note(row["status"], row["train_seconds"], settings["trial_seconds"])
+    return row
+
+
+def result_text(row: dict) -> str:
+    """'PSNR 29.90 dB after 60.2 s of training', and the unfinished mark when it has one."""
+    psnr = "no PSNR" if row["psnr"] is None else f"PSNR {row['psnr']:.2f} dB"
+    text = f"{psnr} after {row['train_seconds']:.1f} s of training"
+    return text + (f" (unfinished: {row['unfinished']})" if row["unfinished"] else "")
 
 
 def _settle(run: RunDirectory, finish_run) -> None:
@@ -467,30 +629,36 @@ def _settle(run: RunDirectory, finish_run) -> None:
             return
 
 
-def _leader(out: Path, row: dict) -> dict:
-    """A trial's line of summary.json's leaderboard, with its training seconds in all."""
-    seconds = sum(m["train_seconds"] for m in RunDirectory(out / row["run_dir"]).metrics())
-    return {"label": row["label"], "status": row["status"], "psnr": row["psnr"], "epochs": row["epochs"],
-            "train_seconds": seconds, "parameters": row["parameters"], "describe": row["describe"],
-            "recipe": row["recipe"]}
+def _leader(row: dict) -> dict:
+    """A trial's line of summary.json's leaderboard."""
+    return {name: row[name] for name in ("label", "status", "unfinished", "psnr", "epochs", "train_seconds",
+                                         "parameters", "describe", "recipe")}
+
+
+RANKING_NOTE = ("Ranked by the search's one rule: first the trials that trained their whole time, by final PSNR; then the "
+                "unfinished ones (stopped by ASHA or by the end of the search, interrupted), by the last ASHA rung they "
+                "reached, then final PSNR (a PSNR after less training answers another question); failed trials last.")
 
 
 def _leaderboard_csv(ranked: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["rank", "trial", "status", "psnr", "epochs", "parameters", "recipe"])
+    writer.writerow(["rank", "trial", "status", "finished", "psnr", "train_seconds", "epochs", "parameters",
+                     "recipe"])
     for rank, row in enumerate(ranked, 1):
-        writer.writerow([rank, row["label"], row["status"], row["psnr"], row["epochs"], row["parameters"],
-                         json.dumps(row["recipe"])])
+        writer.writerow([rank, row["label"], row["status"], "no" if row["unfinished"] else "yes", row["psnr"],
+                         f"{row['train_seconds']:.2f}", row["epochs"], row["parameters"], json.dumps(row["recipe"])])
     return buffer.getvalue()
 
 
 def _leaderboard_markdown(ranked: list[dict]) -> str:
-    lines = ["", "## Every trial", "", "| rank | trial | status | PSNR (dB) | epochs | parameters | recipe |",
-             "|--:|---|---|--:|--:|--:|---|"]
+    lines = ["", "## Every trial", "", RANKING_NOTE, "",
+             "| rank | trial | status | PSNR (dB) | training (s) | epochs | parameters | recipe |",
+             "|--:|---|---|--:|--:|--:|--:|---|"]
     for rank, row in enumerate(ranked, 1):
         psnr = "—" if row["psnr"] is None else f"{row['psnr']:.2f}"
-        lines.append(f"| {rank} | {row['label']} | {row['status']} | {psnr} | {row['epochs']} | "
+        status = f"**unfinished**: {row['unfinished']}" if row["unfinished"] else row["status"]
+        lines.append(f"| {rank} | {row['label']} | {status} | {psnr} | {row['train_seconds']:.1f} | {row['epochs']} | "
                      f"{row['parameters']:,} | {row['describe']}, lr {row['recipe']['lr']:.2g} |")
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,7 @@
 The page sends a preset and the recipe as TOML text (the form's fields are a
 convenience editor of that text). The preset is the base; the text overrides
 any field it names, exactly as flags override a preset on the command line, and
-the messages are the CLI's own (recipes.py raises them). The text is parsed as
+the messages are the CLI's own (recipes/recipe.py raises them). The text is parsed as
 TOML or JSON data, never evaluated.
 """
 

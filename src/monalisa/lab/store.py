@@ -4,7 +4,7 @@ Everything here is plain files, so the lab, the CLI and a restarted server all
 see the same runs::
 
     <runs>/                       the root given to `monalisa serve --runs`
-      <run id>/                   an ordinary run directory (record.py), from the lab or the CLI
+      <run id>/                   an ordinary run directory (runs/directory.py), from the lab or the CLI
       compare-.../runs/<label>/   runs nested in comparison directories are listed too
       .uploads/<sha256>           an uploaded image's bytes, named by their content
       .uploads/<sha256>.json      its size and the name the browser sent (for display only)

@@ -12,7 +12,7 @@ Layout of ``runs/<name>/``::
     layers.csv      per-layer dynamics, several records an epoch (dynamics.py's LAYER_COLUMNS)
     snapshots/      epoch-00000.npz ...: the weights in float16 at epochs 0, 1, 2, 3, 5, 8, 13, ... and
                     the last, for `monalisa neurons RUN --animate`
-    events.out.tfevents.*   TensorBoard's event files (board.py), when tensorboard is installed
+    events.out.tfevents.*   TensorBoard's event files (runs/tensorboard.py), when tensorboard is installed
     final.png       the last frame
     learning.gif    the animation, captioned (subsampled to keep the file small)
     learning.mp4    the animation, every frame

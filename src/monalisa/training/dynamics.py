@@ -86,7 +86,7 @@ MAX_LAYERS_BYTES = 256 * 2**20
 class LayerDynamics(Callback):
     """Computes LAYER_COLUMNS rows at record points; ``rows`` holds every row of the run so far.
 
-    The Recorder (record.py) owns one, hands it the rows already on disk when a run resumes,
+    The Recorder (runs/directory.py) owns one, hands it the rows already on disk when a run resumes,
     and writes ``rows`` to layers.csv after each epoch.
     """
 

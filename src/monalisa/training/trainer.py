@@ -1,7 +1,7 @@
 """fit(): epochs of training, a frame and figures after each, callbacks for the rest.
 
 The loop knows nothing about files or terminals (minGPT's trainer): frames,
-metrics, checkpoints and progress hang off it as callbacks (record.py,
+metrics, checkpoints and progress hang off it as callbacks (runs/directory.py,
 progress.py). Each epoch:
 
 1. train on a fresh permutation of all pixels (or scan order), timed alone;
@@ -193,7 +193,7 @@ class Trainer:
         return len(self.history)
 
     def state_dict(self) -> dict:
-        """Tensors and plain Python values only (dicts, lists, str, int, float, None): record.py loads
+        """Tensors and plain Python values only (dicts, lists, str, int, float, None): runs/directory.py loads
         checkpoints with ``torch.load(weights_only=True)``, which refuses anything else, so a
         checkpoint is data and never code. The generator's state is already a dict of str and int."""
         self.engine.sync()

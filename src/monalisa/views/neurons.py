@@ -18,7 +18,7 @@ raw row and column coordinates).
     run_neurons(run, layer, tile)                   both, from a run directory's latest checkpoint
     grid_picture(grid)                              the grid, its colour legend and a caption strip below
     save_neuron_grid(grid, path)                    that picture as a PNG
-    animate_neurons(run, layer, gif, mp4)           one picture per weight snapshot (record.py's
+    animate_neurons(run, layer, gif, mp4)           one picture per weight snapshot (runs/directory.py's
                                                     snapshots/, epochs 0, 1, 2, 3, 5, 8, ...) as GIF and MP4
 
 Each tile is drawn with a diverging colour map centred on zero and scaled to the

@@ -34,7 +34,7 @@ function parseArch(text) {
   return parts.every((p) => INTEGER.test(p)) ? parts.map(Number) : null;
 }
 
-// A value as TOML, the way recipes.py's to_toml writes it (json.dumps per value).
+// A value as TOML, the way recipes/recipe.py's to_toml writes it (json.dumps per value).
 export function tomlValue(value) {
   if (Array.isArray(value)) return `[${value.map(tomlValue).join(", ")}]`;
   if (typeof value === "boolean") return value ? "true" : "false";
