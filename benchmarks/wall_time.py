@@ -9,7 +9,7 @@ return. Training time is the sum of the epochs' ``train_seconds``; the rest is
 the render after each epoch (a forward pass over every pixel), the files, the
 start-up and the ending. Two renders side by side in one run, alternately:
 
-- ``now``: trainer.render as it is (on a CPU with oneDNN, layers packed once per
+- ``now``: inference.render as it is (on a CPU with oneDNN, layers packed once per
   render and cache-sized chunks shared out among the threads, one torch thread
   each; a very wide last layer in blocks of units);
 - ``before``: the same render through torch's own matmul (MKL's sgemm), the
@@ -35,16 +35,16 @@ from contention import busy_loop  # benchmarks/ is the script's folder, so on sy
 from monalisa.data.images import load_target
 from monalisa.recipes.recipe import get_preset
 from monalisa.runs.lifecycle import train_run
-from monalisa.training import trainer
+from monalisa.training import inference
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 BEFORE = {"PACK_LAYERS": False}  # the render settings this is measured against
 
 
 def one_run(target, recipe, settings: dict, busy: bool) -> dict:
-    saved = {name: getattr(trainer, name) for name in settings}
+    saved = {name: getattr(inference, name) for name in settings}
     for name, value in settings.items():
-        setattr(trainer, name, value)
+        setattr(inference, name, value)
     process = busy_loop(pin=True) if busy else None
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -56,7 +56,7 @@ def one_run(target, recipe, settings: dict, busy: bool) -> dict:
             process.kill()
             process.wait()
         for name, value in saved.items():
-            setattr(trainer, name, value)
+            setattr(inference, name, value)
     history = result.history
     training = sum(row["train_seconds"] for row in history)
     # An epoch's cycle: from one row's timestamp to the next (its training, render and the previous files).

@@ -18,7 +18,8 @@ from monalisa.data.images import load_target
 from monalisa.files import save_png
 from monalisa.recipes.recipe import get_preset
 from monalisa.runs.animation import caption_frame
-from monalisa.training.trainer import Trainer, render, to_frame
+from monalisa.training.trainer import Trainer
+from monalisa.training.inference import render, to_frame
 
 REFERENCE_IMAGE = "mona_lisa"  # the built-in reference image (README, "Built-in images")
 PRESETS = ("original", "rprop-sigmoid", "siren", "fourier", "hashgrid", "fast")

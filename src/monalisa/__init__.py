@@ -18,7 +18,8 @@ from monalisa.models.network import build_model
 from monalisa.recipes.recipe import PRESETS, Recipe, get_preset, load_recipe
 from monalisa.runs.directory import RunDirectory
 from monalisa.runs.lifecycle import resume_run, train_run
-from monalisa.training.trainer import Callback, FitResult, Trainer, fit, render
+from monalisa.training.inference import render
+from monalisa.training.trainer import Callback, FitResult, Trainer, fit
 
 __all__ = [
     "BUILTIN_IMAGES", "Callback", "Diverged", "FitResult", "PRESETS", "Recipe", "RunDirectory", "Target",

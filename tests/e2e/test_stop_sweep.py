@@ -24,7 +24,7 @@ from monalisa.execution.runner import Runner
 from monalisa.execution.specs import RESUME, RunSpec
 from monalisa.models.network import build_model
 from monalisa.runs.directory import RunDirectory
-from monalisa.training.trainer import render, to_frame
+from monalisa.training.inference import render, to_frame
 
 BATCHED = Recipe(arch=(8,), epochs=100000, batch_size=4, optimizer="adam")  # until stopped
 ONLINE = Recipe(arch=(8,), epochs=100000)  # batch 1, plain SGD: the online engine

@@ -41,7 +41,7 @@ def test_previews_arrive_within_epochs_and_frames_match_the_run(monkeypatch, eng
     assert rows == history
     last = [r for r in reports if r["type"] == "frame" and r["fraction"] == 1.0][-1]
     pixels = np.asarray(Image.open(io.BytesIO(last["png"])))
-    from monalisa.training.trainer import render, to_frame
+    from monalisa.training.inference import render, to_frame
 
     expected = to_frame(render(trainer.model, target.coords, trainer.device), 48, 64)
     assert np.array_equal(pixels, expected)

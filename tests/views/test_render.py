@@ -18,7 +18,7 @@ from monalisa.errors import UserError
 from monalisa.models.network import build_model
 from monalisa.recipes.recipe import Recipe
 from monalisa.runs.directory import RunDirectory
-from monalisa.training import trainer
+from monalisa.training import inference
 from monalisa.views.render import output_size
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -207,9 +207,9 @@ def test_a_wide_last_layer_renders_in_blocks_with_forwards_result(monkeypatch):
     calls = []
     blocked = model.forward_in_unit_blocks
     monkeypatch.setattr(model, "forward_in_unit_blocks", lambda x, block: calls.append(block) or blocked(x, block))
-    monkeypatch.setattr(trainer, "WIDE_LAYER", 500)  # 600 units: wide
-    monkeypatch.setattr(trainer, "UNIT_BLOCK", 128)  # 5 blocks, the last one short
-    out = trainer.render(model, coords, torch.device("cpu"))
+    monkeypatch.setattr(inference, "WIDE_LAYER", 500)  # 600 units: wide
+    monkeypatch.setattr(inference, "UNIT_BLOCK", 128)  # 5 blocks, the last one short
+    out = inference.render(model, coords, torch.device("cpu"))
     assert calls and set(calls) == {128}
     np.testing.assert_allclose(out, whole, rtol=0, atol=1e-6)  # the output layer's sum in another order
 
@@ -244,9 +244,9 @@ def test_the_packed_render_computes_the_networks_forward(name, monkeypatch):
     whole = model(torch.from_numpy(coords)).detach().numpy()
     packs = []
     pack = packed.packed_network
-    monkeypatch.setattr(trainer, "packed_network", lambda m: packs.append(m) or pack(m))
-    monkeypatch.setattr(trainer, "PACKED_FLOATS", 100 * 40)  # chunks of 31-41 pixels, the last one short
-    out = trainer.render(model, coords, torch.device("cpu"))
+    monkeypatch.setattr(inference, "packed_network", lambda m: packs.append(m) or pack(m))
+    monkeypatch.setattr(inference, "PACKED_FLOATS", 100 * 40)  # chunks of 31-41 pixels, the last one short
+    out = inference.render(model, coords, torch.device("cpu"))
     assert packs == [model]
     np.testing.assert_allclose(out, whole, rtol=0, atol=2e-6)  # sums inside each product in another order
     assert model.training  # the render's eval mode does not leak out
@@ -256,14 +256,14 @@ def test_the_render_is_the_same_on_one_thread_and_two(monkeypatch):
     """Each chunk runs on one thread whichever takes it, so the thread count never changes a bit."""
     model = build_model(Recipe(arch=(100, 100)))
     coords = tiny_target(61, 47).coords
-    monkeypatch.setattr(trainer, "PACKED_FLOATS", 100 * 64)
-    monkeypatch.setattr(trainer, "RENDER_FLOATS", 100 * 64)
+    monkeypatch.setattr(inference, "PACKED_FLOATS", 100 * 64)
+    monkeypatch.setattr(inference, "RENDER_FLOATS", 100 * 64)
     for pack in (True, False):
-        monkeypatch.setattr(trainer, "PACK_LAYERS", pack)
-        one = trainer.render(model, coords, torch.device("cpu"))
+        monkeypatch.setattr(inference, "PACK_LAYERS", pack)
+        one = inference.render(model, coords, torch.device("cpu"))
         torch.set_num_threads(2)
         try:
-            two = trainer.render(model, coords, torch.device("cpu"))
+            two = inference.render(model, coords, torch.device("cpu"))
         finally:
             torch.set_num_threads(1)
         np.testing.assert_array_equal(one, two)
@@ -279,11 +279,11 @@ def test_a_failure_on_a_render_thread_reaches_the_caller(monkeypatch):
             raise RuntimeError("out of memory")
         return model(x)
 
-    monkeypatch.setattr(trainer, "_forward_for_render", lambda m, device: (fail_on_the_third, 8, 8 * 10))
+    monkeypatch.setattr(inference, "_forward_for_render", lambda m, device: (fail_on_the_third, 8, 8 * 10))
     torch.set_num_threads(2)
     try:
         with pytest.raises(RuntimeError, match="out of memory"):
-            trainer.render(model, tiny_target(20, 10).coords, torch.device("cpu"))
+            inference.render(model, tiny_target(20, 10).coords, torch.device("cpu"))
     finally:
         torch.set_num_threads(1)
     assert len(chunks) < 20  # the threads stopped taking chunks once one had failed
@@ -291,10 +291,10 @@ def test_a_failure_on_a_render_thread_reaches_the_caller(monkeypatch):
 
 def test_without_onednn_the_render_runs_torchs_own_layers(monkeypatch):
     model = build_model(Recipe(arch=(100, 100)))
-    monkeypatch.setattr(trainer, "can_pack", lambda device: False)
-    monkeypatch.setattr(trainer, "packed_network", lambda m: pytest.fail("packed without oneDNN"))
+    monkeypatch.setattr(inference, "can_pack", lambda device: False)
+    monkeypatch.setattr(inference, "packed_network", lambda m: pytest.fail("packed without oneDNN"))
     coords = tiny_target(9, 7).coords
-    np.testing.assert_allclose(trainer.render(model, coords, torch.device("cpu")),
+    np.testing.assert_allclose(inference.render(model, coords, torch.device("cpu")),
                                model(torch.from_numpy(coords)).detach().numpy(), rtol=0, atol=1e-6)
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from monalisa.data.images import coordinate_grid
 from monalisa.files import png_bytes
-from monalisa.training.trainer import Callback, Trainer, render, to_frame
+from monalisa.training.inference import render, to_frame
+from monalisa.training.trainer import Callback, Trainer
 
 PROGRESS_SECONDS = 0.25  # at most this often a progress report: a smooth bar, little traffic
 FRAME_SECONDS = 0.1  # end-of-epoch frames at most this often (tiny images train hundreds of epochs a second)

@@ -20,7 +20,8 @@ from monalisa.recipes.recipe import Recipe
 from monalisa.runs.directory import FRAME_SCHEDULES, Recorder, RunDirectory
 from monalisa.runs.progress import Progress
 from monalisa.runs.status import Status
-from monalisa.training.trainer import Callback, FitResult, Trainer, image_metrics, render, stopping_rule, to_frame
+from monalisa.training.inference import image_metrics, render, to_frame
+from monalisa.training.trainer import Callback, FitResult, Trainer, stopping_rule
 
 
 def default_run_path(image_name: str, label: str, runs: str | Path = "runs") -> Path:

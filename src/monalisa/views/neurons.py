@@ -42,7 +42,7 @@ from monalisa.files import save_png
 from monalisa.models.network import CoordinateNetwork, build_model
 from monalisa.runs import animation
 from monalisa.runs.directory import RunDirectory
-from monalisa.training.trainer import RENDER_CHUNK, RENDER_FLOATS
+from monalisa.training.inference import RENDER_CHUNK, RENDER_FLOATS
 
 DEFAULT_TILE = 64  # px on a tile's longest side: 300 units fill a ~1450x920 grid, a screen's worth
 GUTTER = 2  # px between tiles: enough to separate two tiles of the same colour, thin enough not to dominate

@@ -21,7 +21,7 @@ from monalisa.engines import resolve_device
 from monalisa.errors import UserError
 from monalisa.models.network import build_model
 from monalisa.runs.directory import RunDirectory
-from monalisa.training.trainer import render, to_frame
+from monalisa.training.inference import render, to_frame
 
 
 @dataclass(frozen=True)
