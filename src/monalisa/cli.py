@@ -28,7 +28,7 @@ from monalisa.data.images import BUILTIN_IMAGES, DEFAULT_IMAGE, builtin_path, lo
 from monalisa.engines import DEVICES, ENGINES
 from monalisa.errors import Diverged, UserError
 from monalisa.experiments.compare import comparison_entries, load_comparison, parse_seeds, run_comparison
-from monalisa.experiments.report import VERDICTS
+from monalisa.experiments.report.pages import VERDICTS
 from monalisa.experiments.studies import STUDIES, check_study_options, default_base
 from monalisa.experiments.studies.common import QUICK_SIDE, STUDY_SEEDS
 from monalisa.experiments.studies.depth import DEPTHS, QUICK_DEPTHS, DepthOptions

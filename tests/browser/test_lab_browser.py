@@ -303,7 +303,7 @@ def test_the_eta_counts_the_time_limit(server, pages):
 
 def test_the_report_table_fits_a_laptop_screen(browser, tmp_path):
     """report.html at 1280 px: every column of a five-run table inside its box, none cut off."""
-    from monalisa.experiments.report import COLUMNS, report_html
+    from monalisa.experiments.report.pages import COLUMNS, report_html
     from monalisa.recipes.recipe import Recipe
 
     for name in ("finals.png", "curves.png", "grid.gif"):

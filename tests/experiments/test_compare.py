@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from monalisa import Recipe, Target, UserError, get_preset
-from monalisa.experiments import compare, report
+from monalisa.experiments import compare
+from monalisa.experiments.report import figures
 from monalisa.experiments.compare import load_comparison, run_comparison
 from monalisa.experiments.tables import conclusion, flops_per_pixel
 
@@ -225,9 +226,9 @@ def test_grid_has_the_target_then_one_panel_per_run(comparison):
     white = (np.abs(frame - 255) <= 8).all(axis=2)
     gutters = np.flatnonzero(np.diff(white.all(axis=0).astype(int)) == 1)
     assert len(gutters) == len(ENTRIES)
-    assert frame.shape[1] <= report.MAX_GRID_WIDTH
-    panel = (frame.shape[1] - report.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
-    starts = [i * (panel + report.GUTTER) for i in range(len(ENTRIES) + 1)]
+    assert frame.shape[1] <= figures.MAX_GRID_WIDTH
+    panel = (frame.shape[1] - figures.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
+    starts = [i * (panel + figures.GUTTER) for i in range(len(ENTRIES) + 1)]
     assert starts[-1] + panel == frame.shape[1]
     for start in starts:  # every panel holds something: none is the white padding
         assert not white[:, start:start + panel].all()
@@ -239,7 +240,7 @@ def test_grid_has_the_target_then_one_panel_per_run(comparison):
     # finals.png (lossless): its first panel is the target, each pixel an equal square block.
     finals = np.asarray(Image.open(out / "finals.png").convert("RGB"))
     target = (blobs_target().pixels * 255).round().astype(np.uint8)
-    panel = (finals.shape[1] - report.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
+    panel = (finals.shape[1] - figures.GUTTER * len(ENTRIES)) // (len(ENTRIES) + 1)
     k = panel // 16
     assert panel == 16 * k and k >= 2
     np.testing.assert_array_equal(finals[:12 * k, :16 * k], np.repeat(np.repeat(target, k, 0), k, 1))
@@ -377,7 +378,7 @@ def test_the_report_header_counts_every_run_trained(seeded):
 
 def test_header_counts_of_handmade_tables():
     """2 entries x 3 seeds with a diverged seed and a stopped one; uneven seeds; one seed each; one entry."""
-    from monalisa.experiments.report import _subtitle
+    from monalisa.experiments.report.pages import _subtitle
 
     def entry(label, statuses):
         runs = [{"label": f"{label}-s{i}", "status": status} for i, status in enumerate(statuses)]

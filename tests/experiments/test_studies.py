@@ -368,7 +368,7 @@ def test_the_report_says_what_went_wrong_in_a_failed_entry(tmp_path):
 
     from helpers import tiny_target
 
-    from monalisa.experiments.report import mean_colour_psnr
+    from monalisa.experiments.report.diagnosis import mean_colour_psnr
     from monalisa.runs.directory import RunDirectory
 
     target = tiny_target(24, 24)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monalisa.experiments.report import THRESHOLDS, format_seconds
+from monalisa.experiments.report.pages import THRESHOLDS, format_seconds
 from monalisa.experiments.stats import Estimate, estimate, overlap
 from monalisa.recipes.encodings import build_encoding
 from monalisa.recipes.recipe import Recipe
