@@ -19,8 +19,8 @@ from PIL import Image
 
 from monalisa import Recipe, Target, UserError, get_preset
 from monalisa.experiments import compare
-from monalisa.experiments.report import figures
 from monalisa.experiments.compare import load_comparison, run_comparison
+from monalisa.experiments.report import figures
 from monalisa.experiments.tables import conclusion, flops_per_pixel
 
 SMALL = Recipe(arch=(8,), epochs=3)

@@ -19,8 +19,9 @@ from PIL import Image
 
 from monalisa.data.images import Target
 from monalisa.lab import store
-from monalisa.lab.app import INTERNAL_ERROR, create_app
+from monalisa.lab.app import create_app
 from monalisa.lab.jobs import Lab
+from monalisa.lab.middleware import INTERNAL_ERROR
 from monalisa.recipes.recipe import get_preset
 from monalisa.runs.directory import RunDirectory
 

@@ -38,8 +38,9 @@ def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
     """Serve the lab on host:port, training at most ``jobs`` runs at once, keeping them under ``runs``."""
     import uvicorn
 
-    from monalisa.lab.app import LOOPBACK_NAMES, create_app
+    from monalisa.lab.app import create_app
     from monalisa.lab.jobs import Lab
+    from monalisa.lab.middleware import LOOPBACK_NAMES
 
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
