@@ -65,7 +65,12 @@ def test_a_cli_run_moved_or_deleted_mid_training_stops_in_one_line(tmp_path, how
         if how == "moved":
             os.rename(out, elsewhere)
         else:
-            shutil.rmtree(out)  # as `rm -rf`: the writer is creating files meanwhile
+            # As `rm -rf`, again if the writer put a file in the folder while it was being emptied
+            # (the rm then fails with "Directory not empty"): once its lock file is gone it writes nothing.
+            deadline = time.monotonic() + 30
+            while out.exists():
+                assert time.monotonic() < deadline, sorted(p.name for p in out.iterdir())
+                shutil.rmtree(out, ignore_errors=True)
         _, err = trainer.communicate(timeout=TIMEOUT)
     finally:
         stop(trainer)

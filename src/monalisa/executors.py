@@ -95,7 +95,7 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
     try:
         _listen(parent, reports)
         if spec.action != "start":
-            run = RunDirectory.open(path).lock()
+            run = RunDirectory.open(path).hold()
         status, message = _train(spec, run, threads, reports)
     except Stopped:
         if status is None:
@@ -113,7 +113,7 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
         _ignore_signals()
         if run is None and fresh and (path / "run.json").exists():
             try:
-                run = RunDirectory.open(path).lock()  # train_run made it and let go of it
+                run = RunDirectory.open(path).hold()  # train_run made it and let go of it
             except UserError:
                 run = None
         if run is not None:

@@ -265,6 +265,7 @@ class RunDirectory:
             pass
         os.close(self._lock)
         self._lock = None
+        self._depth = 0
 
     def _in_place(self) -> bool:
         """Whether the path still leads to the lock file this object holds (True when it holds none)."""
@@ -323,9 +324,16 @@ class RunDirectory:
         try:
             yield self
         finally:
-            self._depth -= 1
+            self._depth = max(0, self._depth - 1)  # 0 already if the block called unlock() itself
             if self._depth == 0:
                 self.unlock()
+
+    def hold(self) -> RunDirectory:
+        """lock() for the caller until its unlock(): writing() blocks inside (resume_run's, finish_run's)
+        share it and do not let go, so the caller's own last write (a worker's status) is still the writer's."""
+        self.lock()
+        self._depth += 1
+        return self
 
     # -- reading -------------------------------------------------------------------
     # Every file may be damaged or doctored: each reader checks what it gets and says, in one line,
