@@ -8,6 +8,7 @@
     read_npy(f, dtype, shape)  an array from a .npy stream, its header checked against what the caller expects
     save_png / png_bytes   a uint8 frame as a PNG file (atomically) or as bytes (for the lab)
     write_errors(path)     an OSError while writing (a full disk, a read-only folder) as one line
+    existing_folders()     inside it, atomic_path makes no missing folder (a run directory's writes)
 
 Every writer goes through ``atomic_path`` so a reader (or a crash) never sees a half-written
 file: the old file stays until the new one is complete.
@@ -25,6 +26,7 @@ import os
 import secrets
 import stat
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
@@ -34,6 +36,23 @@ from PIL import Image
 from monalisa.errors import UserError, quoted
 
 PathLike = str | os.PathLike
+
+# False inside existing_folders(): atomic_path then writes only into folders that are there.
+_MAKE_FOLDERS = ContextVar("make_folders", default=True)
+
+
+@contextmanager
+def existing_folders():
+    """Inside the block atomic_path makes no missing folder: a write into one fails with ENOENT.
+
+    A run directory's writer works inside it (record.RunDirectory): a run moved or deleted while
+    it trains must not come back at its old path as a ghost folder holding one new file.
+    """
+    token = _MAKE_FOLDERS.set(False)
+    try:
+        yield
+    finally:
+        _MAKE_FOLDERS.reset(token)
 
 
 @contextmanager
@@ -48,13 +67,16 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     0600, and the result should get the usual umask permissions. If the body
     raises, the temp file is removed and ``path`` is left untouched.
 
+    Missing folders along ``path`` are made first, except inside existing_folders().
+
     The temp name carries the writer's pid (``.learning.mp4.tmp-4242-1a2b3c4d.mp4``): a writer
     killed outright (SIGKILL, power loss) cannot clean up, so each new write of ``path`` first
     removes the temporaries of ``path`` whose writer process is gone.
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if _MAKE_FOLDERS.get():
+            path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         # A file where a folder should be ('out.png/x.png'): the disk is fine, the name is not.
         raise UserError(f"cannot write {str(path)!r}: a part of its folder is a file, not a folder; "

@@ -68,7 +68,7 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
     try:
         _watch_parent(parent, reports)
         if spec.action != "start":
-            run = RunDirectory.open(path).lock()
+            run = RunDirectory.open(path).hold()
         if spec.action != "finish":  # an ending, once begun, is written whole (a pause at closing included)
             interrupts.check()  # after the lock: a continued run stopped while its worker started is ours to end
         status, message = _train(spec, run, threads, reports)
@@ -87,7 +87,7 @@ def execute(spec: RunSpec, threads: int, reports, parent: int | None = None) -> 
     finally:
         if run is None and fresh and (path / "run.json").exists():
             try:
-                run = RunDirectory.open(path).lock()  # train_run made it and let go of it
+                run = RunDirectory.open(path).hold()  # train_run made it and let go of it
             except UserError:
                 run = None
         if run is not None:

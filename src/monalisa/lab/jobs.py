@@ -18,7 +18,10 @@ thread polls the runner and turns its reports into that overlay and out to
 listeners (the page's event streams).
 
 On start, runs left 'queued' on disk are queued again; runs left 'running' by a
-server that died are shown as 'interrupted', to be resumed by the user.
+server that died are shown as 'interrupted', to be resumed by the user. A run
+whose lock another process holds (a `monalisa train`, a second lab on the same
+runs) is shown as 'elsewhere', with that process's pid, and every action on it
+is refused (409): this lab can watch it, not control it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import dataclasses
 import functools
 import gc
 import itertools
+import logging
 import re
 import shutil
 import threading
@@ -65,6 +69,8 @@ MAX_RENDER_PIXELS = 25_000_000  # and a tall image's height with it: 4096 px of 
 # Seeds of one recipe from one click: each is a run and a member of the panel's band; the queue trains
 # `jobs` at a time, so 20 seeds of the quick preset at 128 px are a few minutes. More is a study's job.
 LAB_MAX_SEEDS = 20
+
+log = logging.getLogger(__name__)
 
 
 class Lab:
@@ -214,8 +220,14 @@ class Lab:
         summary = self.reader.summary(path)
         with self._lock:
             live = self.runner.status(run_id)  # queued, running, pausing, stopping; None when not ours
+            # Asked under the lab's lock, which every write of this server's own takes first.
+            busy = RunDirectory(path).writer_elsewhere() if live is None else None
             if live is not None:
                 summary["status"] = live
+            elif busy is not None and summary["status"] != Status.UNREADABLE:
+                summary.update(status=Status.ELSEWHERE, writer_pid=busy.pid,
+                               message=f"{busy.who} is writing this run (a `monalisa train`, or another lab on "
+                                       "these runs): pause, stop or resume it there; this lab only watches it")
             elif summary["status"] in BUSY | {Status.QUEUED}:
                 summary["status"] = Status.INTERRUPTED  # on disk as running, but no worker of ours: a server died
             if run_id in self._live and summary["status"] in BUSY:
@@ -270,6 +282,7 @@ class Lab:
         with self._lock:
             summary = self.summary(run_id)
             if epochs is not None:
+                _refuse_elsewhere(summary, "extend")
                 if epochs <= summary["epoch"]:
                     raise LabError(f"epochs {epochs} is not more than the {summary['epoch']} epochs "
                                    f"{run_id!r} has trained", status=409, field="epochs")
@@ -291,14 +304,20 @@ class Lab:
 
     def _act(self, run_id: str, action: str) -> None:
         summary = self.summary(run_id)
+        _refuse_elsewhere(summary, action)
         if action not in summary["actions"]:
             allowed = ", ".join(summary["actions"]) or "nothing"
             raise LabError(f"cannot {action} run {run_id!r}: it is {summary['status']} (it allows {allowed})",
                            status=409)
 
     def _mark(self, run_id: str, status: str, message: str | None) -> None:
+        """Write ``status`` into a run no worker is on, under the run's lock: 409 if another process has it."""
         try:
-            RunDirectory(run_path(self.root, run_id)).update_info(status=status, message=message)
+            run = RunDirectory(run_path(self.root, run_id))
+            with run.writing():
+                run.update_info(status=status, message=message)
+        except RunBusy as exc:
+            raise LabError(str(exc), status=409) from None
         except (LabError, UserError, OSError, ValueError):
             pass  # deleted (or damaged) meanwhile: nothing to mark
 
@@ -328,6 +347,9 @@ class Lab:
                 live.update(epoch=event["row"]["epoch"], fraction=1.0)
             elif kind == "end":
                 self._live.pop(run_id, None)
+                if event.get("status") == Status.ERROR and event.get("message"):
+                    # The page shows it on the run; a run moved away is no longer listed, so say it here too.
+                    log.warning("run %s: %s", run_id, event["message"])
         if kind in ("progress", "frame", "epoch"):
             self._broadcast(event)
         if kind in ("started", "epoch", "end"):
@@ -392,6 +414,12 @@ class Lab:
                            "width, or use `monalisa render`", field="width")
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run.path.name}-render-{width}x{height}.png")  # a header is ASCII
         return name, png_bytes(render_run(run, width, height))
+
+
+def _refuse_elsewhere(summary: dict, action: str) -> None:
+    """409 for ``action`` on a run another process writes, naming that process."""
+    if summary["status"] == Status.ELSEWHERE:
+        raise LabError(f"cannot {action} run {summary['id']!r}: {summary['message']}", status=409)
 
 
 def _free_group(root: Path, name: str, seeds: tuple[int, ...]) -> str:

@@ -196,6 +196,8 @@ class RunSummary(BaseModel):
     frame: str = Field(description="URL of the newest reconstruction (PNG)")
     live: Live | None
     actions: list[str] = Field(description="what the run allows now")
+    writer_pid: int | None = Field(description="status elsewhere: the process that writes the run (a CLI train, "
+                                               "another lab), when its lock file names it; else null")
     group: str | None = Field(description="runs created together as seeds of one recipe share a group; null alone")
     seed: int | None = Field(description="the recipe's seed; null when recipe.json cannot be read")
 

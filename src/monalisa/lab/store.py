@@ -264,6 +264,7 @@ class RunReader:
             "frame": f"/api/runs/{url_path(run_id)}/frame.png",
             "live": None,
             "actions": [],
+            "writer_pid": None,
         }
 
 

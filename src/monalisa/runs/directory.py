@@ -35,7 +35,10 @@ while it holds the run's lock (``lock()`` / ``writing()``): an OS lock
 (``flock``) on ``.lock`` in the run directory, so there is one writer per run,
 and the kernel drops the lock when its process dies (a SIGKILL leaves no stale
 lock). The writer, and only the writer, removes the temporary files a killed
-writer left behind. Checkpoints hold tensors and plain Python values only and
+writer left behind. Before each write the writer checks that the run's path still leads to the lock
+it holds: a run directory moved or deleted while it trains stops its writer with one line
+(RunMoved), and no write ever makes a folder again at the old path. A reader may ask whether
+another process writes a run (``writer_elsewhere``) without writing anything. Checkpoints hold tensors and plain Python values only and
 are loaded with ``weights_only=True``: a run directory is data, never code.
 """
 
@@ -65,6 +68,7 @@ from monalisa.data.images import Target
 from monalisa.errors import UserError, unknown_name
 from monalisa.files import (
     atomic_path,
+    existing_folders,
     read_json,
     read_metrics,
     read_npy,
@@ -89,12 +93,17 @@ FRAME_SCHEDULES = ("all", "log")
 FRAME_COMPRESSION = 1
 FRAME_SPACINGS = ("even", "log")  # which frames an exported animation keeps: see captioned_frames
 LOCK_FILE = ".lock"  # hidden, like the temporary files; removed by a writer that ends normally
+# How long lock() keeps trying a lock that is taken before it says the run is busy: a reader's
+# writer_elsewhere() holds a shared lock for the few microseconds of its question (a loaded machine
+# may pause its thread for a few milliseconds), and a writer starting then must not be refused.
+LOCK_GRACE_SECONDS = 0.25
 STALE_TEMPORARIES = ".*.tmp-*"  # files.atomic_path's temporary names
 SNAPSHOTS = "snapshots"
 # A snapshot is its model's weights in float16 plus, per array, an .npy header (128 bytes) and zip
 # headers (~150 bytes and the name twice); a file bigger than that is not a snapshot of that model.
 SNAPSHOT_BYTES_PER_MEMBER = 4096
 SNAPSHOT_SLACK_BYTES = 2**16
+TENSORBOARD_FILES = "events.out.tfevents.*"  # board.py's, named so by TensorBoard
 
 
 def own_file(path: Path) -> None:
@@ -105,7 +114,18 @@ def own_file(path: Path) -> None:
 
 
 class RunBusy(UserError):
-    """Another process holds the run's lock: it is writing the run."""
+    """Another process holds the run's lock: it is writing the run. ``pid``: that process, when its
+    lock file says (None when it does not); ``who``: "another process (pid N)", for messages."""
+
+    def __init__(self, path: Path, holder: str):
+        self.pid = int(holder) if holder.isdigit() else None
+        self.who = f"another process (pid {self.pid})" if self.pid is not None else "another process"
+        super().__init__(f"{str(path)!r} is being written by {self.who}; wait for it to end, or stop it, "
+                         "then try again")
+
+
+class RunMoved(UserError):
+    """The run directory a writer holds was moved or deleted while it trained: the writer stops."""
 
 
 def frame_wanted(epoch: int, last_epoch: int, schedule: str) -> bool:
@@ -239,6 +259,7 @@ class RunDirectory:
         if self._lock is not None:
             return self
         lock_path = self.path / LOCK_FILE
+        grace = time.monotonic() + LOCK_GRACE_SECONDS
         while True:
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -249,9 +270,10 @@ class RunDirectory:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
                 os.close(fd)
-                who = f"another process (pid {holder})" if holder.isdigit() else "another process"
-                raise RunBusy(f"{str(self.path)!r} is being written by {who}; wait for it to end, or stop it, "
-                              "then try again") from None
+                if time.monotonic() < grace:
+                    time.sleep(0.01)  # a reader's question, most likely: see LOCK_GRACE_SECONDS
+                    continue
+                raise RunBusy(self.path, holder) from None
             # unlock() removes the file before it lets go: if it went between our open and our flock,
             # we hold a lock on a file nobody else will open, so open the new one.
             try:
@@ -277,11 +299,62 @@ class RunDirectory:
         if self._lock is None:
             return
         try:
-            (self.path / LOCK_FILE).unlink(missing_ok=True)  # before letting go: see lock()
+            if self._in_place():  # a moved run's path may lead to another run's lock file now
+                (self.path / LOCK_FILE).unlink(missing_ok=True)  # before letting go: see lock()
         except OSError:
             pass
         os.close(self._lock)
         self._lock = None
+        self._depth = 0
+
+    def _in_place(self) -> bool:
+        """Whether the path still leads to the lock file this object holds (True when it holds none)."""
+        if self._lock is None:
+            return True
+        try:
+            here = os.stat(self.path / LOCK_FILE)
+        except OSError:  # gone, or a part of the path is a file now
+            return False
+        mine = os.fstat(self._lock)
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def check_in_place(self) -> None:
+        """RunMoved unless the run directory is still where its writer locked it: every write checks,
+        so a run moved or deleted mid-training stops at its next write instead of writing a ghost."""
+        if not self._in_place():
+            raise self._moved()
+
+    def _moved(self) -> RunMoved:
+        return RunMoved(f"the run directory {str(self.path)!r} was moved or deleted while it trained; stopped "
+                        "(a moved run continues with --resume at its new place)")
+
+    def writer_elsewhere(self) -> RunBusy | None:
+        """RunBusy naming the process that writes this run, if another process holds its lock; else None.
+
+        A reader's question: it opens the lock file read-only, without creating it, takes a shared
+        lock for an instant (a writer starting then waits: LOCK_GRACE_SECONDS) and writes nothing.
+        A lock held by this very process (another object of it) is not elsewhere.
+        """
+        if self._lock is not None:
+            return None
+        try:
+            # O_NONBLOCK: a FIFO put in the lock file's place must not hang the reader.
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None  # no lock file: no writer (one that ends removes it), or not ours to open
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy = RunBusy(self.path, os.pread(fd, 32, 0).decode(errors="replace").strip())
+                return None if busy.pid == os.getpid() else busy
+            except OSError:
+                return None
+            return None  # free: a writer that was killed left the file; closing the file lets the lock go
+        finally:
+            os.close(fd)
 
     @contextmanager
     def writing(self):
@@ -291,9 +364,16 @@ class RunDirectory:
         try:
             yield self
         finally:
-            self._depth -= 1
+            self._depth = max(0, self._depth - 1)  # 0 already if the block called unlock() itself
             if self._depth == 0:
                 self.unlock()
+
+    def hold(self) -> RunDirectory:
+        """lock() for the caller until its unlock(): writing() blocks inside (resume_run's, finish_run's)
+        share it and do not let go, so the caller's own last write (a worker's status) is still the writer's."""
+        self.lock()
+        self._depth += 1
+        return self
 
     # -- reading -------------------------------------------------------------------
     # Every file may be damaged or doctored: each reader checks what it gets and says, in one line,
@@ -476,15 +556,32 @@ class RunDirectory:
 
     # -- writing -------------------------------------------------------------------
 
+    @contextmanager
     def _writing(self, name: str | Path):
-        """write_errors for a file of this run: a full disk's line says how to continue the run."""
-        return write_errors(self.path / name, run=self.path)
+        """Around every write of a file of this run: the run must still be where it was locked
+        (check_in_place), no folder is made along the way (files.existing_folders), and an OSError
+        is write_errors' line (a full disk's says how to continue the run), or RunMoved's when the
+        write failed because the directory went meanwhile."""
+        self.check_in_place()
+        try:
+            with existing_folders(), write_errors(self.path / name, run=self.path):
+                yield
+        except UserError:
+            if not self._in_place():
+                raise self._moved() from None
+            raise
+
+    def _folder(self, name: str) -> None:
+        """The run's own folder ``name`` (frames/, snapshots/), made if missing: never the run directory itself."""
+        with self._writing(name):
+            (self.path / name).mkdir(exist_ok=True)
 
     def write_info(self, data: dict) -> None:
         with self._writing("run.json"):
             write_json(self.path / "run.json", data)
 
     def update_info(self, **changes) -> None:
+        self.check_in_place()  # before the read: a moved run's line, not a missing run.json's
         self.write_info({**self.info(), **changes})
 
     def write_recipe(self, recipe: Recipe) -> None:
@@ -496,6 +593,8 @@ class RunDirectory:
             torch.save(state, tmp)
 
     def write_frame(self, epoch: int, frame: np.ndarray) -> None:
+        if not self.frame_path(epoch).parent.is_dir():
+            self._folder("frames")
         with self._writing(self.frame_path(epoch)):
             save_png(frame, self.frame_path(epoch), compress_level=FRAME_COMPRESSION)
 
@@ -519,6 +618,8 @@ class RunDirectory:
         arrays = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
         arrays = {key: value.astype(np.float16) if value.dtype.kind == "f" else value for key, value in arrays.items()}
         path = self.snapshot_path(epoch)
+        if not path.parent.is_dir():
+            self._folder(SNAPSHOTS)
         with self._writing(path), atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
@@ -675,7 +776,8 @@ class Recorder(Callback):
         if trainer.epoch == 0:
             self.run.write_snapshot(0, trainer.model)
         if self.tensorboard:
-            self.board = TensorBoardLog.open(self.run.path, first_epoch=trainer.epoch + 1)
+            with self.run._writing(TENSORBOARD_FILES):
+                self.board = TensorBoardLog.open(self.run.path, first_epoch=trainer.epoch + 1)
 
     def on_progress(self, trainer: Trainer, epoch: int, fraction: float) -> None:
         if self.dynamics is not None:
@@ -698,7 +800,8 @@ class Recorder(Callback):
             ends = _epoch_end_tail(self.dynamics.rows, epoch) if self.dynamics is not None else []
             activations = self.dynamics.last_activations if self.dynamics is not None else {}
             shown = frame if frame_wanted(epoch, trainer.recipe.epochs, "log") else None
-            self.board.epoch(row, ends, trainer.model, activations, shown)
+            with self.run._writing(TENSORBOARD_FILES):
+                self.board.epoch(row, ends, trainer.model, activations, shown)
 
     def _write_layers(self) -> None:
         """layers.csv from the dynamics' rows; only rows new since the last write are formatted, so

@@ -1,7 +1,7 @@
 """Run statuses, and what may be done to a run in each: named once, for the CLI, the lab and the page.
 
 A run's ``run.json`` holds one of the statuses on disk; the lab adds the ones only a live
-server knows (queued, pausing, stopping, interrupted). ``ACTIONS`` is the one table of what
+server knows (queued, pausing, stopping, interrupted, elsewhere). ``ACTIONS`` is the one table of what
 each allows; the lab refuses the rest with a 409, and the page reads the same table from
 ``/api/options`` to show its buttons, so neither keeps a copy.
 """
@@ -18,6 +18,9 @@ class Status(StrEnum):
     STOPPING = "stopping"  # asked to stop: the worker writes the ending (lab only, never on disk)
     PAUSED = "paused"  # stopped between epochs; resumes exactly
     INTERRUPTED = "interrupted"  # on disk as running, but no process of ours trains it (a server died)
+    # Another process holds the run's lock and writes it (a CLI train, a second lab on the same runs):
+    # this lab can only watch (lab only, never on disk).
+    ELSEWHERE = "elsewhere"
     STOPPED = "stopped"  # stopped by the user, its ending written; resumes
     ERROR = "error"  # a worker failed (the message says why); resumes once the cause is fixed
     COMPLETE = "complete"  # its epochs or its stopping rule are done, and its ending is on disk
@@ -34,6 +37,7 @@ ACTIONS: dict[Status, tuple[str, ...]] = {
     Status.STOPPING: (),
     Status.PAUSED: ("resume", "stop"),
     Status.INTERRUPTED: ("resume", "stop"),
+    Status.ELSEWHERE: (),
     Status.STOPPED: ("resume",),
     Status.ERROR: ("resume",),
     Status.COMPLETE: (),

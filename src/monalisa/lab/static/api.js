@@ -103,6 +103,13 @@ export function useStatuses(statuses) {
   }
 }
 
+// A run's status as the page words it, and its tooltip: a run another process writes (a CLI train, a
+// second lab) is "running elsewhere", its tooltip naming that process's pid; every other status is its own name.
+export function statusLabel(run) {
+  if (run.status !== "elsewhere") return { text: run.status, title: run.message || run.status };
+  return { text: "running elsewhere", title: run.message || "another process is writing this run" };
+}
+
 // Debounce: call fn `ms` after the last call; .now() runs it at once, .cancel() drops it.
 export function debounce(fn, ms) {
   let timer = null;

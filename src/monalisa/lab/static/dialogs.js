@@ -1,7 +1,7 @@
 // Two dialogs: the neuron view (one heatmap per hidden unit of a chosen layer)
 // and a run's details (its animation, figures and downloads).
 
-import { api, fmtPsnr, fmtSeconds, h, icon, runPath, withVersion, ACTIVE } from "./api.js";
+import { api, fmtPsnr, fmtSeconds, h, icon, runPath, statusLabel, withVersion, ACTIVE } from "./api.js";
 
 function wireClose(dialog) {
   for (const button of dialog.querySelectorAll("[data-close]")) button.addEventListener("click", () => dialog.close());
@@ -162,7 +162,7 @@ export class RunDetails {
       figures.push(figure(url, FILE_LABELS[key] || key, "wide"));
     }
     const facts = [
-      ["status", run.status], ["image", [run.image, run.width && `${run.width}x${run.height}`].filter(Boolean).join(" · ")],
+      ["status", statusLabel(run).text], ["image", [run.image, run.width && `${run.width}x${run.height}`].filter(Boolean).join(" · ")],
       ["recipe", run.describe], ["preset", run.preset || "–"], ["epochs", `${run.epoch} / ${run.epochs ?? "?"}`],
       ["PSNR", fmtPsnr(run.psnr)], ["best PSNR", fmtPsnr(run.best_psnr)], ["MAE", run.mae != null ? run.mae.toFixed(4) : "–"],
       ["training", fmtSeconds(run.train_seconds) || "–"], ["created", run.created || "–"],

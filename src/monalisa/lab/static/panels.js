@@ -8,7 +8,7 @@
 // The panel only renders; app.js feeds it server events (update, progress,
 // addRow, addSeedRow, frame) and receives the user's clicks through `hooks`.
 
-import { fmtPsnr, fmtSeconds, h, icon, withVersion, ACTIVE } from "./api.js";
+import { fmtPsnr, fmtSeconds, h, icon, statusLabel, withVersion, ACTIVE } from "./api.js";
 import { renderControl } from "./dialogs.js";
 
 const ACTION_LABELS = { pause: "Pause", resume: "Resume", stop: "Stop" };
@@ -94,7 +94,8 @@ export class RunPanel {
     }
     this.sub.textContent = [run.describe, run.image, run.width && `${run.width}x${run.height}`].filter(Boolean).join(" · ");
     this.sub.title = this.sub.textContent;
-    this.badge.textContent = run.status;
+    this.badge.textContent = statusLabel(run).text;
+    this.badge.title = statusLabel(run).title;
     this.badge.className = `badge ${run.status}`;
     this.el.dataset.status = run.status;
     this.epoch.textContent = `${run.epoch} / ${run.epochs ?? "?"}`;
@@ -210,6 +211,8 @@ export class RunPanel {
         : `epoch ${this.live.epoch} in progress: ${Math.floor(this.live.fraction * 100)}%`;
     } else if (run.status === "paused" || run.status === "interrupted") {
       text = `${run.status} before its first frame`;
+    } else if (run.status === "elsewhere") {
+      text = "another process is training it; this lab only watches";
     }
     if (this.placeholder.textContent !== text) this.placeholder.textContent = text;
   }

@@ -2,7 +2,7 @@
 // Rows are keyed by run id and updated in place, so a live run's row does not
 // reload every thumbnail on the page each epoch.
 
-import { fmtPsnr, h, icon, withVersion, ACTIVE } from "./api.js";
+import { fmtPsnr, h, icon, statusLabel, withVersion, ACTIVE } from "./api.js";
 import { downloadLinks } from "./dialogs.js";
 
 export class RunList {
@@ -58,7 +58,7 @@ export class RunList {
         h("p", { class: "run-sub" }, [run.describe, run.preset && `preset ${run.preset}`].filter(Boolean).join(" · ")),
         h("p", { class: "run-sub" }, [run.image, run.width && `${run.width}x${run.height}`, run.created].filter(Boolean).join(" · "))),
       h("div", { class: "nums" },
-        h("span", { class: `badge ${run.status}` }, run.status),
+        h("span", { class: `badge ${run.status}`, title: statusLabel(run).title }, statusLabel(run).text),
         h("span", { class: "num" }, fmtPsnr(run.psnr)),
         h("span", { class: "num dim" }, `${run.epoch} / ${run.epochs ?? "?"} epochs`)),
       h("div", { class: "row-actions" },
