@@ -31,7 +31,8 @@ import torch
 
 from monalisa.data.images import load_target
 from monalisa.recipes.recipe import get_preset
-from monalisa.runs.directory import Recorder, RunDirectory
+from monalisa.runs.directory import RunDirectory
+from monalisa.runs.recorder import Recorder
 from monalisa.training.dynamics import LayerDynamics
 from monalisa.training.trainer import Callback, Trainer
 

@@ -28,7 +28,7 @@ from monalisa.data.images import BUILTIN_IMAGES
 from monalisa.models.network import build_model
 from monalisa.recipes.recipe import PRESETS, Recipe
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, INITS, OPTIMIZERS, OUTPUTS, SCHEDULES
-from monalisa.runs.directory import frame_wanted
+from monalisa.runs.recorder import frame_wanted
 
 WIDTH, HEIGHT = 12, 10
 

@@ -14,8 +14,9 @@ import torch
 from helpers import tiny_target
 
 from monalisa.recipes.recipe import Recipe
-from monalisa.runs.directory import Recorder, RunDirectory, snapshot_wanted
+from monalisa.runs.directory import RunDirectory
 from monalisa.runs.lifecycle import resume_run, train_run
+from monalisa.runs.recorder import Recorder, snapshot_wanted
 from monalisa.training.dynamics import (
     LAYER_COLUMNS,
     PROBE_PIXELS,

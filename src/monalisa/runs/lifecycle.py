@@ -17,8 +17,9 @@ from monalisa.data.images import DEFAULT_IMAGE, Target, load_target
 from monalisa.errors import UserError, unknown_name
 from monalisa.models.network import build_model
 from monalisa.recipes.recipe import Recipe
-from monalisa.runs.directory import FRAME_SCHEDULES, Recorder, RunDirectory
+from monalisa.runs.directory import FRAME_SCHEDULES, RunDirectory
 from monalisa.runs.progress import Progress
+from monalisa.runs.recorder import Recorder
 from monalisa.runs.status import Status
 from monalisa.training.inference import image_metrics, render, to_frame
 from monalisa.training.trainer import Callback, FitResult, Trainer, stopping_rule
