@@ -223,6 +223,23 @@ def require_regular(path: PathLike, limit: int | None = None) -> None:
 MAX_JSON_BYTES = 2**20
 
 
+def require_own_file(path: PathLike) -> None:
+    """OSError unless ``path`` itself is a regular file: not a symlink (out of a run or not), FIFO or device.
+    For files a run wrote and a reader serves or copies (frames, final.png, snapshots), where
+    require_regular, which follows links, would let final.png -> /etc/passwd through."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file of the run (a symlink, FIFO or device)", str(path))
+
+
+def is_own_file(path: PathLike) -> bool:
+    """Whether require_own_file(path) holds."""
+    try:
+        require_own_file(path)
+    except OSError:
+        return False
+    return True
+
+
 def read_json(path: PathLike) -> dict:
     """A JSON object from a file of at most MAX_JSON_BYTES; OSError or ValueError saying what is wrong."""
     require_regular(path, MAX_JSON_BYTES)  # a FIFO would block, /dev/zero fill memory

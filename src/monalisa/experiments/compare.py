@@ -55,12 +55,13 @@ from monalisa.engines.cores import usable_cores
 from monalisa.errors import UserError, quoted
 from monalisa.execution.runner import Runner
 from monalisa.execution.specs import START, RunSpec
+from monalisa.experiments.folders import create_folder, load_description, save_description
 from monalisa.experiments.report import write_outputs
 from monalisa.experiments.tables import check_claims, conclusion, entry_row
-from monalisa.files import atomic_path, json_safe, parse_json, read_json, read_metrics, write_json
+from monalisa.files import json_safe, read_json, read_metrics
 from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import DEFAULT_PRESET, MAX_SEED, Recipe, get_preset, load_recipe
-from monalisa.runs.directory import RunDirectory, damaged, read_target
+from monalisa.runs.directory import RunDirectory
 from monalisa.runs.status import FINISHED, Status
 
 COMPARISON_FILE = "comparison.json"
@@ -177,16 +178,10 @@ def load_comparison(out: str | Path) -> tuple[Target, list[tuple[str, Recipe]], 
     if not path.is_file():
         raise UserError(f"{str(out)!r} is not a comparison directory (no {COMPARISON_FILE})")
     try:
-        data = read_json(path)
-        data = parse_json(path.read_text())
+        target, data = load_description(out, COMPARISON_FILE, "comparison", "start the comparison again")
         entries = [(item["label"], Recipe.from_dict(item["recipe"])) for item in data["entries"]]
         for _, recipe in entries:  # before anything is built or trained from them
             check_recipe(recipe, source=str(path))
-        try:
-            pixels = read_target(out / "target.npy", data["width"], data["height"], path)
-        except (OSError, ValueError) as exc:
-            raise damaged(out / "target.npy", exc, "comparison directory", "start the comparison again") from None
-        target = Target(name=data["image"], pixels=pixels)
         title = data["title"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read comparison {str(out)!r}: {exc.__class__.__name__}: {exc}") from None
@@ -198,7 +193,6 @@ def saved_seeds(out: str | Path) -> dict[str, tuple[int, ...]]:
     """label -> the seeds a comparison directory's entries train ({} for one that has none yet)."""
     try:
         data = read_json(Path(out) / COMPARISON_FILE)
-        data = parse_json((Path(out) / COMPARISON_FILE).read_text())
         return {item["label"]: entry_seeds(Recipe.from_dict(item["recipe"]), item.get("seeds"))
                 for item in data["entries"]}
     except (FileNotFoundError, NotADirectoryError):  # not a comparison yet: _prepare_directory says what it is
@@ -234,17 +228,9 @@ def _prepare_directory(out: Path, target: Target, entries: list[tuple[str, Recip
                 raise UserError(f"{str(out)!r} trained {label!r} with {len(before[label])} seed(s); a resume "
                                 "may add or drop seeds but not go between one and several (the runs' names "
                                 "differ): resume with the saved seeds (no --seeds) or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create comparison directory {str(out)!r}: {exc.strerror}") from None
-    # The target before comparison.json: a directory with comparison.json can always be resumed.
-    if not (out / "target.npy").is_file():
-        with atomic_path(out / "target.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, target.pixels)
-    write_json(out / COMPARISON_FILE, {
-        "title": title, "image": target.name, "width": target.width, "height": target.height,
+    create_folder(out, "comparison")
+    save_description(out, COMPARISON_FILE, target, {
+        "title": title,
         "entries": [{"label": label, "recipe": recipe.to_dict(), "seeds": list(seeds[label])}
                     for label, recipe in entries],
     })

@@ -55,19 +55,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from monalisa import interrupts
 from monalisa.data.images import Target
 from monalisa.errors import Diverged, UserError, quoted
-from monalisa.files import atomic_path, json_safe, read_json, write_json, write_text
+from monalisa.experiments.folders import create_folder, load_description, save_description
+from monalisa.files import json_safe, write_text
 from monalisa.interrupts import Stopped
 from monalisa.recipes.encodings import hashgrid_table_size
 from monalisa.recipes.limits import check_recipe
 from monalisa.recipes.recipe import Recipe
 from monalisa.recipes.registry import ACTIVATIONS, ENCODINGS, OPTIMIZERS, Spec, format_spec
 from monalisa.recipes.sizes import encoding_size, parameter_count, width_for_budget
-from monalisa.runs.directory import RunBusy, RunDirectory, damaged, read_target
+from monalisa.runs.directory import RunBusy, RunDirectory
 from monalisa.runs.progress import format_duration
 from monalisa.runs.status import FINISHED, Status
 from monalisa.training.trainer import Callback
@@ -292,7 +291,8 @@ def run_search(target: Target, out: str | Path, *, budget: int = 272_703, minute
     try:
         interrupts.check()  # a Ctrl-C while Ray started (cli.interruptible records it): nothing written yet
         if not resume:
-            _prepare_directory(out, target, settings)
+            create_folder(out, "search")
+            save_description(out, SEARCH_FILE, target, settings)
         _say(quiet, started, f"Ray ready: {connection.cpus} CPUs on {len(connection.nodes())} node(s); "
                              f"Ray's and Optuna's own messages go to {out / RAY_LOG}")
         with chatter_to(out / RAY_LOG, connection.startup_output):
@@ -330,18 +330,6 @@ def _check_settings(settings: dict) -> None:
                         f"got {quoted(settings['seed'])}")
 
 
-def _prepare_directory(out: Path, target: Target, settings: dict) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create search directory {str(out)!r}: {exc.strerror}") from None
-    with atomic_path(out / "target.npy") as tmp:  # the target before search.json: a search.json resumes
-        with open(tmp, "wb") as f:
-            np.save(f, target.pixels)
-    write_json(out / SEARCH_FILE, {"image": target.name, "width": target.width, "height": target.height,
-                                   **settings})
-
-
 def _load_search(out: Path) -> tuple[Target, dict]:
     path = out / SEARCH_FILE
     if not path.is_file():
@@ -349,13 +337,8 @@ def _load_search(out: Path) -> tuple[Target, dict]:
     if (out / "summary.json").is_file():
         raise UserError(f"{str(out)!r} is a finished search; its report is {out / 'report.html'}")
     try:
-        data = read_json(path)
+        target, data = load_description(out, SEARCH_FILE, "search", "start the search again")
         settings = {name: data[name] for name in ("budget", "minutes", "trials", "trial_seconds", "seed", "device")}
-        try:
-            pixels = read_target(out / "target.npy", data["width"], data["height"], path)
-        except (OSError, ValueError) as exc:
-            raise damaged(out / "target.npy", exc, "search directory", "start the search again") from None
-        target = Target(name=data["image"], pixels=pixels)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read search {str(out)!r}: {exc.__class__.__name__}: {exc}") from None
     _check_settings(settings)

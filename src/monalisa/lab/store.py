@@ -18,7 +18,6 @@ is kept.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -36,10 +35,9 @@ from PIL import Image, UnidentifiedImageError
 
 from monalisa.data.images import BUILTIN_IMAGES, Target, load_image, resize
 from monalisa.errors import UserError, one_line, quoted
-from monalisa.files import MAX_JSON_BYTES, parse_json, read_metrics, write_json
-from monalisa.recipes.limits import check_recipe
+from monalisa.files import is_own_file, write_json
 from monalisa.recipes.recipe import Recipe
-from monalisa.runs.directory import RunDirectory
+from monalisa.runs.directory import RunDirectory, read_info, read_recipe, read_run_metrics
 
 UPLOADS = ".uploads"
 # Caps on an upload. 32 MB holds any camera JPEG; 40 megapixels is beyond any
@@ -193,12 +191,12 @@ class RunReader:
 
     def metrics(self, run: Path) -> list[dict]:
         """Every epoch's metrics; [] when there are none yet or metrics.csv is unreadable."""
-        metrics = self._read(run / "metrics.csv", _checked_metrics)
+        metrics = self._read(run / "metrics.csv", read_run_metrics)
         return metrics if isinstance(metrics, list) else []
 
     def info(self, run: Path) -> dict:
         """run.json; {} when it is absent or unreadable."""
-        info = self._read(run / "run.json", _checked_info)
+        info = self._read(run / "run.json", read_info)
         return info if isinstance(info, dict) else {}
 
     def summary(self, run: Path) -> dict:
@@ -209,9 +207,9 @@ class RunReader:
         """
         run_id = run_id_of(self.root, run)
         problems = []
-        info = self._read(run / "run.json", _checked_info)
-        recipe = self._read(run / "recipe.json", _checked_recipe)
-        metrics = self._read(run / "metrics.csv", _checked_metrics)
+        info = self._read(run / "run.json", read_info)
+        recipe = self._read(run / "recipe.json", read_recipe)
+        metrics = self._read(run / "metrics.csv", read_run_metrics)
         for name, value in (("run.json", info), ("recipe.json", recipe), ("metrics.csv", metrics)):
             if isinstance(value, Unreadable):
                 problems.append(f"{name} is unreadable ({value.why})")
@@ -276,55 +274,6 @@ class Unreadable:
 
 
 # run.json's fields the lab reads, and the types they must have (None: absent).
-_INFO_TYPES = {"image": str, "source": str, "preset": str, "created": str, "status": str, "message": str,
-               "width": int, "height": int, "group": str}
-
-
-def _json_object(path: Path) -> dict:
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise ValueError(f"over {MAX_JSON_BYTES // 2**10:,} KB; it should be a few hundred bytes")
-    try:
-        data = parse_json(path.read_text())
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except json.JSONDecodeError:
-        raise ValueError("not JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _checked_info(path: Path) -> dict:
-    info = _json_object(path)
-    for name, kind in _INFO_TYPES.items():
-        value = info.get(name)
-        if value is not None and (type(value) is not kind):
-            raise ValueError(f"{name} is {value!r}, not a {kind.__name__}")
-    return info
-
-
-def _checked_recipe(path: Path) -> Recipe:
-    """recipe.json, refused past limits.py's limits as RunDirectory.recipe refuses it for every view:
-    such a run is listed 'unreadable', with the limit in its message."""
-    recipe = Recipe.from_dict(_json_object(path))
-    check_recipe(recipe, source=str(path))
-    return recipe
-
-
-def _checked_metrics(path: Path) -> list[dict]:
-    """metrics.csv's rows; ValueError when a column the lab reads is missing or not a number."""
-    try:
-        rows = read_metrics(path)
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except (TypeError, ValueError, csv.Error):  # float(None) for a short row, float('x') for a word
-        raise ValueError("a row is short or holds something that is not a number") from None
-    for row in rows:
-        if not {"epoch", "psnr", "mae", "train_seconds"} <= row.keys():
-            raise ValueError("it lacks the columns epoch, psnr, mae and train_seconds")
-    return rows
-
-
 def url_path(run_id: str) -> str:
     """A run id as it goes into a URL: each segment quoted, the slashes kept."""
     return "/".join(quote(segment, safe="") for segment in run_id.split("/"))
@@ -333,20 +282,12 @@ def url_path(run_id: str) -> str:
 def latest_frame(run: Path) -> Path | None:
     """final.png, else the newest frame on disk: what a finished or stopped run looks like now."""
     # Only the run's own files: final.png -> /etc/passwd must not be served as the run's picture.
-    if _own_file(run / "final.png"):
+    if is_own_file(run / "final.png"):
         return run / "final.png"
     if (run / "frames").is_symlink():  # frames -> a folder elsewhere
         return None
-    return next((frame for frame in sorted((run / "frames").glob("epoch-*.png"), reverse=True) if _own_file(frame)),
+    return next((frame for frame in sorted((run / "frames").glob("epoch-*.png"), reverse=True) if is_own_file(frame)),
                 None)
-
-
-def _own_file(path: Path) -> bool:
-    """Whether ``path`` itself is a regular file: not a symlink (out of the root or not), FIFO or device."""
-    try:
-        return S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def unique_run_path(root: Path, name: str) -> Path:

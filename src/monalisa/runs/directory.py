@@ -45,7 +45,6 @@ are loaded with ``weights_only=True``: a run directory is data, never code.
 from __future__ import annotations
 
 import csv
-import errno
 import fcntl
 import io
 import math
@@ -65,13 +64,14 @@ import torch
 from PIL import Image
 
 from monalisa.data.images import Target
-from monalisa.errors import UserError, unknown_name
+from monalisa.errors import UserError, quoted, unknown_name
 from monalisa.files import (
     atomic_path,
     existing_folders,
     read_json,
     read_metrics,
     read_npy,
+    require_own_file,
     require_regular,
     save_png,
     write_errors,
@@ -79,7 +79,7 @@ from monalisa.files import (
     write_json,
     write_text,
 )
-from monalisa.recipes.limits import check_pixels, check_recipe, checkpoint_bytes
+from monalisa.recipes.limits import LimitError, check_pixels, check_recipe, checkpoint_bytes
 from monalisa.recipes.recipe import Recipe
 from monalisa.runs import animation
 from monalisa.runs.status import COMPLETE_REASONS, Status, status_after
@@ -103,13 +103,6 @@ SNAPSHOTS = "snapshots"
 SNAPSHOT_BYTES_PER_MEMBER = 4096
 SNAPSHOT_SLACK_BYTES = 2**16
 TENSORBOARD_FILES = "events.out.tfevents.*"  # runs/tensorboard.py's, named so by TensorBoard
-
-
-def own_file(path: Path) -> None:
-    """OSError unless ``path`` itself is a regular file: not a symlink (to /etc/shadow, say), FIFO or device.
-    For files a run writes and then reads back or copies (frames)."""
-    if not stat.S_ISREG(os.lstat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file of the run (a symlink, FIFO or device)", str(path))
 
 
 class RunBusy(UserError):
@@ -148,6 +141,64 @@ def read_target(path: Path, width: int, height: int, described_in: Path) -> np.n
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
         raise ValueError("values outside [0, 1]")
     return pixels
+
+
+def write_target(path: Path, pixels: np.ndarray) -> None:
+    """target.npy: the training target as float32 (H, W, 3), atomically; read_target reads it back. A run,
+    a comparison and a search each keep one, so a resume needs no source image."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(pixels, dtype=np.float32))
+
+
+# run.json's fields and their types: a reader that shows them (the lab's list) trusts nothing else.
+INFO_TYPES = {"image": str, "source": str, "preset": str, "created": str, "status": str, "message": str,
+              "width": int, "height": int, "group": str}
+# metrics.csv's columns every reader relies on
+METRICS_READ = ("epoch", "psnr", "mae", "train_seconds")
+
+
+def read_info(path: Path) -> dict:
+    """run.json, checked: an object of at most MAX_JSON_BYTES, each known field of its type, an image name
+    and a positive size. OSError or ValueError saying what is wrong; RunDirectory.info and the lab's list
+    both read it here."""
+    info = read_json(path)
+    for name, kind in INFO_TYPES.items():
+        value = info.get(name)
+        if value is not None and type(value) is not kind:
+            raise ValueError(f"{name} is {quoted(value)}, not a {kind.__name__}")
+    if not isinstance(info.get("image"), str):
+        raise ValueError("no image name")
+    for key in ("width", "height"):
+        if info.get(key) is None or info[key] < 1:
+            raise ValueError(f"{key} is not a positive whole number")
+    return info
+
+
+def read_recipe(path: Path) -> Recipe:
+    """recipe.json, checked against the limits as a recipe the user wrote would be (a run directory may
+    come from anyone: an arch of 100,000,000 units must be refused, not built); ValueError or LimitError."""
+    data = read_json(path)
+    try:
+        recipe = Recipe.from_dict(data)
+    except (UserError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a valid recipe: {exc}") from None
+    check_recipe(recipe, source=str(path))
+    return recipe
+
+
+def read_run_metrics(path: Path) -> list[dict]:
+    """metrics.csv's rows; ValueError when a row is short, holds a word, or a column readers use is missing."""
+    try:
+        rows = read_metrics(path)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except (TypeError, ValueError, csv.Error):  # float(None) for a short row, float('x') for a word
+        raise ValueError("a row is short or holds something that is not a number") from None
+    for row in rows:
+        if not set(METRICS_READ) <= row.keys():
+            raise ValueError(f"it lacks the columns {', '.join(METRICS_READ)}")
+    return rows
 
 
 def checkpoint_problem(state) -> str | None:
@@ -196,9 +247,8 @@ class RunDirectory:
             run.unlock()  # another process made it between our check and our lock: it is theirs
             raise UserError(f"{str(path)!r} already exists; continue it with --resume {path} or choose another --out")
         try:
-            with write_errors(path / "target.npy"), atomic_path(path / "target.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, target.pixels)
+            with write_errors(path / "target.npy"):
+                write_target(path / "target.npy", target.pixels)
             with write_errors(path / "target.png"):
                 save_png((target.pixels * 255).round().astype(np.uint8), path / "target.png")
             write_text(path / "recipe.json", recipe.to_json())
@@ -363,32 +413,26 @@ class RunDirectory:
         return damaged(self.path / name, detail)
 
     def _json(self, name: str) -> dict:
+        return self._checked(name, read_json)
+
+    def _checked(self, name: str, reader):
+        """``reader`` on one of the run's files; its complaint (OSError, ValueError) as one damaged-file line.
+        A LimitError (a recipe past the limits) stays itself: it says which limit and how to lift it."""
         try:
-            return read_json(self.path / name)
+            return reader(self.path / name)
+        except LimitError:
+            raise
         except OSError as exc:
             raise self._damaged(name, exc.strerror or str(exc)) from None
         except ValueError as exc:
             raise self._damaged(name, str(exc)) from None
 
     def info(self) -> dict:
-        info = self._json("run.json")
-        if not isinstance(info.get("image"), str):
-            raise self._damaged("run.json", "no image name")
-        for key in ("width", "height"):
-            if type(info.get(key)) is not int or info[key] < 1:
-                raise self._damaged("run.json", f"{key} is not a positive whole number")
-        return info
+        return self._checked("run.json", read_info)
 
     def recipe(self) -> Recipe:
-        """recipe.json, checked against limits.py as a recipe the user wrote would be (a run directory
-        may come from anyone: an arch of 100,000,000 units must be refused, not built)."""
-        data = self._json("recipe.json")
-        try:
-            recipe = Recipe.from_dict(data)
-        except (UserError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise self._damaged("recipe.json", f"not a valid recipe: {exc}") from None
-        check_recipe(recipe, source=str(self.path / "recipe.json"))
-        return recipe
+        """recipe.json, checked against the limits (read_recipe); a LimitError says which limit and how to lift it."""
+        return self._checked("recipe.json", read_recipe)
 
     def target(self) -> Target:
         """target.npy, as float32 of run.json's size: that size is checked against limits.py and the
@@ -462,7 +506,7 @@ class RunDirectory:
             raise self._damaged("checkpoint.pt", f"its weights do not fit recipe.json's network: {detail}") from None
 
     def metrics(self) -> list[dict]:
-        return self._csv("metrics.csv", read_metrics)
+        return self._csv("metrics.csv", read_run_metrics)
 
     def layers(self) -> list[dict]:
         """layers.csv's rows (dynamics.LAYER_COLUMNS), or [] before the first epoch."""
@@ -504,7 +548,7 @@ class RunDirectory:
                                    tuple(value.shape)) for key, value in model.state_dict().items()}
         data_bytes = sum(math.prod(shape) * np.dtype(dtype).itemsize for _, dtype, shape in expected.values())
         try:
-            own_file(path)
+            require_own_file(path)
             require_regular(path, data_bytes + SNAPSHOT_BYTES_PER_MEMBER * len(expected) + SNAPSHOT_SLACK_BYTES)
             weights = {}
             with zipfile.ZipFile(path) as archive:
@@ -679,7 +723,7 @@ class RunDirectory:
         put in its place), a PNG, as large as ``size`` (the frames before it). A doctored frame is one line."""
         path = self.frame_path(epoch)
         try:
-            own_file(path)
+            require_own_file(path)
             with Image.open(path) as image:
                 if image.format != "PNG":
                     raise ValueError(f"a {image.format} image, not a PNG")
