@@ -4,12 +4,12 @@
     python benchmarks/batched_engine.py --repeats 7 --size 256
 
 The batched engine trains with ``loss.backward()`` and the registry's torch
-optimiser. Until issue 10 it also carried a hand-written path for the original's
+optimiser. The alternative measured here is a hand-written path for the original's
 family (plain SGD at a constant rate, no encoding, one kernel activation): a
 forward pass keeping each layer's output, and a backward pass that updates each
 layer in place with one ``addmm_`` as soon as its delta is known (no autograd
-graph, no gradient tensors, no optimiser sweep). That path is kept here,
-``HandWrittenSGD``, so the decision to drop it can be re-measured.
+graph, no gradient tensors, no optimiser sweep): ``HandWrittenSGD``, kept here so that
+the decision not to ship it can be re-measured.
 
 Both train the same recipe from the same initial weights on the same pixel
 orders, with the epoch's permutation gathered once, and both read the loss back

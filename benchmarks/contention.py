@@ -13,7 +13,7 @@ The busy loop is a Python ``while True: pass`` started with subprocess, killed
 by its pid at the end of each loaded measurement (in a finally).
 
 Every preset, on the engine a run of it gets (``auto``), plus the `original`
-recipe at batch 256 on the batched engine. The issue's bar: with one core busy,
+recipe at batch 256 on the batched engine. The bar: with one core busy,
 each runs at no worse than 1.15x its idle one-thread speed.
 """
 

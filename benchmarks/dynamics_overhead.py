@@ -13,7 +13,7 @@ one without, train one epoch each in turn (so a change in the machine's load hit
   weight copies and statistics at every record point); ``together``: beside + recording.
 
 Reported per recipe: the medians over the epochs, the records an epoch, and the median over the
-epochs of together / alone for the pair of that epoch (the issue's budget: at most 1.05). With
+epochs of together / alone for the pair of that epoch (the budget: at most 1.05). With
 ``--recorder``, then the same pair through the Recorder, as `monalisa train` runs it, with and
 without dynamics and TensorBoard: the median wall seconds an epoch (training, render and every file
 of the epoch, layers.csv, snapshots and events included).

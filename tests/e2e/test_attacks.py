@@ -1,4 +1,4 @@
-"""Red-team attacks on run directories, images, recipes and outputs (after the issue-9 hardening).
+"""Red-team attacks on run directories, images, recipes and outputs (each must be refused in one line or held).
 
 Each test is one attack that hung, leaked a file or printed a traceback before its fix. Whatever
 could block (a FIFO opened for reading) runs on a thread with a deadline, and the FIFO is opened

@@ -233,7 +233,7 @@ def test_two_core_kernel_shares_a_divergence_only_one_core_sees(unit, stop):
     assert one[1] == two[1] == stop
 
 
-# -- one core and two cores round alike (issue 11) ------------------------------------------
+# -- one core and two cores round alike ------------------------------------------
 
 DEPTH_SHAPES = {  # the depth study's equal-budget shapes (experiments/studies/), at a small pixel count
     "1x45450": (45450,), "2x519": (519, 519), "3x367": (367,) * 3, "4x300": (300,) * 4,

@@ -21,7 +21,7 @@ from monalisa.errors import UserError
 from monalisa.experiments.search import SearchSpace, recipe_for, suggest
 from monalisa.recipes.recipe import load_recipe
 
-BUDGET = 272_703  # the original 4x300's count: the issue's search
+BUDGET = 272_703  # the original 4x300's count
 CONFIGS = [
     {"depth": 4, "activation": "leaky_relu", "encoding": "none", "optimizer": "momentum", "lr": 0.1,
      "batch_size": 1024},

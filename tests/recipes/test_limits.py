@@ -1,4 +1,4 @@
-"""limits.py: every attack of issue 9 gets one line, before anything is allocated.
+"""limits.py: every attack on a limit gets one line, before anything is allocated.
 
 The attacks that used to hang or allocate gigabytes run in one child process capped at
 CHILD_MEMORY of address space and CHILD_TIMEOUT seconds, so a regression fails fast (a

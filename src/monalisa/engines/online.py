@@ -169,8 +169,8 @@ class OnlineEngine:
         return status, done
 
     def state_dict(self) -> dict:
-        # Plain SGD: the model's weights are the whole state. (Checkpoints before the
-        # kernels rounded alike kept a core count here; load_state_dict ignores it.)
+        # Plain SGD: the model's weights are the whole state. (load_state_dict ignores
+        # whatever an engine state holds, so any checkpoint of this engine loads.)
         return {}
 
     def load_state_dict(self, state: dict) -> None:

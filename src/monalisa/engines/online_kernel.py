@@ -48,9 +48,9 @@ longer side contiguous (``_transposed``), because the inner loops vectorise
 along the contiguous side: the 2 -> 45,450 layer is stored input-major, two
 rows of 45,450, so its forward and update are two long axpys; the 45,450 -> 3
 layer output-major, three rows, so its forward is three long dot products and
-its fused backward-and-update one sweep over three rows. Before this, the whole
-layers were row-major and 1x45450 cost ~440 us a pixel (a loop of 2 per output
-unit) against ~40 for 4x300.
+its fused backward-and-update one sweep over three rows. Stored row-major, the
+first layer would be a loop of 2 inputs per output unit, 45,450 short loops a
+pixel (measured ~440 us a pixel against ~40 for 4x300).
 Each stored row starts on a 64-byte line and is padded with zeros to a whole
 number of lines (``_stride``), and the activation vectors start on lines too,
 so no vector load straddles two lines.

@@ -75,7 +75,7 @@ SEARCH_FILE = "search.json"
 TUNE_NAME = "tune"  # Ray Tune's experiment folder inside the search directory
 BEST_RECIPE = "best-recipe.toml"
 TOP_RUNS = 8  # trials in the report's table, curves and grid: 8 panels keep the grid readable
-TRIAL_SECONDS = 60.0  # training seconds a trial may have: the yardstick, PSNR after 60 s
+TRIAL_SECONDS = 60.0  # training seconds a trial may have: the yardstick: PSNR after 60 s of training
 MAX_SAMPLER_SEED = 2**32 - 1  # optuna TPESampler(seed=...) refuses larger: "Seed must be between 0 and 2**32 - 1"
 # How long the end of a search waits for a stopped trial's own process to finish writing its ending
 # (its GIF and MP4: a few seconds on a busy machine) before leaving that run as it is.

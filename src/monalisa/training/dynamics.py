@@ -66,11 +66,12 @@ INT_COLUMNS = ("epoch", "step", "layer", "units")
 RECORD_PIXELS = 20_000
 # The records inside an epoch may cost this share of its training time, judged from the cost of the
 # records so far and the epoch's pace so far, the end-of-epoch record (always made) included; the
-# records inside are spaced out to fit. The issue allows 5%; 2% leaves room for the machine's noise. A record costs ~4-7 ms
+# records inside are spaced out to fit. The aim is at most 5% of a run's time; 2% leaves room for the machine's
+# noise. A record costs ~4-7 ms
 # for 4x300 and ~1.5 ms for the `fast` hash grid (2 cores, one torch thread), whose epochs take ~0.1 s:
 # 6 records inside those would cost 10% (benchmarks/dynamics_overhead.py).
 TIME_SHARE = 0.02
-# The probe: 256 pixels, as the issue asks. Seeded apart from the recipe, so every run on an image is
+# The probe: 256 pixels, enough for a unit's activation statistics to settle. Seeded apart from the recipe, so every run on an image is
 # measured on the same pixels.
 PROBE_PIXELS = 256
 PROBE_SEED = 20121
