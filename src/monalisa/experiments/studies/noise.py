@@ -18,8 +18,8 @@ from monalisa.experiments.studies.depth import depth_base
 from monalisa.recipes.recipe import Recipe
 
 # The depth study's base and epochs (the original recipe, 30 epochs; quick: 80 on 64 px), 10 seeds:
-# ten draws show the spread's size to within about a quarter. Full: 10 runs of ~4.3 s an epoch on
-# one core each, two at a time: ~11 min; quick: ~1 min.
+# ten draws show the spread's size to within about a quarter. Full: 10 runs of ~2.8 s an epoch
+# (training and render) on one core each, two at a time: ~7 min; quick: ~1 min.
 NOISE_SEEDS = 10
 
 

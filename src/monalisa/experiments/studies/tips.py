@@ -15,12 +15,13 @@ from monalisa.recipes.recipe import Recipe, get_preset
 from monalisa.recipes.registry import INITS, Spec, format_spec
 from monalisa.recipes.sizes import format_arch
 
-# Full: 50 epochs. Eight of the nine runs are 4x300 online SGD at 44 us a pixel, 5.6 s an epoch
-# on 300x429; the reader's RPROP is one full batch an epoch, ~2.5 s. 9 runs x 50 epochs on 2
-# cores: ~20 min, less when a tip's opposite diverges early. 100 epochs would be ~40 min.
+# Full: 50 epochs. Eight of the nine runs are 4x300 online SGD at ~20 us a pixel (docs/speed.md),
+# ~2.6 s an epoch of training on 300x429 plus ~0.2 s of render; the reader's RPROP is one full batch
+# an epoch, ~2.5 s. 9 runs x 50 epochs, two at a time on 2 cores: ~10 min a seed, less when a tip's
+# opposite diverges early.
 TIPS_EPOCHS = 50
-# Quick (45x64): 150 epochs, 430k pixel steps. Nine runs times the default three seeds measured
-# 245 s of wall time (2026-12-01); full mode with three seeds is ~3x the one-seed ~20 min.
+# Quick (45x64): 150 epochs, 430k pixel steps a run: a few minutes for nine runs times the default
+# three seeds (docs/studies.md has the measured times).
 TIPS_QUICK_EPOCHS = 150
 
 
