@@ -53,8 +53,10 @@ def server(tmp_path):
             process.kill()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module: each test opens its own pages (its own context), so nothing is shared
+    but the process, whose start costs a second or two a test."""
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -68,9 +70,11 @@ class Pages:
         self.browser = browser
         self.errors: list[str] = []
         self.expected: list[re.Pattern] = []
+        self.opened: list = []
 
     def new(self, **options):
-        page = self.browser.new_page(**options)
+        page = self.browser.new_page(**options)  # a context of its own: no cookies or storage shared
+        self.opened.append(page)
         page.on("console", lambda message: self.errors.append(
             f"console error: {message.text} ({message.location.get('url')})") if message.type == "error" else None)
         page.on("pageerror", lambda error: self.errors.append(f"uncaught exception: {error}"))
@@ -89,6 +93,8 @@ def pages(browser):
     """``pages.new(viewport=...)``; the test fails at its end if any page reported an unexpected error."""
     opened = Pages(browser)
     yield opened
+    for page in opened.opened:  # the browser outlives the test: its pages must not
+        page.close()
     assert not opened.unexpected(), "the page reported errors:\n" + "\n".join(opened.unexpected())
 
 
@@ -301,7 +307,7 @@ def test_the_eta_counts_the_time_limit(server, pages):
     assert left[1] == left[2] == {"seconds": pytest.approx(5000 - 10.5), "limited": False}
 
 
-def test_the_report_table_fits_a_laptop_screen(browser, tmp_path):
+def test_the_report_table_fits_a_laptop_screen(pages, tmp_path):
     """report.html at 1280 px: every column of a five-run table inside its box, none cut off."""
     from monalisa.experiments.report.pages import COLUMNS, report_html
     from monalisa.recipes.recipe import Recipe
@@ -317,7 +323,7 @@ def test_the_report_table_fits_a_laptop_screen(browser, tmp_path):
     summary = {"title": "Comparison", "image": "mona_lisa", "width": 240, "height": 358, "runs": runs,
                "conclusion": "a conclusion", "claims": []}
     (tmp_path / "report.html").write_text(report_html(summary, tmp_path))
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page = pages.new(viewport={"width": 1280, "height": 800})
     page.goto((tmp_path / "report.html").as_uri())
     box, table = page.evaluate("""() => [document.querySelector('.table-wrap').clientWidth,
                                           document.querySelector('table').scrollWidth]""")
