@@ -34,15 +34,15 @@ def _median(values: list[float]) -> float:
 
 
 class Progress(Callback):
-    """The training line on ``stream`` (stderr): redrawn in place on a terminal, a line an epoch elsewhere.
+    """The training line on ``stream`` (default: sys.stderr): redrawn in place on a terminal, a line an epoch elsewhere.
 
     The text comes from ``heading``, ``progress_line`` and ``epoch_line``, so another display
     (a subclass that overrides the hooks) shows the same figures and the same ETA.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr):
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = sys.stderr if stream is None else stream  # looked up now: redirect_stderr reaches it
+        self.live = self.stream.isatty()
         self.epoch_wall: list[float] = []  # wall seconds of this session's epochs, for the ETA
         self.epoch_started = time.perf_counter()
         self.last_draw = 0.0
