@@ -9,6 +9,7 @@ or the run directory holds.
 
 import base64
 import io
+import itertools
 import os
 import re
 import sys
@@ -230,7 +231,7 @@ def test_the_quickstart_notebook_runs_in_a_kernel_and_shows_the_mona_lisa_emerge
     (run_dir,) = (tmp_path / "runs").iterdir()
     on_disk = [float(line.split(",")[-1]) for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
     assert printed == pytest.approx(on_disk, abs=0.006) and len(printed) == 10
-    assert all(b > a for a, b in zip(printed, printed[1:])) and printed[-1] > 30  # the mean colour: ~13 dB
+    assert all(b > a for a, b in itertools.pairwise(printed)) and printed[-1] > 30  # the mean colour: ~13 dB
 
     # Its view, as the notebook saved it: the last frame is the run's, a Mona Lisa beside the target.
     state = notebook_file.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
