@@ -250,8 +250,8 @@ def plot_curves(rows: Sequence[Mapping], path: PathLike, title: str = "") -> Non
     epoch = np.array([r["epoch"] for r in rows], dtype=float)
     train_s = np.cumsum([float(r["train_seconds"]) for r in rows])
     # A perfect fit has infinite PSNR; plot it as a gap rather than break autoscaling.
-    psnr = _finite([r["psnr"] for r in rows])
-    mae = _finite([r["mae"] for r in rows])
+    psnr = nan_for_infinite([r["psnr"] for r in rows])
+    mae = nan_for_infinite([r["mae"] for r in rows])
 
     fig = Figure(figsize=(10, 7), layout="constrained")
     FigureCanvasAgg(fig)
@@ -305,7 +305,7 @@ def _plot_panel(ax, x, y, epoch, ylabel: str, fmt: str, best) -> None:
     ax.legend(loc="best", fontsize=9, frameon=False)
 
 
-def _finite(values) -> np.ndarray:
+def nan_for_infinite(values) -> np.ndarray:
     a = np.array(values, dtype=float)
     a[~np.isfinite(a)] = np.nan
     return a

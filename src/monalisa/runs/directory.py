@@ -718,6 +718,10 @@ class RunDirectory:
                                                    min_height=min_height))
         return captioned
 
+    def frame(self, epoch: int) -> np.ndarray:
+        """Frame ``epoch`` as (H, W, 3) uint8, checked as ``_frame_image`` checks it."""
+        return np.asarray(self._frame_image(epoch))
+
     def _frame_image(self, epoch: int, size: tuple[int, int] | None = None) -> Image.Image:
         """Frame ``epoch`` as RGB, checked: a file this run wrote (not a symlink, a FIFO or another file
         put in its place), a PNG, as large as ``size`` (the frames before it). A doctored frame is one line."""

@@ -45,16 +45,24 @@ def run_target(image: str | Path | None = None, *, size: tuple[int, int] | None 
     return load_target(image or DEFAULT_IMAGE, size=size, scale=scale)
 
 
+def _watchers(callbacks: Sequence[Callback], quiet: bool) -> list[Callback]:
+    """The caller's callbacks, and the progress line on stderr unless ``quiet`` or they bring their
+    own Progress (the notebook view is one): one run, one progress display."""
+    own = any(isinstance(callback, Progress) for callback in callbacks)
+    return [*callbacks] + ([] if quiet or own else [Progress()])
+
+
 def train_run(target: Target, recipe: Recipe, out: str | Path, *, device: str = "auto", engine: str = "auto",
               frames: str = "all", quiet: bool = False, preset: str | None = None,
               callbacks: Sequence[Callback] = ()) -> FitResult:
-    """Train from scratch, writing the run directory ``out`` as it goes; ``callbacks`` watch it too."""
+    """Train from scratch, writing the run directory ``out`` as it goes; ``callbacks`` watch it too
+    (a Progress among them, such as a NotebookView, takes the place of the line on stderr)."""
     if frames not in FRAME_SCHEDULES:
         raise unknown_name("--frames", frames, FRAME_SCHEDULES)
     trainer = Trainer(target, recipe, device=device, engine=engine)  # validates before anything is written
     run = RunDirectory.create(out, recipe, target, {"preset": preset, "frames": frames})  # locked for us
     with run.writing():
-        return trainer.fit([Recorder(run, frames=frames), *callbacks] + ([] if quiet else [Progress()]))
+        return trainer.fit([Recorder(run, frames=frames), *_watchers(callbacks, quiet)])
 
 
 def resume_run(path: str | Path | RunDirectory, *, epochs: int | None = None, device: str | None = None,
@@ -96,7 +104,7 @@ def resume_run(path: str | Path | RunDirectory, *, epochs: int | None = None, de
                 detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise run._damaged("checkpoint.pt", f"it does not fit recipe.json: {detail}") from None
         recorder = Recorder(run, frames=info.get("frames", "all"))
-        return trainer.fit([recorder, *callbacks] + ([] if quiet else [Progress()]))
+        return trainer.fit([recorder, *_watchers(callbacks, quiet)])
 
 
 def finish_run(path: str | Path | RunDirectory, *, stopped: bool = False) -> FitResult:
