@@ -232,11 +232,11 @@ def test_an_unexpected_exception_is_a_json_500_with_the_traceback_only_in_the_lo
         raise RuntimeError("secret detail of the server")
 
     monkeypatch.setattr(lab, "images", broken)
-    with caplog.at_level(logging.ERROR, logger="monalisa.lab.app"):
+    with caplog.at_level(logging.ERROR, logger="monalisa.lab.middleware"):
         response = client.get("/api/images")
     body = assert_error(response, 500)
     assert body["error"] == INTERNAL_ERROR and "secret" not in response.text
-    logged = [record for record in caplog.records if record.name == "monalisa.lab.app"]
+    logged = [record for record in caplog.records if record.name == "monalisa.lab.middleware"]
     assert len(logged) == 1 and logged[0].exc_info and "secret detail" in str(logged[0].exc_info[1])
 
 

@@ -20,8 +20,7 @@ import uvicorn
 from PIL import Image
 
 from monalisa.data.images import load_target
-from monalisa.lab import app as app_module
-from monalisa.lab import jobs, schemas
+from monalisa.lab import jobs, routes, schemas
 from monalisa.lab.app import create_app
 from monalisa.lab.jobs import Lab
 from monalisa.recipes.recipe import Recipe
@@ -159,7 +158,7 @@ def test_the_event_stream_writes_non_finite_numbers_as_null(tmp_path, trained, m
     listeners = []
     subscribe = lab.subscribe
     monkeypatch.setattr(lab, "subscribe", lambda listener: (listeners.append(listener), subscribe(listener)))
-    monkeypatch.setattr(app_module, "KEEPALIVE_SECONDS", 0.2)  # the stream notices the client left this soon
+    monkeypatch.setattr(routes, "KEEPALIVE_SECONDS", 0.2)  # the stream notices the client left this soon
     server = uvicorn.Server(uvicorn.Config(create_app(lab, manage=False), log_level="warning"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

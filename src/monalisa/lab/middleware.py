@@ -5,6 +5,8 @@ translation of every failure into a one-line ``{error, field}`` answer with its 
 from __future__ import annotations
 
 import errno
+import json
+import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,11 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monalisa.errors import UserError, one_line
 from monalisa.lab import store
-from monalisa.lab.routes import _refuse, log
 from monalisa.lab.schemas import UNKNOWN_FIELD, LabJSON
 from monalisa.lab.store import LabError
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+log = logging.getLogger(__name__)  # a failure's traceback goes here, never to the client
 
 
 # -- errors as {error, field} --------------------------------------------------------------
@@ -90,14 +93,14 @@ class HostGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         if self.allowed_hosts is not None and hostname(host) not in self.allowed_hosts:
-            return await _refuse(send, 403, f"host {host!r} is not this lab; open it by its own address")
+            return await refuse(send, 403, f"host {host!r} is not this lab; open it by its own address")
         origin = headers.get("origin")
         if scope["method"] not in ("GET", "HEAD", "OPTIONS") and origin and urlsplit(origin).netloc != host:
-            return await _refuse(send, 403, f"cross-origin request from {origin} refused")
+            return await refuse(send, 403, f"cross-origin request from {origin} refused")
         if scope["method"] == "POST" and scope["path"] == "/api/images":
             limit = store.MAX_UPLOAD_BYTES + 2**20  # the file plus the multipart envelope
             if int(headers.get("content-length") or 0) > limit:
-                return await _refuse(send, 413, too_large())
+                return await refuse(send, 413, too_large())
             received = 0
 
             async def counted():
@@ -119,7 +122,7 @@ class HostGuard:
                 return await self.app(scope, counted, tracked_send)
             except TooLarge:
                 if not started:
-                    return await _refuse(send, 413, too_large())
+                    return await refuse(send, 413, too_large())
                 raise
         return await self.app(scope, receive, send)
 
@@ -170,7 +173,7 @@ class FailureAnswers:
                 log.error("%s failed", request, exc_info=exc)
             else:
                 log.warning("%s failed: %s", request, message)
-            await _refuse(send, status, message)
+            await refuse(send, status, message)
 
 
 INTERNAL_ERROR = "an internal error happened in the lab server; its log has the details"
@@ -199,3 +202,11 @@ def os_cause(exc: BaseException | None) -> OSError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+async def refuse(send, status: int, message: str) -> None:
+    """Answer at the ASGI level, before any route: a one-line {error, field} with ``status``."""
+    body = json.dumps({"error": message, "field": "file" if status == 413 else None}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -5,8 +5,6 @@ request into one call on ``Lab`` (jobs.py) and declares the model of its answer 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -297,12 +295,3 @@ def run_directory_file(path: str, lab: LabDep):
 
 
 # -- errors no handler took ------------------------------------------------------------
-
-log = logging.getLogger(__name__)
-
-
-async def _refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message, "field": "file" if status == 413 else None}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
