@@ -34,17 +34,18 @@ def test_mona_lisa_loads_as_300_by_429_rgb_floats():
 
 
 def test_mona_lisa_comes_from_monalisa_and_the_rest_from_scikit_image():
-    assert BUILTIN_IMAGES["mona_lisa"].package == "monalisa"
+    assert BUILTIN_IMAGES["mona_lisa"].package == "monalisa.data"
     assert {b.package for name, b in BUILTIN_IMAGES.items() if name != "mona_lisa"} == {"skimage"}
     assert builtin_path("mona_lisa").parent == Path(monalisa.__file__).parent / "data"
 
 
 def test_every_packaged_image_is_declared_as_package_data():
     """A non-editable install carries only what pyproject.toml's package-data names."""
-    declared = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["monalisa"]
+    declared = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
     for name, builtin in BUILTIN_IMAGES.items():
-        if builtin.package == "monalisa":
-            assert any(fnmatch.fnmatch(builtin.file, pattern) for pattern in declared), name
+        if builtin.package.split(".")[0] == "monalisa":
+            patterns = declared.get(builtin.package, [])
+            assert any(fnmatch.fnmatch(builtin.file, pattern) for pattern in patterns), name
 
 
 def test_images_command_lists_mona_lisa_with_its_origin(capsys):

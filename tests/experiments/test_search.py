@@ -139,7 +139,7 @@ def test_search_writes_every_trial_and_a_leaderboard(searched):
     with open(out / "leaderboard.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(row["trial"] for row in rows) == sorted(path.name for path in trials)
-    psnr = [float(row["psnr"]) for row in rows]
+    psnr = [float(row["psnr"]) if row["psnr"] else None for row in rows]  # none: stopped before an epoch
     finished = [row for row in rows if row["status"] in ("complete", "stopped")]
     assert len(finished) == len(rows)  # every trial an ordinary run that ended: completed, or stopped by ASHA
     assert [p for p, row in zip(psnr, rows) if row["status"] == "complete"] == \

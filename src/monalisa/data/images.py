@@ -41,7 +41,7 @@ def _scikit_image(file: str) -> BuiltinImage:
 # provenance and sha256 are in docs/recipes.md); the rest are the
 # gallery scikit-image ships in skimage/data.
 BUILTIN_IMAGES = {
-    "mona_lisa": BuiltinImage("monalisa", "data/mona_lisa.jpg", "Leonardo da Vinci, public domain"),
+    "mona_lisa": BuiltinImage("monalisa.data", "mona_lisa.jpg", "Leonardo da Vinci, public domain"),
     "astronaut": _scikit_image("astronaut.png"),
     "brick": _scikit_image("brick.png"),
     "camera": _scikit_image("camera.png"),
