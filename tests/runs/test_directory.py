@@ -434,6 +434,7 @@ CLI_READS = {
     "neurons --animate": ("huge-arch", "lying-snapshot", "truncated-snapshot", "wrong-shape-snapshot"),
     "train --resume": ("huge-arch", "lying-target", "oversized-checkpoint", "lying-checkpoint"),
     "compare --resume": ("huge-arch", "lying-target"),
+    "animate": ("bomb-frames",),
 }
 # The words each refusal must hold: the file, and what about it is refused.
 REFUSED = {
@@ -444,6 +445,7 @@ REFUSED = {
     "wrong-shape-snapshot": ("snapshots/epoch-00000.npz' cannot be read", "(8, 3), not float16 of (8, 2)"),
     "oversized-checkpoint": ("checkpoint.pt' cannot be read", "bytes, more than the"),
     "lying-checkpoint": ("checkpoint.pt' cannot be read", "its zip directory claims 4,026,5"),
+    "bomb-frames": ("frames/epoch-00001.png' cannot be read", "9000x9000 pixels, not the run's 16x12"),
 }
 PEAK_RSS = 1536 * 2**20  # torch, the tiny run and the pictures: ~500 MB measured; any crafted size is gigabytes
 
@@ -468,7 +470,8 @@ def cli_argv(command: str, run: Path, folder: Path) -> list[str]:
             "neurons": ["neurons", str(run), "--out", str(folder / "n.png")],
             "neurons --animate": ["neurons", str(run), "--animate", "--out", str(folder / "n.gif")],
             "train --resume": ["train", "--resume", str(run), "--epochs", "4", "--quiet"],
-            "compare --resume": ["compare", "--resume", str(run), "--quiet"]}[command]
+            "compare --resume": ["compare", "--resume", str(run), "--quiet"],
+            "animate": ["animate", str(run), "--out", str(folder / "a.gif")]}[command]
 
 
 @pytest.fixture(scope="module")

@@ -684,8 +684,7 @@ class RunDirectory:
         """final.png (the newest frame on disk) and, with ``animations``, the GIF, MP4 and curves."""
         frames = [path for path in (self.frame_path(row["epoch"]) for row in history) if path.exists()]
         if frames:
-            last = int(frames[-1].stem.split("-")[1])
-            self._frame_image(last)  # a PNG this run wrote: never a symlink's target copied where /runs/ serves it
+            self.frame_image(frames[-1])  # a PNG this run wrote: never a symlink's target copied where /runs/ serves it
             with self._writing("final.png"), atomic_path(self.path / "final.png") as tmp:
                 Path(tmp).write_bytes(frames[-1].read_bytes())
         if animations:
@@ -707,10 +706,10 @@ class RunDirectory:
             else:
                 picks = animation.subsample_indices(len(rows), max_frames)
             rows = [rows[i] for i in picks]
-        captioned, size = [], None
+        captioned = []
+        size = self.frame_size() if rows else None
         for row in rows:
-            image = self._frame_image(row["epoch"], size)
-            size = image.size
+            image = self.frame_image(self.frame_path(row["epoch"]), size)
             if width is not None and width != image.width:
                 height = max(1, round(image.height * width / image.width))
                 image = image.resize((width, height), Image.Resampling.LANCZOS)
@@ -718,21 +717,28 @@ class RunDirectory:
                                                    min_height=min_height))
         return captioned
 
-    def _frame_image(self, epoch: int, size: tuple[int, int] | None = None) -> Image.Image:
-        """Frame ``epoch`` as RGB, checked: a file this run wrote (not a symlink, a FIFO or another file
-        put in its place), a PNG, as large as ``size`` (the frames before it). A doctored frame is one line."""
-        path = self.frame_path(epoch)
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of every frame the run writes: its target's, as run.json gives it."""
+        info = self.info()
+        return info["width"], info["height"]
+
+    def frame_image(self, path: Path, size: tuple[int, int] | None = None) -> Image.Image:
+        """A frame of this run (frames/epoch-*.png, final.png) as RGB, checked: a file this run wrote (not a
+        symlink, a FIFO or another file put in its place), a PNG of the run's size (``size``, by default
+        frame_size()). The size is read from the header and compared before any pixel is decoded: a
+        250 kB PNG claiming 9000x9000 would decode to 243 MB, once per frame. A doctored frame is one line."""
+        size = size or self.frame_size()
+        name = path.relative_to(self.path).as_posix() if path.is_relative_to(self.path) else path.name
         try:
             require_own_file(path)
             with Image.open(path) as image:
                 if image.format != "PNG":
                     raise ValueError(f"a {image.format} image, not a PNG")
-                if size is not None and image.size != size:
-                    raise ValueError(f"{image.width}x{image.height} pixels, not {size[0]}x{size[1]} as the frames "
-                                     "before it")
+                if image.size != size:
+                    raise ValueError(f"{image.width}x{image.height} pixels, not the run's {size[0]}x{size[1]}")
                 return image.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise self._damaged(f"frames/{path.name}", getattr(exc, "strerror", None) or str(exc)) from None
+            raise self._damaged(name, getattr(exc, "strerror", None) or str(exc)) from None
 
     def export_animation(self, out: str | Path, width: int | None = None, max_frames: int = 120,
                          spacing: str = "even", fps: float = 12) -> Path:
