@@ -258,7 +258,8 @@ DAMAGE = {
     "recipe.json": [b"{not json", b"[1, 2]", b'{"arch": 7, "epochs": "many"}'],
     "run.json": [b"\x00\xff", b'"a string"', b'{"image": "x", "width": "wide", "height": 12}'],
     "target.npy": ["truncate", "float64", "shape", "object"],
-    "metrics.csv": [b"epoch,psnr\nseven,x\n"],
+    "metrics.csv": [b"epoch,psnr\nseven,x\n", b"epoch,psnr\n1," + b"0," * 600 + b"\n"],
+    "layers.csv": ["wide"],
 }
 
 
@@ -273,6 +274,8 @@ def damage(path: Path, how) -> None:
         np.save(path, np.load(path)[:, :, :2])
     elif how == "object":
         np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif how == "wide":  # a row of a million fields: refused by its length before it is split
+        path.write_text(path.read_text().splitlines()[0] + "\n1" + ",0" * 10**6 + "\n")
 
 
 @pytest.mark.parametrize("name,how", [(name, how) for name, hows in DAMAGE.items() for how in hows])
@@ -294,6 +297,8 @@ def test_a_damaged_file_is_one_line_naming_it(finished, tmp_path, capsys, name, 
             failed.append(command)
     # Resuming reads every file but metrics.csv (rewritten from the checkpoint); animating reads that one.
     assert ("animate" if name == "metrics.csv" else "resume") in failed
+    if name.endswith(".csv") and how != b"epoch,psnr\nseven,x\n":
+        assert "a line longer than 1,024 characters" in line, line
 
 
 def test_a_read_only_run_is_one_line(finished, tmp_path, capsys, monkeypatch):

@@ -66,6 +66,7 @@ from PIL import Image
 from monalisa.data.images import Target
 from monalisa.errors import UserError, quoted, unknown_name
 from monalisa.files import (
+    LineTooLong,
     atomic_path,
     existing_folders,
     read_json,
@@ -154,8 +155,6 @@ def write_target(path: Path, pixels: np.ndarray) -> None:
 # run.json's fields and their types: a reader that shows them (the lab's list) trusts nothing else.
 INFO_TYPES = {"image": str, "source": str, "preset": str, "created": str, "status": str, "message": str,
               "width": int, "height": int, "group": str}
-# metrics.csv's columns every reader relies on
-METRICS_READ = ("epoch", "psnr", "mae", "train_seconds")
 
 
 def read_info(path: Path) -> dict:
@@ -193,11 +192,13 @@ def read_run_metrics(path: Path) -> list[dict]:
         rows = read_metrics(path)
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
+    except LineTooLong:
+        raise
     except (TypeError, ValueError, csv.Error):  # float(None) for a short row, float('x') for a word
         raise ValueError("a row is short or holds something that is not a number") from None
-    for row in rows:
-        if not set(METRICS_READ) <= row.keys():
-            raise ValueError(f"it lacks the columns {', '.join(METRICS_READ)}")
+    for row in rows:  # every column the run writes: the lab's answer (schemas.MetricsRow) names each
+        if not set(METRIC_COLUMNS) <= row.keys():
+            raise ValueError(f"it lacks the columns {', '.join(METRIC_COLUMNS)}")
     return rows
 
 
@@ -521,6 +522,8 @@ class RunDirectory:
             return reader(path)
         except OSError as exc:  # a FIFO or device, a doctored huge file, permissions
             raise self._damaged(name, exc.strerror or str(exc)) from None
+        except LineTooLong as exc:
+            raise self._damaged(name, str(exc)) from None
         except (ValueError, KeyError, TypeError, csv.Error) as exc:
             raise self._damaged(name, f"{type(exc).__name__}: {exc}") from None
 
