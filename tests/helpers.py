@@ -15,6 +15,7 @@ import json
 import struct
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,7 @@ CRAFTS = {
     "wrong-shape-snapshot": "snapshots",  # layers.0.weight of 3 inputs where the network has 2
     "oversized-checkpoint": "checkpoint.pt",  # an honest zip with 40 MB more than the recipe's network
     "lying-checkpoint": "checkpoint.pt",  # a zip directory claiming 3.75 GB for a tensor of a few bytes
+    "bomb-frames": "frames",  # every frame a 240 kB PNG of 9000x9000 (under Pillow's bomb limit): 243 MB each decoded
 }
 MEMORY_CAP = 4 * 2**30  # RLIMIT_AS for a process reading crafted runs: torch itself maps ~2 GiB of it
 
@@ -160,8 +162,23 @@ def craft(run: Path, how: str) -> None:
         torch.save(state, run / "checkpoint.pt")
     elif how == "lying-checkpoint":
         _lie_about_a_tensor(run / "checkpoint.pt", 0xF000_0000)
+    elif how == "bomb-frames":
+        bomb = _black_png(9000, 9000)
+        for path in (run / "frames").glob("epoch-*.png"):
+            path.write_bytes(bomb)
     else:
         raise ValueError(how)
+
+
+def _black_png(width: int, height: int) -> bytes:
+    """A black RGB PNG written row by row: its zlib stream is ~1/1000 of the pixels it decodes to."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor, row = zlib.compressobj(9), bytes(1 + 3 * width)  # each row: filter type 0, then black pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
 def _lie_about_a_tensor(path: Path, claimed: int) -> None:

@@ -3,6 +3,7 @@
     atomic_path(path)      context manager: write to a temporary name, then os.replace
     write_text / write_json / json_safe
     parse_json(text)       json.loads that refuses an object giving a key twice, as TOML does
+    csv_rows(path, limit)  a CSV file a run wrote, its size and each line's length checked before parsing
     read_metrics(path)     metrics.csv back as rows (epoch an int, the rest floats)
     read_json(path)        a JSON object from a file of a bounded size
     read_npy(f, dtype, shape)  an array from a .npy stream, its header checked against what the caller expects
@@ -258,10 +259,35 @@ def read_json(path: PathLike) -> dict:
     return data
 
 
-def read_metrics(path: Path) -> list[dict]:
-    require_regular(path, MAX_METRICS_BYTES)
+# A line of a CSV file a run writes (metrics.csv: six numbers, ~60 bytes; layers.csv: thirteen, ~140)
+# is short. A longer one is doctored: a header or a row of millions of fields would be split into millions
+# of strings and dict keys, a gigabyte, before any check could look at them.
+MAX_CSV_LINE = 1024
+
+
+class LineTooLong(ValueError):
+    """A line of a run's CSV file past MAX_CSV_LINE: refused before it is split into fields."""
+
+
+def csv_rows(path: PathLike, limit: int) -> csv.DictReader:
+    """A DictReader over the CSV file ``path`` of at most ``limit`` bytes, each of its lines checked
+    against MAX_CSV_LINE first (LineTooLong); OSError as require_regular's."""
+    require_regular(path, limit)
+    return csv.DictReader(_short_lines(path))
+
+
+def _short_lines(path: PathLike) -> Iterator[str]:
     with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        while line := f.readline(MAX_CSV_LINE + 1):  # never more of a line than the limit and one
+            if len(line) > MAX_CSV_LINE:
+                raise LineTooLong(f"a line longer than {MAX_CSV_LINE:,} characters, where a row of this file "
+                                  "is a few dozen")
+            yield line
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+            for row in csv_rows(path, MAX_METRICS_BYTES)]
 
 
 

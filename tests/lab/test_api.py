@@ -105,6 +105,24 @@ def test_upload_with_an_oversize_content_length_is_refused_unread(lab_client):
     assert response.status_code == 413
 
 
+def test_upload_streamed_past_the_cap_without_a_length_is_refused_as_too_large(lab_client, monkeypatch):
+    # No Content-Length (a chunked body): the cap stops it while it is read, and says so, not
+    # "error parsing the body" (FastAPI's answer to any failure while it reads a form).
+    client, lab = lab_client
+    monkeypatch.setattr(store, "MAX_UPLOAD_BYTES", 1000)
+
+    def body():
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + png()
+        for _ in range(3):  # past the cap and the 1 MB allowed for the envelope
+            yield b"\0" * 2**20
+        yield b"\r\n--b--\r\n"
+
+    response = client.post("/api/images", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413, response.text
+    assert "larger than" in response.json()["error"] and response.json()["field"] == "file"
+    assert not (lab.root / ".uploads").exists() or not list((lab.root / ".uploads").iterdir())
+
+
 # -- recipes and set-up errors -------------------------------------------------------
 
 
@@ -524,6 +542,18 @@ def test_requests_from_other_hosts_and_origins_are_refused(lab_client):
     assert cross.status_code == 403 and "cross-origin" in cross.json()["error"]
     same = client.post("/api/recipes/check", json={"preset": "quick"}, headers={"origin": "http://127.0.0.1:8765"})
     assert same.status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8765@attacker.example", "[::1]attacker.example",
+                                  "localhost:8765:attacker.example", "127.0.0.1/attacker.example"])
+def test_a_host_header_with_a_loopback_name_inside_it_is_refused(lab_client, host):
+    # A name, or a bracketed address, and at most a port: whatever else follows makes it another host.
+    client, _ = lab_client
+    response = client.get("/api/runs", headers={"host": host})
+    assert response.status_code == 403, response.text
+    assert "is not this lab" in response.json()["error"]
+    assert client.get("/api/runs", headers={"host": "LOCALHOST:8765"}).status_code == 200
+    assert client.get("/api/runs", headers={"host": "[::1]:8765"}).status_code == 200
 
 
 def test_the_page_and_the_api_docs_are_served(lab_client):

@@ -104,6 +104,11 @@ DAMAGE = [
     ("metrics.csv", "epoch,psnr\n1\nx,y,z\n", "metrics.csv is unreadable"),
     ("metrics.csv", "epoch,psnr\n1,20\n", "metrics.csv is unreadable"),  # columns the list reads are missing
     ("metrics.csv", b"\xff\xfe\x00garbage", "metrics.csv is unreadable"),
+    # without seconds and mse, which the run's answer (MetricsRow) names: that answer was a 500
+    ("metrics.csv", "epoch,train_seconds,mae,psnr\n1,0.1,0.2,20\n", "metrics.csv is unreadable"),
+    # a header of 300,000 columns (3 MB): refused by its length before it is split (it was ~100 MB of keys)
+    ("metrics.csv", "epoch,train_seconds,seconds,mae,mse,psnr," + ",".join(f"c{i}" for i in range(300_000)) + "\n",
+     "a line longer than 1,024 characters"),
     ("target.npy", None, "target.npy is missing"),
 ]
 

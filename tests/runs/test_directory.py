@@ -258,7 +258,8 @@ DAMAGE = {
     "recipe.json": [b"{not json", b"[1, 2]", b'{"arch": 7, "epochs": "many"}'],
     "run.json": [b"\x00\xff", b'"a string"', b'{"image": "x", "width": "wide", "height": 12}'],
     "target.npy": ["truncate", "float64", "shape", "object"],
-    "metrics.csv": [b"epoch,psnr\nseven,x\n"],
+    "metrics.csv": [b"epoch,psnr\nseven,x\n", b"epoch,psnr\n1," + b"0," * 600 + b"\n"],
+    "layers.csv": ["wide"],
 }
 
 
@@ -273,6 +274,8 @@ def damage(path: Path, how) -> None:
         np.save(path, np.load(path)[:, :, :2])
     elif how == "object":
         np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif how == "wide":  # a row of a million fields: refused by its length before it is split
+        path.write_text(path.read_text().splitlines()[0] + "\n1" + ",0" * 10**6 + "\n")
 
 
 @pytest.mark.parametrize("name,how", [(name, how) for name, hows in DAMAGE.items() for how in hows])
@@ -294,6 +297,8 @@ def test_a_damaged_file_is_one_line_naming_it(finished, tmp_path, capsys, name, 
             failed.append(command)
     # Resuming reads every file but metrics.csv (rewritten from the checkpoint); animating reads that one.
     assert ("animate" if name == "metrics.csv" else "resume") in failed
+    if name.endswith(".csv") and how != b"epoch,psnr\nseven,x\n":
+        assert "a line longer than 1,024 characters" in line, line
 
 
 def test_a_read_only_run_is_one_line(finished, tmp_path, capsys, monkeypatch):
@@ -434,6 +439,7 @@ CLI_READS = {
     "neurons --animate": ("huge-arch", "lying-snapshot", "truncated-snapshot", "wrong-shape-snapshot"),
     "train --resume": ("huge-arch", "lying-target", "oversized-checkpoint", "lying-checkpoint"),
     "compare --resume": ("huge-arch", "lying-target"),
+    "animate": ("bomb-frames",),
 }
 # The words each refusal must hold: the file, and what about it is refused.
 REFUSED = {
@@ -444,6 +450,7 @@ REFUSED = {
     "wrong-shape-snapshot": ("snapshots/epoch-00000.npz' cannot be read", "(8, 3), not float16 of (8, 2)"),
     "oversized-checkpoint": ("checkpoint.pt' cannot be read", "bytes, more than the"),
     "lying-checkpoint": ("checkpoint.pt' cannot be read", "its zip directory claims 4,026,5"),
+    "bomb-frames": ("frames/epoch-00001.png' cannot be read", "9000x9000 pixels, not the run's 16x12"),
 }
 PEAK_RSS = 1536 * 2**20  # torch, the tiny run and the pictures: ~500 MB measured; any crafted size is gigabytes
 
@@ -468,7 +475,8 @@ def cli_argv(command: str, run: Path, folder: Path) -> list[str]:
             "neurons": ["neurons", str(run), "--out", str(folder / "n.png")],
             "neurons --animate": ["neurons", str(run), "--animate", "--out", str(folder / "n.gif")],
             "train --resume": ["train", "--resume", str(run), "--epochs", "4", "--quiet"],
-            "compare --resume": ["compare", "--resume", str(run), "--quiet"]}[command]
+            "compare --resume": ["compare", "--resume", str(run), "--quiet"],
+            "animate": ["animate", str(run), "--out", str(folder / "a.gif")]}[command]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -115,6 +116,13 @@ class HostGuard:
 
             async def tracked_send(message):
                 nonlocal started
+                if received > limit:
+                    # FastAPI turns any failure while it reads a form (TooLarge among them) into its own
+                    # 400 "error parsing the body": the answer is the cap's, whatever the app says.
+                    if message["type"] == "http.response.start" and not started:
+                        started = True
+                        await refuse(send, 413, too_large())
+                    return
                 started = True
                 await send(message)
 
@@ -131,11 +139,15 @@ def too_large() -> str:
     return f"the upload is larger than {store.MAX_UPLOAD_BYTES // 2**20} MB; shrink or recompress it"
 
 
+# A Host header: a name or address, or a bracketed IPv6 address, then at most a port. Nothing else may
+# follow: '127.0.0.1:80@evil.com' or '[::1]evil' is no loopback name, whatever a lax split would make of it.
+_HOST = re.compile(r"(\[[0-9a-f:.]*\]|[^:\[\]@/\\]*)(?::[0-9]*)?")
+
+
 def hostname(host: str) -> str:
-    host = host.lower()
-    if host.startswith("["):
-        return host.split("]")[0] + "]"
-    return host.rsplit(":", 1)[0] if ":" in host else host
+    """The name in a Host header, lower-cased without its port; '' for a header that is not one."""
+    match = _HOST.fullmatch(host.lower())
+    return match.group(1) if match else ""
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # EFBIG: a file past the filesystem's or RLIMIT_FSIZE's limit
 NO_PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
 

@@ -66,6 +66,7 @@ from PIL import Image
 from monalisa.data.images import Target
 from monalisa.errors import UserError, quoted, unknown_name
 from monalisa.files import (
+    LineTooLong,
     atomic_path,
     existing_folders,
     read_json,
@@ -154,8 +155,6 @@ def write_target(path: Path, pixels: np.ndarray) -> None:
 # run.json's fields and their types: a reader that shows them (the lab's list) trusts nothing else.
 INFO_TYPES = {"image": str, "source": str, "preset": str, "created": str, "status": str, "message": str,
               "width": int, "height": int, "group": str}
-# metrics.csv's columns every reader relies on
-METRICS_READ = ("epoch", "psnr", "mae", "train_seconds")
 
 
 def read_info(path: Path) -> dict:
@@ -193,11 +192,13 @@ def read_run_metrics(path: Path) -> list[dict]:
         rows = read_metrics(path)
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
+    except LineTooLong:
+        raise
     except (TypeError, ValueError, csv.Error):  # float(None) for a short row, float('x') for a word
         raise ValueError("a row is short or holds something that is not a number") from None
-    for row in rows:
-        if not set(METRICS_READ) <= row.keys():
-            raise ValueError(f"it lacks the columns {', '.join(METRICS_READ)}")
+    for row in rows:  # every column the run writes: the lab's answer (schemas.MetricsRow) names each
+        if not set(METRIC_COLUMNS) <= row.keys():
+            raise ValueError(f"it lacks the columns {', '.join(METRIC_COLUMNS)}")
     return rows
 
 
@@ -521,6 +522,8 @@ class RunDirectory:
             return reader(path)
         except OSError as exc:  # a FIFO or device, a doctored huge file, permissions
             raise self._damaged(name, exc.strerror or str(exc)) from None
+        except LineTooLong as exc:
+            raise self._damaged(name, str(exc)) from None
         except (ValueError, KeyError, TypeError, csv.Error) as exc:
             raise self._damaged(name, f"{type(exc).__name__}: {exc}") from None
 
@@ -684,8 +687,7 @@ class RunDirectory:
         """final.png (the newest frame on disk) and, with ``animations``, the GIF, MP4 and curves."""
         frames = [path for path in (self.frame_path(row["epoch"]) for row in history) if path.exists()]
         if frames:
-            last = int(frames[-1].stem.split("-")[1])
-            self._frame_image(last)  # a PNG this run wrote: never a symlink's target copied where /runs/ serves it
+            self.frame_image(frames[-1])  # a PNG this run wrote: never a symlink's target copied where /runs/ serves it
             with self._writing("final.png"), atomic_path(self.path / "final.png") as tmp:
                 Path(tmp).write_bytes(frames[-1].read_bytes())
         if animations:
@@ -707,10 +709,10 @@ class RunDirectory:
             else:
                 picks = animation.subsample_indices(len(rows), max_frames)
             rows = [rows[i] for i in picks]
-        captioned, size = [], None
+        captioned = []
+        size = self.frame_size() if rows else None
         for row in rows:
-            image = self._frame_image(row["epoch"], size)
-            size = image.size
+            image = self.frame_image(self.frame_path(row["epoch"]), size)
             if width is not None and width != image.width:
                 height = max(1, round(image.height * width / image.width))
                 image = image.resize((width, height), Image.Resampling.LANCZOS)
@@ -719,24 +721,31 @@ class RunDirectory:
         return captioned
 
     def frame(self, epoch: int) -> np.ndarray:
-        """Frame ``epoch`` as (H, W, 3) uint8, checked as ``_frame_image`` checks it."""
-        return np.asarray(self._frame_image(epoch))
+        """Frame ``epoch`` as (H, W, 3) uint8, checked as ``frame_image`` checks it."""
+        return np.asarray(self.frame_image(self.frame_path(epoch)))
 
-    def _frame_image(self, epoch: int, size: tuple[int, int] | None = None) -> Image.Image:
-        """Frame ``epoch`` as RGB, checked: a file this run wrote (not a symlink, a FIFO or another file
-        put in its place), a PNG, as large as ``size`` (the frames before it). A doctored frame is one line."""
-        path = self.frame_path(epoch)
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of every frame the run writes: its target's, as run.json gives it."""
+        info = self.info()
+        return info["width"], info["height"]
+
+    def frame_image(self, path: Path, size: tuple[int, int] | None = None) -> Image.Image:
+        """A frame of this run (frames/epoch-*.png, final.png) as RGB, checked: a file this run wrote (not a
+        symlink, a FIFO or another file put in its place), a PNG of the run's size (``size``, by default
+        frame_size()). The size is read from the header and compared before any pixel is decoded: a
+        250 kB PNG claiming 9000x9000 would decode to 243 MB, once per frame. A doctored frame is one line."""
+        size = size or self.frame_size()
+        name = path.relative_to(self.path).as_posix() if path.is_relative_to(self.path) else path.name
         try:
             require_own_file(path)
             with Image.open(path) as image:
                 if image.format != "PNG":
                     raise ValueError(f"a {image.format} image, not a PNG")
-                if size is not None and image.size != size:
-                    raise ValueError(f"{image.width}x{image.height} pixels, not {size[0]}x{size[1]} as the frames "
-                                     "before it")
+                if image.size != size:
+                    raise ValueError(f"{image.width}x{image.height} pixels, not the run's {size[0]}x{size[1]}")
                 return image.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise self._damaged(f"frames/{path.name}", getattr(exc, "strerror", None) or str(exc)) from None
+            raise self._damaged(name, getattr(exc, "strerror", None) or str(exc)) from None
 
     def export_animation(self, out: str | Path, width: int | None = None, max_frames: int = 120,
                          spacing: str = "even", fps: float = 12) -> Path:

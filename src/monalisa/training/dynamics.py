@@ -54,7 +54,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from monalisa.files import PathLike, atomic_path, require_regular
+from monalisa.files import PathLike, atomic_path, csv_rows
 from monalisa.training.trainer import Callback, Trainer
 
 LAYER_COLUMNS = ("epoch", "fraction", "step", "train_seconds", "layer", "units", "act_mean", "act_std",
@@ -269,13 +269,11 @@ def _number(value: float) -> str:
 
 def read_layers(path: PathLike) -> list[dict]:
     """layers.csv back as rows: INT_COLUMNS ints, the rest floats (empty: NaN). ValueError if malformed."""
-    require_regular(path, MAX_LAYERS_BYTES)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != LAYER_COLUMNS:
-            raise ValueError(f"columns {reader.fieldnames}, not {list(LAYER_COLUMNS)}")
-        return [{k: (int(v) if k in INT_COLUMNS else (float(v) if v else math.nan)) for k, v in row.items()}
-                for row in reader]
+    reader = csv_rows(path, MAX_LAYERS_BYTES)
+    if tuple(reader.fieldnames or ()) != LAYER_COLUMNS:
+        raise ValueError(f"columns {reader.fieldnames}, not {list(LAYER_COLUMNS)}")
+    return [{k: (int(v) if k in INT_COLUMNS else (float(v) if v else math.nan)) for k, v in row.items()}
+            for row in reader]
 
 
 def epoch_end_rows(rows: Sequence[Mapping]) -> dict[int, list[dict]]:

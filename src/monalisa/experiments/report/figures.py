@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,10 @@ class RunFrames:
             if len(per_seed) > 1 else [self.metrics]
         self.psnr = {m["epoch"]: m["psnr"] for m in self.metrics}
         self.frame_epochs = [m["epoch"] for m in self.metrics if self.run.frame_path(m["epoch"]).exists()]
+
+    @cached_property
+    def frame_size(self) -> tuple[int, int]:
+        return self.run.frame_size()
 
     @property
     def diverged(self) -> bool:
@@ -98,13 +103,14 @@ class GridLayout:
         return self.panel(pixels, f"target\n{self.target.name}   {self.target.width}x{self.target.height}")
 
     def run_panel(self, run: RunFrames, frame_epoch: int | None) -> np.ndarray:
-        pixels = None if frame_epoch is None else _load_rgb(run.run.frame_path(frame_epoch))
+        pixels = None if frame_epoch is None else _load_rgb(run, run.run.frame_path(frame_epoch))
         return self.panel(pixels, run.caption(frame_epoch))
 
     def final_panel(self, run: RunFrames) -> np.ndarray:
         last = run.frame_at(math.inf)
         final = run.run.path / "final.png"
-        pixels = _load_rgb(final) if final.exists() else None if last is None else _load_rgb(run.run.frame_path(last))
+        pixels = _load_rgb(run, final) if final.exists() else None if last is None else \
+            _load_rgb(run, run.run.frame_path(last))
         return self.panel(pixels, run.caption(last, final=True))
 
     def compose(self, panels: list[np.ndarray]) -> np.ndarray:
@@ -124,9 +130,9 @@ def _join(parts: list[np.ndarray], gap: np.ndarray, axis: int) -> np.ndarray:
     return np.concatenate(pieces, axis=axis)
 
 
-def _load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+def _load_rgb(run: RunFrames, path: Path) -> np.ndarray:
+    """A frame of ``run``, checked as every reader of a run's frames checks it (RunDirectory.frame_image)."""
+    return np.asarray(run.run.frame_image(path, run.frame_size))
 
 
 def grid_frames(target: Target, runs: list[RunFrames], layout: GridLayout) -> list[np.ndarray]:
