@@ -108,3 +108,6 @@ def pytest_collection_modifyitems(config, items):
         folder = item.path.parent.name
         if folder in FOLDER_MARKS:
             item.add_marker(FOLDER_MARKS[folder])
+    # Whole-system tests last: a fresh checkout compiles the online kernel once (numba caches it beside
+    # the source), which the unit tests pay without a deadline; a browser test's waits would not cover it.
+    items.sort(key=lambda item: item.path.parent.name in FOLDER_MARKS)
