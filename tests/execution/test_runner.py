@@ -242,8 +242,8 @@ sys.path.insert(0, {tests!r})
 import numpy as np
 from test_runner import LONG
 from monalisa import Target
-from monalisa.execution.worker import LocalExecutor
-from monalisa.execution.runner import START, RunSpec
+from monalisa.execution.local import LocalExecutor
+from monalisa.execution.specs import START, RunSpec
 
 if __name__ == "__main__":
     # Noise compresses badly: each live frame is a ~50 KB PNG, so a few fill the report pipe.

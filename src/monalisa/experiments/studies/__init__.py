@@ -12,7 +12,8 @@ entry except those the study varies, and hands them to ``compare.run_comparison`
 claims function: rows of the finished table in, verdicts out (``supported`` True, False, or
 None for inconclusive). The claims functions are pure, so they can be checked on handmade rows.
 
-    from monalisa.experiments.studies import STUDIES, default_base, study_target
+    from monalisa.experiments.studies import STUDIES
+    from monalisa.experiments.studies.common import study_target
     target = study_target("mona_lisa", quick=True)              # longest side 64 px
     summary = STUDIES["depth"](target, "studies/depth", quick=True)
     for claim in summary["claims"]: print(claim)
