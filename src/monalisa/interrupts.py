@@ -11,7 +11,7 @@ it where it chooses, by ``check()``, which raises Paused or Stopped from our own
 
 - between kernel calls (Trainer.fit's progress hook: every 1,024 pixels online, every batched step)
   and between epochs;
-- in a worker (executors.execute) after its imports and after each stage of its start;
+- in a worker (execution/worker.py's execute) after its imports and after each stage of its start;
 - in a runner's loop (Runner.run_all: the CLI's compare and study) and before a search's trials.
 
 The ending is not a safe point: a stop while it is written lets it finish. The first request wins;

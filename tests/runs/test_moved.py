@@ -1,4 +1,4 @@
-"""record.py's writer when its run directory goes away under it: moved or deleted mid-training.
+"""The run directory's writer (runs/directory.py) when its run directory goes away under it: moved or deleted mid-training.
 
 A `monalisa train` in a subprocess (a 2x8 network on 16x12 pixels, ~100 epochs a second) is
 moved or removed after a few epochs; it must stop at its next write with one line and exit 2,

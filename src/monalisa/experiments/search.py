@@ -149,7 +149,7 @@ def suggest(trial, space: SearchSpace) -> None:
 def recipe_for(config: dict, budget: int, seed: int = 0, trial_seconds: float = TRIAL_SECONDS) -> Recipe:
     """The recipe of one trial's ``config``: its network as wide as keeps it within ``budget`` parameters.
 
-    The width is the nearest to the budget (budget.width_for_budget), then narrowed until the total
+    The width is the nearest to the budget (sizes.width_for_budget), then narrowed until the total
     is at most the budget: a trial that may go over would win by size. A hash grid's tables take
     ``table_share`` of the budget (encodings.hashgrid_table_size) and the MLP the rest.
     """
